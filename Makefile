@@ -1,0 +1,32 @@
+# The two commands a new user needs: `make run` and `make test`.
+# Both create .venv from pyproject.toml on first use; only Python >= 3.11 is required.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	touch $@
+
+run: $(VENV)/.run-installed
+	$(BIN)/hub demo
+
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.fanout.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,45 @@
+"""The small interface every data source implements."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+
+class SourceError(Exception):
+    """A collection failure whose message is already readable and free of secrets."""
+
+
+@dataclass(slots=True, frozen=True)
+class SourceResult:
+    """What one collection produced: `data` maps section name -> value.
+
+    `error` set together with `data` means a partial result (some parts failed);
+    `warnings` are passed on to clients as-is.
+    """
+
+    data: dict[str, Any]
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+class Source(abc.ABC):
+    """A data source: named, filling fixed `data` sections, collected once per tick."""
+
+    #: key in the snapshot's "sources" object
+    name: str = ""
+    #: keys of the snapshot's "data" object this source fills (null when it fails)
+    sections: tuple[str, ...] = ()
+    #: per-collection time budget in seconds (the scheduler caps it below the interval)
+    timeout: float = 5.0
+
+    async def start(self) -> None:
+        """Open long-lived clients; must not fail when the dependency is down."""
+
+    @abc.abstractmethod
+    async def collect(self) -> SourceResult:
+        """Collect once. Raise on failure (SourceError for a readable reason)."""
+
+    async def close(self) -> None:
+        """Release clients; called once at shutdown."""

@@ -1,0 +1,71 @@
+"""Process source: the hub's own process stats (the seed's getApplicationMetrics, extended)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from hub.sources.base import Source, SourceResult
+
+LAG_PROBE_INTERVAL = 0.25  # seconds between event-loop lag probes
+
+
+class ProcessSource(Source):
+    """Fills `data.application` with connections, memory, uptime, CPU, fds, threads, loop lag."""
+
+    name = "process"
+    sections = ("application",)
+
+    def __init__(self, *, active_connections: Callable[[], int], timeout: float = 1.0) -> None:
+        self._active = active_connections
+        self.timeout = timeout
+        self._proc = psutil.Process()
+        self._started = time.monotonic()
+        self._max_lag = 0.0
+        self._lag_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._proc.cpu_percent(None)  # first call primes the counter and returns 0.0
+        self._lag_task = asyncio.create_task(self._probe_lag(), name="hub-loop-lag")
+
+    async def _probe_lag(self) -> None:
+        # Sleep a fixed interval and record how late the loop woke us: that delay is
+        # what every client message and /health request waited too.
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(LAG_PROBE_INTERVAL)
+            lag = loop.time() - t0 - LAG_PROBE_INTERVAL
+            if lag > self._max_lag:
+                self._max_lag = lag
+
+    async def collect(self) -> SourceResult:
+        proc = self._proc
+        with proc.oneshot():
+            mem = proc.memory_info()
+            try:
+                fds: int | None = proc.num_fds()
+            except (AttributeError, psutil.Error):  # not on Windows
+                fds = None
+            data: dict[str, Any] = {
+                "activeConnections": self._active(),
+                "memoryUsage": {"rss": mem.rss, "vms": mem.vms},
+                "uptime": round(time.monotonic() - self._started, 3),
+                "cpuPercent": proc.cpu_percent(None),
+                "openFds": fds,
+                "threads": proc.num_threads(),
+                "eventLoopLagMs": round(self._max_lag * 1000, 3),
+            }
+        self._max_lag = 0.0
+        return SourceResult(data={"application": data})
+
+    async def close(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
