@@ -1,0 +1,33 @@
+"""Helpers for tests that start real external programs (Prometheus, Redis, Chromium, SecantusDB)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+
+def services_required() -> bool:
+    """True when HUB_REQUIRE_SERVICES=1: a missing program must fail the run, not skip."""
+    return os.environ.get("HUB_REQUIRE_SERVICES") == "1"
+
+
+def need_program(name: str, *, hint: str = "") -> str:
+    """Path of executable `name`; skip the test when missing, or fail under HUB_REQUIRE_SERVICES=1."""
+    path = shutil.which(name)
+    if path:
+        return path
+    why = f"{name!r} is not on PATH" + (f" ({hint})" if hint else "")
+    if services_required():
+        pytest.fail(f"{why}, and HUB_REQUIRE_SERVICES=1 requires it")
+    pytest.skip(why)
+    raise AssertionError("unreachable")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
