@@ -1,0 +1,446 @@
+"""Business source against a real MongoDB-wire-protocol server (SecantusDB child process)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import math
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from aiohttp import web
+from pymongo import AsyncMongoClient, monitoring
+
+from hub.business_api import BUSINESS_SOURCE_KEY, business_handler
+from hub.config import BusinessFields, BusinessSourceConfig, build_config
+from hub.doctor import run_doctor
+from hub.sources.base import SourceError
+from hub.sources.business import WINDOWS, BusinessSource, fold_small_cells
+from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
+
+UTC = dt.timezone.utc
+MARGIN = 2.0  # seconds of slack for a loaded 2-core CI machine
+SPECIALTIES = ["cardiology", "dermatology", "pediatrics", "neurology", "oncology", "radiology", "urology"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def ms(t: dt.datetime) -> dt.datetime:
+    """`t` truncated to milliseconds (BSON dates carry no more)."""
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def get_path(doc: dict[str, Any], path: str) -> Any:
+    node: Any = doc
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def expected_metrics(docs: list[dict[str, Any]], start: dt.datetime, *, k: int = 0) -> dict[str, Any]:
+    """Plain-Python computation of the seed's metrics over `docs` (independent of the pipeline)."""
+    sel = [d for d in docs if isinstance(d.get("createdAt"), dt.datetime) and d["createdAt"] >= start]
+    total = len(sel)
+    counts = Counter(get_path(d, "doctor.specialty") if get_path(d, "doctor.specialty") is not None else "unknown"
+                     for d in sel)
+    if k:
+        small = {s for s, c in counts.items() if c < k or s == "other"}
+        other = sum(counts.pop(s) for s in small)
+        if other:
+            counts["other"] = other
+    by = [{"_id": s, "count": c} for s, c in sorted(counts.items(), key=lambda sc: (-sc[1], sc[0]))]
+    cancelled = sum(1 for d in sel if d.get("status") == "cancelled")
+    waits = [(d["bookingCompletedAt"] - d["createdAt"]).total_seconds() for d in sel
+             if isinstance(d.get("bookingCompletedAt"), dt.datetime)]
+    ratings = [get_path(d, "review.rating") for d in sel if is_number(get_path(d, "review.rating"))]
+    mean = sum(ratings) / len(ratings) if ratings else None
+    return {
+        "total": total,
+        "bySpecialty": by,
+        "cancellationRate": cancelled / total * 100 if total else 0,
+        "averageBookingTime": sum(waits) / len(waits) if waits else 0,
+        "patientSatisfaction": math.floor(mean * 100 + 0.5) / 100 if mean is not None else None,
+    }
+
+
+def make_docs(now: dt.datetime, *, seed: int = 7) -> list[dict[str, Any]]:
+    """Appointments across every window, with the edge cases the metrics must survive.
+
+    Window layout (age = now - createdAt), kept >= 3 minutes away from every window edge:
+      < 1 h   : all cancelled, no ratings, a missing specialty, a null specialty, missing booking times
+      1-24 h  : mixed statuses, ratings (incl. a null and a string rating that must not count)
+      24 h-7 d, 7-30 d : bulk history; > 30 d : must never count
+    """
+    rng = random.Random(seed)
+    docs: list[dict[str, Any]] = []
+
+    def add(age_s: float, *, status: str, specialty: Any = "keep", wait: float | None = None,
+            rating: Any = "none") -> None:
+        created = ms(now - dt.timedelta(seconds=age_s))
+        doc: dict[str, Any] = {"createdAt": created, "status": status,
+                               "patient": {"name": f"Patient {len(docs)}", "email": f"p{len(docs)}@example.org"}}
+        if specialty == "keep":
+            specialty = rng.choice(SPECIALTIES)
+        if specialty != "missing":
+            doc["doctor"] = {"name": "Dr X", "specialty": specialty}
+        if wait is not None:
+            doc["bookingCompletedAt"] = ms(created + dt.timedelta(seconds=wait))
+        if rating != "none":
+            doc["review"] = {"rating": rating, "comment": "fine"}
+        docs.append(doc)
+
+    hour, day = 3600.0, 86400.0
+    for _ in range(9):  # last hour: everything cancelled, no ratings
+        add(rng.uniform(200, hour - 200), status="cancelled", wait=rng.uniform(20, 400))
+    add(600, status="cancelled", specialty="missing")  # no specialty, no booking time
+    add(900, status="cancelled", specialty=None, wait=33.5)
+    for _ in range(150):
+        status = rng.choices(["booked", "completed", "cancelled"], [5, 3, 2])[0]
+        rating = rng.randint(1, 5) if status == "completed" and rng.random() < 0.7 else "none"
+        wait = rng.uniform(15, 900) if rng.random() < 0.85 else None
+        add(rng.uniform(hour + 200, day - 200), status=status, wait=wait, rating=rating)
+    add(2 * hour, status="completed", rating=None, wait=None)  # null rating: not a rating
+    add(3 * hour, status="completed", rating="5", specialty="missing")  # string rating: not a number
+    add(4 * hour, status="completed", rating=4.5, specialty="")  # empty specialty is a specialty
+    for lo, hi, n in ((day, 7 * day, 600), (7 * day, 30 * day, 900), (30 * day, 40 * day, 120)):
+        for _ in range(n):
+            status = rng.choices(["booked", "completed", "cancelled"], [3, 5, 2])[0]
+            rating = rng.randint(1, 5) if status == "completed" and rng.random() < 0.6 else "none"
+            wait = rng.uniform(15, 1200) if rng.random() < 0.9 else None
+            add(rng.uniform(lo + 200, hi - 200), status=status, wait=wait, rating=rating,
+                specialty=rng.choice([*SPECIALTIES, "missing"]))
+    return docs
+
+
+def source_for(server: MongoServer, *, ttl: float = 30.0, timeout: float = 2.0, collection: str = "appointments",
+               listeners: list[Any] | None = None, uri: str | None = None, **cfg: Any) -> BusinessSource:
+    conf = BusinessSourceConfig(mongodb_uri=uri or server.uri, collection=collection, timeout=timeout, **cfg)
+    return BusinessSource(conf, cache_ttl=ttl, client_options={"event_listeners": listeners} if listeners else None)
+
+
+class AggregateCounter(monitoring.CommandListener):
+    """Counts `aggregate` commands the driver actually sends (command monitoring)."""
+
+    def __init__(self) -> None:
+        self.aggregates = 0
+        self.commands: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands.append(event.command_name)
+        if event.command_name == "aggregate":
+            self.aggregates += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def insert(server: MongoServer, collection: str, docs: list[dict[str, Any]]) -> None:
+    async with AsyncMongoClient(server.uri, serverSelectionTimeoutMS=5000) as client:
+        coll = client.get_default_database()[collection]
+        await coll.drop()
+        if docs:
+            await coll.insert_many([dict(d) for d in docs])
+
+
+async def until(predicate: Any, *, timeout: float, what: str, step: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(step)
+
+
+# ----------------------------------------------------------------------------- correctness
+
+
+async def test_every_field_every_window_matches_plain_python(mongo_server: MongoServer) -> None:
+    now = dt.datetime.now(UTC)
+    docs = make_docs(now)
+    await insert(mongo_server, "appointments", docs)
+    await insert(mongo_server, "empty", [])
+    # Same documents under another schema: exercises [sources.business.fields] with dotted paths.
+    remapped = [{"meta": {"created": d["createdAt"], "state": "CXL" if d["status"] == "cancelled" else d["status"]},
+                 **({"spec": d["doctor"]["specialty"]} if "doctor" in d else {}),
+                 **({"doneAt": d["bookingCompletedAt"]} if "bookingCompletedAt" in d else {}),
+                 **({"stars": d["review"]["rating"]} if "review" in d else {})} for d in docs]
+    await insert(mongo_server, "remapped", remapped)
+    fields = BusinessFields(created_at="meta.created", specialty="spec", status="meta.state", cancelled_value="CXL",
+                            booking_completed_at="doneAt", rating="stars")
+    src = source_for(mongo_server)
+    empty = source_for(mongo_server, collection="empty")
+    remap = source_for(mongo_server, collection="remapped", fields=fields)
+    for s in (src, empty, remap):
+        await s.start()
+    try:
+        for window, span in WINDOWS.items():
+            want = expected_metrics(docs, now - span)
+            for s in (src, remap):
+                got = await s.metrics_for(window)
+                assert got["timeRange"] == window
+                assert set(got) == {"timestamp", "timeRange", "appointments"}
+                a = got["appointments"]
+                assert set(a) == set(want)
+                assert a["total"] == want["total"], window
+                assert a["bySpecialty"] == want["bySpecialty"], window
+                assert a["cancellationRate"] == pytest.approx(want["cancellationRate"], rel=1e-12), window
+                assert a["averageBookingTime"] == pytest.approx(want["averageBookingTime"], rel=1e-9), window
+                assert a["patientSatisfaction"] == want["patientSatisfaction"], window
+            got_empty = (await empty.metrics_for(window))["appointments"]
+            assert got_empty == {"total": 0, "bySpecialty": [], "cancellationRate": 0, "averageBookingTime": 0,
+                                 "patientSatisfaction": None}
+        # The edge cases really are in the data.
+        last_hour = (await src.metrics_for("1h"))["appointments"]
+        assert last_hour["cancellationRate"] == 100.0 and last_hour["patientSatisfaction"] is None
+        assert {"_id": "unknown", "count": 2} in last_hour["bySpecialty"]
+        ts = (await src.metrics_for("24h"))["timestamp"]
+        assert dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ") and ts.endswith("Z") and len(ts) == 24
+    finally:
+        for s in (src, empty, remap):
+            await s.close()
+
+
+async def test_collect_fills_business_section_and_rejects_unknown_range(mongo_server: MongoServer) -> None:
+    src = source_for(mongo_server, time_range="7d")
+    await src.start()
+    try:
+        res = await src.collect()
+        assert set(res.data) == {"business"} and res.error is None
+        assert res.data["business"]["timeRange"] == "7d"
+        assert src.name == "business" and src.sections == ("business",) and src.timeout == 2.0
+        with pytest.raises(ValueError, match="allowed"):
+            await src.metrics_for("2h")
+    finally:
+        await src.close()
+
+
+async def test_min_cell_size_folds_small_specialties(mongo_server: MongoServer) -> None:
+    now = dt.datetime.now(UTC)
+    counts = {"cardiology": 9, "dermatology": 5, "neurology": 4, "oncology": 2, "urology": 1, "other": 1}
+    docs = [{"createdAt": ms(now - dt.timedelta(minutes=10 + i)), "status": "booked", "doctor": {"specialty": s}}
+            for s, n in counts.items() for i in range(n)]
+    docs.append({"createdAt": ms(now - dt.timedelta(minutes=5)), "status": "booked"})  # unknown: 1
+    await insert(mongo_server, "cells", docs)
+    src = source_for(mongo_server, collection="cells", min_cell_size=5)
+    await src.start()
+    try:
+        got = (await src.metrics_for("1h"))["appointments"]
+    finally:
+        await src.close()
+    # neurology 4 + oncology 2 + urology 1 + a real "other" 1 + unknown 1 = 9, tied with cardiology: _id breaks it.
+    assert got["bySpecialty"] == [{"_id": "cardiology", "count": 9}, {"_id": "other", "count": 9},
+                                  {"_id": "dermatology", "count": 5}]
+    assert got["total"] == sum(counts.values()) + 1
+    assert got["bySpecialty"] == expected_metrics(docs, now - dt.timedelta(hours=1), k=5)["bySpecialty"]
+
+
+def test_fold_small_cells_ties_sort_by_id() -> None:
+    rows = [{"_id": "b", "count": 3}, {"_id": "a", "count": 2}, {"_id": "c", "count": 1}, {"_id": "d", "count": 1}]
+    assert fold_small_cells(rows, 2) == [{"_id": "b", "count": 3}, {"_id": "a", "count": 2},
+                                         {"_id": "other", "count": 2}]
+    assert fold_small_cells(rows, 0) == rows
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+async def test_burst_of_requests_makes_one_query(mongo_server: MongoServer) -> None:
+    now = dt.datetime.now(UTC)
+    await insert(mongo_server, "burst", make_docs(now, seed=3))
+    counter = AggregateCounter()
+    src = source_for(mongo_server, collection="burst", ttl=30.0, listeners=[counter])
+    await src.start()
+    try:
+        results = await asyncio.gather(*(src.metrics_for("7d") for _ in range(20)))
+        assert counter.aggregates == 1 and src.queries_total == 1
+        assert all(r == results[0] for r in results)
+        assert await src.metrics_for("7d") == results[0] and counter.aggregates == 1  # served from cache
+        await src.metrics_for("30d")
+        assert counter.aggregates == 2  # cached per window
+        # The tick never serves the cache: it always queries, and its result refreshes the cache.
+        tick = (await src.collect()).data["business"]
+        assert counter.aggregates == 3
+        assert await src.metrics_for(src.cfg.time_range) is tick and counter.aggregates == 3
+    finally:
+        await src.close()
+
+
+async def test_cache_expires_after_ttl(mongo_server: MongoServer) -> None:
+    counter = AggregateCounter()
+    src = source_for(mongo_server, ttl=0.3, listeners=[counter])
+    await src.start()
+    try:
+        first = await src.metrics_for("24h")
+        assert counter.aggregates == 1
+
+        async def refreshed() -> bool:
+            return (await src.metrics_for("24h")) is not first
+
+        await until(refreshed, timeout=0.3 + MARGIN, what="cache expiry")
+        assert counter.aggregates >= 2
+    finally:
+        await src.close()
+
+
+# ----------------------------------------------------------------------------- outage
+
+
+async def test_outage_raises_quickly_and_recovers_with_same_source(mongo_server_fn: MongoServer) -> None:
+    server = mongo_server_fn
+    await insert(server, "appointments", make_docs(dt.datetime.now(UTC), seed=11))
+    timeout, ttl = 1.0, 1.0
+    src = source_for(server, ttl=ttl, timeout=timeout)
+    await src.start()
+    try:
+        before = (await src.collect()).data["business"]
+        assert before["appointments"]["total"] > 0
+        await src.metrics_for("24h")  # warm the API cache
+        server.stop()
+        outage = time.monotonic()
+
+        t0 = time.monotonic()
+        with pytest.raises(SourceError) as err:
+            await src.collect()  # the tick never hides an outage behind the cache
+        assert time.monotonic() - t0 < timeout + MARGIN
+        reason = str(err.value)
+        assert f"127.0.0.1:{server.port}" in reason and len(reason) <= 300
+        assert "Topology Description" not in reason
+
+        async def api_fails() -> bool:
+            try:
+                await src.metrics_for("24h")
+            except SourceError:
+                return True
+            return False
+
+        await until(api_fails, timeout=ttl + timeout + MARGIN, what="API to report the outage")
+        assert time.monotonic() - outage < ttl + 2 * timeout + MARGIN
+
+        server.start()
+
+        async def recovered() -> bool:
+            try:
+                return bool(await src.collect())
+            except SourceError:
+                return False
+
+        await until(recovered, timeout=15, what="recovery after restart", step=0.2)
+        after = (await src.collect()).data["business"]
+        assert after["appointments"] == before["appointments"]
+        assert (await src.metrics_for("24h"))["timeRange"] == "24h"
+    finally:
+        await src.close()
+
+
+async def test_start_does_not_fail_when_server_is_down(mongo_server_fn: MongoServer) -> None:
+    mongo_server_fn.kill()
+    src = source_for(mongo_server_fn, timeout=0.5)
+    t0 = time.monotonic()
+    await src.start()
+    assert time.monotonic() - t0 < 0.5
+    try:
+        with pytest.raises(SourceError, match="MongoDB not reachable at 127.0.0.1"):
+            await src.collect()
+        mongo_server_fn.start()
+        assert (await src.collect()).data["business"]["appointments"]["total"] == 0
+    finally:
+        await src.close()
+
+
+# ----------------------------------------------------------------------------- secrets
+
+
+async def test_password_never_in_errors_or_logs(mongo_server_fn: MongoServer, caplog: pytest.LogCaptureFixture) -> None:
+    server = mongo_server_fn
+    password = "Sup3r-Secret-Pa55"
+    async with AsyncMongoClient(server.uri) as client:
+        # The read-only user docs/mongodb.md tells operators to create.
+        await client.admin.command("createUser", "hub_reader", pwd=password,
+                                   roles=[{"role": "read", "db": "healthcare"}])
+    server.stop()
+    server.start(auth=True)
+    good = source_for(server, uri=server.uri_with("hub_reader", password, auth_source="admin"), timeout=2.0)
+    bad = source_for(server, uri=server.uri_with("hub_reader", password + "x", auth_source="admin"), timeout=1.0)
+    for s in (good, bad):
+        await s.start()
+    try:
+        # A read-only user suffices; the collection does not exist yet, which reads as empty.
+        assert (await good.collect()).data["business"]["appointments"]["total"] == 0
+        with pytest.raises(SourceError) as err:
+            await bad.collect()
+        assert "authentication failed" in str(err.value)
+        server.kill()  # unreachable with a password in the URI: the message names the host, never the password
+        with pytest.raises(SourceError) as err2:
+            await bad.metrics_for("1h")
+    finally:
+        for s in (good, bad):
+            await s.close()
+    for text in (str(err.value), str(err2.value), caplog.text):
+        assert password not in text and "Pa55" not in text
+
+
+# ----------------------------------------------------------------------------- HTTP endpoint
+
+
+async def test_business_endpoint(mongo_server_fn: MongoServer, aiohttp_client: Any) -> None:
+    await insert(mongo_server_fn, "appointments", make_docs(dt.datetime.now(UTC), seed=5))
+    src = source_for(mongo_server_fn, timeout=1.0, ttl=0.0)
+    await src.start()
+    app = web.Application()
+    app[BUSINESS_SOURCE_KEY] = src
+    app.router.add_get("/api/metrics/business", business_handler)
+    client = await aiohttp_client(app)
+    try:
+        r = await client.get("/api/metrics/business")
+        assert r.status == 200
+        body = await r.json()
+        assert body["timeRange"] == "24h" and body["appointments"]["total"] > 0
+        r = await client.get("/api/metrics/business?timeRange=30d")
+        assert (await r.json())["timeRange"] == "30d"
+        r = await client.get("/api/metrics/business?timeRange=1y")
+        assert r.status == 400
+        assert await r.json() == {"error": "invalid timeRange '1y'", "allowed": ["1h", "24h", "7d", "30d"]}
+        mongo_server_fn.kill()
+        r = await client.get("/api/metrics/business?timeRange=7d")
+        assert r.status == 503
+        assert f"MongoDB at 127.0.0.1:{mongo_server_fn.port}" in (await r.json())["error"]
+    finally:
+        await src.close()
+
+
+# ----------------------------------------------------------------------------- doctor
+
+
+async def test_doctor_reports_missing_index_then_ok(mongo_server_fn: MongoServer) -> None:
+    await insert(mongo_server_fn, "appointments", make_docs(dt.datetime.now(UTC), seed=2)[:50])
+    cfg = build_config({"sources": {"business": {"mongodb_uri": mongo_server_fn.uri, "timeout": 2}}}, environ={})
+    out = io.StringIO()
+    assert await run_doctor(cfg, out=out) == 1
+    assert "db.appointments.createIndex({createdAt: 1})" in out.getvalue()
+    async with AsyncMongoClient(mongo_server_fn.uri) as client:
+        await client.get_default_database().appointments.create_index([("createdAt", 1), ("status", 1)])
+    out = io.StringIO()
+    assert await run_doctor(cfg, out=out) == 0, out.getvalue()
+    assert "createdAt_1_status_1" in out.getvalue()
+    mongo_server_fn.kill()
+    out = io.StringIO()
+    cfg = build_config({"sources": {"business": {"mongodb_uri": mongo_server_fn.uri_with("u", "pw-9876"),
+                                                 "timeout": 0.5}}}, environ={})
+    assert await run_doctor(cfg, out=out) == 1
+    assert "reachable: NO" in out.getvalue() and "pw-9876" not in out.getvalue()
