@@ -7,10 +7,12 @@ import datetime as dt
 import io
 import math
 import random
+import socket
 import time
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from pymongo import AsyncMongoClient, monitoring
@@ -18,8 +20,10 @@ from pymongo import AsyncMongoClient, monitoring
 from hub.business_api import BUSINESS_SOURCE_KEY, business_handler
 from hub.config import BusinessFields, BusinessSourceConfig, build_config
 from hub.doctor import run_doctor
+from hub.simulator import run_simulator
 from hub.sources.base import SourceError
 from hub.sources.business import WINDOWS, BusinessSource, fold_small_cells
+from tests.services import free_port
 from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
 
 UTC = dt.timezone.utc
@@ -57,6 +61,9 @@ def expected_metrics(docs: list[dict[str, Any]], start: dt.datetime, *, k: int =
     if k:
         small = {s for s, c in counts.items() if c < k or s == "other"}
         other = sum(counts.pop(s) for s in small)
+        while 0 < other < k and counts:  # "other" must not be a small cell either
+            smallest = max(counts, key=lambda s: (-counts[s], s))
+            other += counts.pop(smallest)
         if other:
             counts["other"] = other
     by = [{"_id": s, "count": c} for s, c in sorted(counts.items(), key=lambda sc: (-sc[1], sc[0]))]
@@ -255,6 +262,11 @@ def test_fold_small_cells_ties_sort_by_id() -> None:
     assert fold_small_cells(rows, 2) == [{"_id": "b", "count": 3}, {"_id": "a", "count": 2},
                                          {"_id": "other", "count": 2}]
     assert fold_small_cells(rows, 0) == rows
+    # "other" below k would give its count away (total - shown rows): the smallest row joins it.
+    assert fold_small_cells([{"_id": "a", "count": 9}, {"_id": "b", "count": 4}, {"_id": "c", "count": 4},
+                             {"_id": "d", "count": 1}], 3) == [{"_id": "a", "count": 9}, {"_id": "other", "count": 5},
+                                                               {"_id": "b", "count": 4}]
+    assert fold_small_cells([{"_id": "a", "count": 2}], 3) == [{"_id": "other", "count": 2}]
 
 
 # ----------------------------------------------------------------------------- cache
@@ -358,7 +370,14 @@ async def test_start_does_not_fail_when_server_is_down(mongo_server_fn: MongoSer
         with pytest.raises(SourceError, match="MongoDB not reachable at 127.0.0.1"):
             await src.collect()
         mongo_server_fn.start()
-        assert (await src.collect()).data["business"]["appointments"]["total"] == 0
+
+        async def up() -> Any:
+            try:
+                return await src.collect()
+            except SourceError:
+                return None  # the driver re-checks a down server at most every 0.5 s
+
+        assert (await until(up, timeout=10, what="first success")).data["business"]["appointments"]["total"] == 0
     finally:
         await src.close()
 
@@ -444,3 +463,48 @@ async def test_doctor_reports_missing_index_then_ok(mongo_server_fn: MongoServer
                                                  "timeout": 0.5}}}, environ={})
     assert await run_doctor(cfg, out=out) == 1
     assert "reachable: NO" in out.getvalue() and "pw-9876" not in out.getvalue()
+
+
+# ----------------------------------------------------------------------------- simulator
+
+
+async def test_simulator_seeds_writes_and_serves_backend_metrics(mongo_server_fn: MongoServer) -> None:
+    port = free_port()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_simulator(mongodb_uri=mongo_server_fn.uri, metrics_port=port, stop=stop,
+                                             rate=20.0, history_days=3, history_per_day=150, seed=42, ready=ready))
+    src = source_for(mongo_server_fn, ttl=0.0)
+    await src.start()
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=30)
+        seeded = (await src.metrics_for("7d"))["appointments"]
+        assert 300 < seeded["total"] < 700
+        statuses = {"booked", "completed", "cancelled"}
+        async with AsyncMongoClient(mongo_server_fn.uri) as client:
+            coll = client.get_default_database().appointments
+            assert set(await coll.distinct("status")) == statuses
+            assert await coll.count_documents({"review.rating": {"$gte": 1, "$lte": 5}}) > 0
+            assert await coll.count_documents({"bookingCompletedAt": {"$exists": False}}) > 0
+            assert any(ix["key"] == {"createdAt": 1} for ix in [i async for i in await coll.list_indexes()])
+
+            async def changed() -> bool:  # new bookings and status changes keep arriving
+                return (await coll.count_documents({}) > seeded["total"] + 5
+                        and await coll.count_documents({"cancelledAt": {"$exists": True}}) > 0)
+
+            await until(changed, timeout=20, what="live appointment events", step=0.2)
+        async with httpx.AsyncClient() as http:
+            async def scraped() -> str:
+                r = await http.get(f"http://127.0.0.1:{port}/metrics")
+                assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+                return r.text if 'route="/api/appointments",status="201"' in r.text else ""
+
+            text = await until(scraped, timeout=10, what="backend metrics")
+        assert 'http_requests_total{method="GET",route="/api/doctors",status="200"}' in text
+        assert "http_request_duration_seconds_bucket{" in text and 'le="+Inf"' in text
+        assert "job=" not in text  # Prometheus adds the job label from its scrape config
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+        await src.close()
+    with pytest.raises(OSError):  # the metrics endpoint is gone once the simulator returns
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -103,8 +103,16 @@ def _id_sort_key(value: Any) -> tuple[int, str]:
     return (0, value) if isinstance(value, str) else (1, repr(value))
 
 
+def _row_key(row: Mapping[str, Any]) -> tuple[int, tuple[int, str]]:
+    return (-row["count"], _id_sort_key(row["_id"]))
+
+
 def fold_small_cells(rows: Sequence[Mapping[str, Any]], min_cell_size: int) -> list[dict[str, Any]]:
-    """Merge specialties with a count below `min_cell_size` into one "other" row, sorted count desc."""
+    """Merge specialties with a count below `min_cell_size` into one "other" row, sorted count desc.
+
+    If "other" itself stays below `min_cell_size`, the smallest remaining rows join it until it
+    does not (otherwise `total` minus the shown rows would give the small count away).
+    """
     if min_cell_size <= 0:
         return [dict(r) for r in rows]
     kept: list[dict[str, Any]] = []
@@ -114,9 +122,12 @@ def fold_small_cells(rows: Sequence[Mapping[str, Any]], min_cell_size: int) -> l
             other += row["count"]  # a real specialty called "other" joins the folded ones
         else:
             kept.append(dict(row))
+    kept.sort(key=_row_key)
+    while 0 < other < min_cell_size and kept:
+        other += kept.pop()["count"]
     if other:
         kept.append({"_id": OTHER_SPECIALTY, "count": other})
-    kept.sort(key=lambda r: (-r["count"], _id_sort_key(r["_id"])))
+    kept.sort(key=_row_key)
     return kept
 
 

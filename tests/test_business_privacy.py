@@ -1,0 +1,92 @@
+"""Patient data never leaves the hub, and the hub only reads: checked on the wire of a real server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from typing import Any
+
+from pymongo import AsyncMongoClient, monitoring
+
+from hub.config import build_config
+from hub.doctor import run_doctor
+from hub.sources.business import WINDOWS
+from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
+from tests.test_business_source import SPECIALTIES, insert, make_docs, source_for
+
+UTC = dt.timezone.utc
+READ_COMMANDS = {"aggregate", "listIndexes", "count", "buildinfo", "buildInfo", "connectionStatus", "ping",
+                 "hello", "isMaster", "ismaster", "endSessions", "saslStart", "saslContinue", "getMore", "killCursors"}
+
+
+class Wire(monitoring.CommandListener):
+    """Records every command the driver sends and every aggregate reply."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.replies: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.command_name == "aggregate":
+            self.replies.append(dict(event.reply))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> None:
+    docs = make_docs(dt.datetime.now(UTC), seed=19)
+    await insert(mongo_server, "private", docs)
+    wire = Wire()
+    src = source_for(mongo_server, collection="private", listeners=[wire], min_cell_size=3)
+    await src.start()
+    try:
+        out = {w: await src.metrics_for(w) for w in WINDOWS}
+        await src.collect()
+    finally:
+        await src.close()
+    text = json.dumps(out)
+    for d in docs:
+        assert d["patient"]["name"] not in text and d["patient"]["email"] not in text
+    assert "Dr X" not in text and "comment" not in text
+    for result in out.values():
+        a = result["appointments"]
+        assert set(a) == {"total", "bySpecialty", "cancellationRate", "averageBookingTime", "patientSatisfaction"}
+        assert {c["_id"] for c in a["bySpecialty"]} <= {*SPECIALTIES, "unknown", "other", ""}
+        assert all(c["count"] >= 3 for c in a["bySpecialty"])  # no cell small enough to single anyone out
+    # On the wire: reads only, no $out/$merge, and each reply is one small aggregate document.
+    assert {name for name, _ in wire.sent} <= READ_COMMANDS
+    for name, cmd in wire.sent:
+        if name == "aggregate":
+            assert not any(k in json.dumps(cmd, default=str) for k in ('"$out"', '"$merge"'))
+    assert len(wire.replies) == len(WINDOWS) + 1
+    for reply in wire.replies:
+        batch = reply["cursor"]["firstBatch"]
+        assert len(batch) == 1 and len(json.dumps(batch, default=str)) < 4000
+
+
+async def test_read_only_user_is_enough_for_source_and_doctor(mongo_server_fn: MongoServer) -> None:
+    server = mongo_server_fn
+    await insert(server, "appointments", make_docs(dt.datetime.now(UTC), seed=23)[:200])
+    async with AsyncMongoClient(server.uri) as client:
+        await client.get_default_database().appointments.create_index([("createdAt", 1)])
+        await client.admin.command("createUser", "hub_reader", pwd="ro-pass-1",
+                                   roles=[{"role": "read", "db": "healthcare"}])
+    server.stop()
+    server.start(auth=True)
+    uri = server.uri_with("hub_reader", "ro-pass-1", auth_source="admin")
+    src = source_for(server, uri=uri)
+    await src.start()
+    try:
+        assert (await src.collect()).data["business"]["appointments"]["total"] > 0
+    finally:
+        await src.close()
+    out = io.StringIO()
+    cfg = build_config({"sources": {"business": {"mongodb_uri": uri, "timeout": 2}}}, environ={})
+    assert await run_doctor(cfg, out=out) == 0, out.getvalue()
+    assert "ro-pass-1" not in out.getvalue()
+    assert "index on createdAt: yes" in out.getvalue()
