@@ -7,7 +7,9 @@ import io
 import json
 from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient, monitoring
+from pymongo.errors import OperationFailure
 
 from hub.config import build_config
 from hub.doctor import run_doctor
@@ -90,3 +92,8 @@ async def test_read_only_user_is_enough_for_source_and_doctor(mongo_server_fn: M
     assert await run_doctor(cfg, out=out) == 0, out.getvalue()
     assert "ro-pass-1" not in out.getvalue()
     assert "index on createdAt: yes" in out.getvalue()
+    assert "roles: read" in out.getvalue() and "allow writes" not in out.getvalue()
+    async with AsyncMongoClient(uri, serverSelectionTimeoutMS=5000) as client:  # the role really is read-only
+        with pytest.raises(OperationFailure) as err:
+            await client.get_default_database().appointments.insert_one({"x": 1})
+        assert err.value.code == 13

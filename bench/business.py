@@ -1,0 +1,214 @@
+"""Benchmark: the hub's one-pipeline business metrics vs the seed's five-query BusinessMetricsService.
+
+Starts its own SecantusDB (a MongoDB-wire-protocol server, run as a child process) in a temp dir,
+generates an appointments collection, and times both approaches with the same driver
+(PyMongo's AsyncMongoClient) for every window, after checking that they return identical results.
+
+    python -m bench.business [--docs 100000] [--runs 5] [--no-index]
+
+The first run of each approach is checked for identical results (exit status 1 if not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import math
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from hub.config import BusinessSourceConfig
+from hub.simulator import history
+from hub.sources.business import WINDOWS, BusinessSource
+from tests.services.mongo import MongoServer
+
+UTC = dt.timezone.utc
+
+
+# --------------------------------------------------------------------------- the seed, faithfully
+
+
+class SeedBusinessMetrics:
+    """The seed's BusinessMetricsService (monitoring-guide.md) in Python: five queries under one gather,
+    the booking-time and rating averages computed in the client from fetched documents."""
+
+    def __init__(self, coll: Any) -> None:
+        self.coll = coll
+
+    async def get_appointment_metrics(self, time_range: str = "24h") -> dict[str, Any]:
+        start = dt.datetime.now(UTC) - WINDOWS.get(time_range, WINDOWS["24h"])
+        metrics = await asyncio.gather(  # Promise.all
+            self.get_appointment_count(start),
+            self.get_appointments_by_specialty(start),
+            self.get_cancellation_rate(start),
+            self.get_average_booking_time(start),
+            self.get_patient_satisfaction_score(start),
+        )
+        return {
+            "timestamp": dt.datetime.now(UTC).isoformat(),
+            "timeRange": time_range,
+            "appointments": {
+                "total": metrics[0],
+                "bySpecialty": metrics[1],
+                "cancellationRate": metrics[2],
+                "averageBookingTime": metrics[3],
+                "patientSatisfaction": metrics[4],
+            },
+        }
+
+    async def get_appointment_count(self, start: dt.datetime) -> int:
+        return await self.coll.count_documents({"createdAt": {"$gte": start}})
+
+    async def get_appointments_by_specialty(self, start: dt.datetime) -> list[dict[str, Any]]:
+        cursor = await self.coll.aggregate([
+            {"$match": {"createdAt": {"$gte": start}}},
+            {"$group": {"_id": "$doctor.specialty", "count": {"$sum": 1}}},
+            {"$sort": {"count": -1}},
+        ])
+        return await cursor.to_list(None)
+
+    async def get_cancellation_rate(self, start: dt.datetime) -> float:
+        total = await self.coll.count_documents({"createdAt": {"$gte": start}})
+        cancelled = await self.coll.count_documents({"createdAt": {"$gte": start}, "status": "cancelled"})
+        return (cancelled / total) * 100 if total > 0 else 0
+
+    async def get_average_booking_time(self, start: dt.datetime) -> float:
+        # .find(...).select('createdAt bookingCompletedAt'): _id comes along, as with Mongoose.
+        appointments = await self.coll.find(
+            {"createdAt": {"$gte": start}, "bookingCompletedAt": {"$exists": True}},
+            projection={"createdAt": 1, "bookingCompletedAt": 1},
+        ).to_list(None)
+        if not appointments:
+            return 0
+        total_ms = sum((a["bookingCompletedAt"] - a["createdAt"]) / dt.timedelta(milliseconds=1)
+                       for a in appointments)
+        return total_ms / len(appointments) / 1000
+
+    async def get_patient_satisfaction_score(self, start: dt.datetime) -> float | None:
+        reviews = await self.coll.find(
+            {"createdAt": {"$gte": start}, "review.rating": {"$exists": True}},
+            projection={"review.rating": 1},
+        ).to_list(None)
+        if not reviews:
+            return None
+        average = sum(r["review"]["rating"] for r in reviews) / len(reviews)
+        return math.floor(average * 100 + 0.5) / 100  # Math.round(x * 100) / 100
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def normalized(result: dict[str, Any]) -> dict[str, Any]:
+    """The parts both approaches must agree on; the seed groups a missing specialty under null
+    and leaves count ties in server order, the hub names it "unknown" and breaks ties by _id."""
+    a = result["appointments"]
+    rows = [{"_id": "unknown" if r["_id"] is None else r["_id"], "count": r["count"]} for r in a["bySpecialty"]]
+    rows.sort(key=lambda r: (-r["count"], r["_id"]))
+    return {**a, "bySpecialty": rows}
+
+
+def same(seed: dict[str, Any], hub: dict[str, Any]) -> list[str]:
+    """Differences between the two results (empty when identical)."""
+    s, h = normalized(seed), normalized(hub)
+    diffs = []
+    for key in ("total", "bySpecialty", "patientSatisfaction"):
+        if s[key] != h[key]:
+            diffs.append(f"{key}: seed {s[key]!r} != hub {h[key]!r}")
+    for key in ("cancellationRate", "averageBookingTime"):
+        if not math.isclose(s[key], h[key], rel_tol=1e-9, abs_tol=1e-9):
+            diffs.append(f"{key}: seed {s[key]!r} != hub {h[key]!r}")
+    return diffs
+
+
+async def populate(uri: str, n: int, *, index: bool, seed: int) -> None:
+    rng = random.Random(seed)
+    docs = history(rng, now=dt.datetime.now(UTC), days=30, per_day=n / 30)
+    async with AsyncMongoClient(uri) as client:
+        coll = client.get_default_database().appointments
+        await coll.drop()
+        for i in range(0, len(docs), 5000):
+            await coll.insert_many(docs[i:i + 5000], ordered=False)
+        if index:
+            await coll.create_index([("createdAt", 1)])
+
+
+def runs_for(window: str, runs: int) -> int:
+    """Timed runs per window: the 30-day window of the seed approach takes a minute per run at 100k."""
+    return max(1, runs if window != "30d" else min(runs, 3))
+
+
+async def bench(uri: str, *, runs: int) -> list[dict[str, Any]]:
+    rows = []
+    src = BusinessSource(BusinessSourceConfig(mongodb_uri=uri, timeout=600.0), cache_ttl=0.0)
+    await src.start()
+    async with AsyncMongoClient(uri, timeoutMS=600_000) as client:
+        seed = SeedBusinessMetrics(client.get_default_database().appointments)
+        for window in WINDOWS:
+            n = runs_for(window, runs)
+            t_seed: list[float] = []
+            t_hub: list[float] = []
+            first: dict[str, Any] = {}
+            # Alternate the two so load from elsewhere on the machine hits both alike.
+            for i in range(n):
+                for name, fn, times in (("seed", seed.get_appointment_metrics, t_seed),
+                                        ("hub", src.metrics_for, t_hub)):
+                    t0 = time.perf_counter()
+                    result = await fn(window)
+                    times.append(time.perf_counter() - t0)
+                    if i == 0:
+                        first[name] = result
+            diffs = same(first["seed"], first["hub"])
+            ms_seed, ms_hub = statistics.median(t_seed), statistics.median(t_hub)
+            rows.append({"window": window, "docs": first["hub"]["appointments"]["total"], "seed": ms_seed,
+                         "hub": ms_hub, "ratio": ms_seed / ms_hub, "identical": not diffs, "diffs": diffs, "runs": n})
+            print(f"  {window}: seed {ms_seed * 1000:.1f} ms, hub {ms_hub * 1000:.1f} ms, "
+                  f"{ms_seed / ms_hub:.1f}x, identical={not diffs} ({n} runs)", file=sys.stderr, flush=True)
+    await src.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=100_000, help="appointments to generate over 30 days")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per window (median reported)")
+    ap.add_argument("--no-index", action="store_true", help="do not create the {createdAt: 1} index")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="hub-bench-business-") as tmp:
+        server = MongoServer(Path(tmp) / "data")
+        server.start()
+        try:
+            t0 = time.perf_counter()
+            asyncio.run(populate(server.uri, args.docs, index=not args.no_index, seed=args.seed))
+            print(f"generated ~{args.docs} appointments in {time.perf_counter() - t0:.1f} s "
+                  f"(index on createdAt: {'no' if args.no_index else 'yes'})", file=sys.stderr)
+            rows = asyncio.run(bench(server.uri, runs=args.runs))
+        finally:
+            server.kill()
+
+    print(f"\nSecantusDB (child process), PyMongo AsyncMongoClient, Python {platform.python_version()}, "
+          f"{args.docs} appointments over 30 days, index on createdAt: {'no' if args.no_index else 'yes'}, "
+          f"median of {args.runs} runs (30d: {runs_for('30d', args.runs)}), the two approaches alternating\n")
+    print("| window | appointments in window | seed: 5 queries | hub: 1 pipeline | speed-up | identical |")
+    print("|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['window']} | {r['docs']} | {r['seed'] * 1000:.1f} ms | {r['hub'] * 1000:.1f} ms "
+              f"| {r['ratio']:.1f}x | {'yes' if r['identical'] else 'NO'} |")
+    bad = [r for r in rows if not r["identical"]]
+    for r in bad:
+        print(f"DIFFERENT at {r['window']}: {'; '.join(r['diffs'])}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
