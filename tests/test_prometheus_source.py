@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,12 @@ from hub.config import build_config
 from hub.sources.base import SourceError, SourceResult
 from hub.sources.prometheus import PrometheusSource
 from tests.services import free_port, need_program
-from tests.services.prom import PrometheusServer, prometheus_server, shared_prometheus  # noqa: F401
+from tests.services.prom import (  # noqa: F401
+    PrometheusServer,
+    prometheus_server,
+    shared_prometheus,
+    start_prometheus,
+)
 
 TOKEN = "tok-3f9a1c77e2b54d0f"  # distinctive, so a leak in any message is unmistakable
 PASSWORD = "pw-8d1e22c9aa40"
@@ -428,3 +434,97 @@ async def test_tls_ca_file_and_verification(aiohttp_server: Any, tls_files: tupl
     finally:
         for s in (trusted, untrusted, unverified):
             await s.close()
+
+
+# ------------------------------------------------------------------ closed loop: hub <-> Prometheus
+# A real hub app whose Prometheus source points at a real Prometheus that scrapes this hub's
+# /metrics every second: the hub reports data about itself, read back through Prometheus.
+
+DEPLOY_RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "hub-alerts.yml"
+TICK = 1.0
+
+
+async def next_update(ws: Any, timeout: float = TICK * 3) -> dict[str, Any]:
+    """The next metrics_update frame (a tick must arrive well within `timeout`)."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"no metrics_update within {timeout} s")
+        msg = await ws.receive_json(timeout=left)
+        if msg.get("type") == "metrics_update":
+            return msg
+
+
+async def test_closed_loop_kill_and_restart(tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any) -> None:
+    from hub.app import create_app
+
+    hub_port = free_port()
+    # The hub's own alert rules are loaded too: Prometheus refuses to start on a broken rule file.
+    prom = start_prometheus(tmp_path / "prometheus", targets={"hub": [f"127.0.0.1:{hub_port}"]},
+                            extra_rule_files=[DEPLOY_RULES])
+    try:
+        cfg = build_config({
+            "broadcast": {"interval": TICK},
+            "sources": {
+                "prometheus": {"url": prom.url, "timeout": 0.5,
+                               "queries": {"hubUp": 'up{job="hub"}', "one": "vector(1)"}},
+                "business": {"enabled": False},
+            },
+        }, environ={})
+        server = await aiohttp_server(create_app(cfg), port=hub_port)
+        client = await aiohttp_client(server)
+        ws = await client.ws_connect("/ws")
+
+        # 1. The loop closes: Prometheus scraped the hub, the hub reads up{job="hub"} = 1 back.
+        #    (Prometheus applies new scrape targets about 5 s after start.)
+        def hub_up(m: dict[str, Any]) -> bool:
+            system = m["data"]["system"] or {}
+            return any(r["metric"].get("job") == "hub" and r["value"][1] == "1"
+                       for r in system.get("hubUp", []))
+
+        def firing(m: dict[str, Any]) -> bool:
+            return any(a["name"] == "HubTestAlwaysFiring" and a["state"] == "firing"
+                       for a in m["data"]["alerts"] or [])
+
+        end = time.monotonic() + 20
+        msg = await next_update(ws)
+        while not (hub_up(msg) and firing(msg)):
+            assert time.monotonic() < end, f"loop did not close within 20 s; last: {msg}"
+            msg = await next_update(ws)
+        assert msg["sources"]["prometheus"]["status"] == "ok"
+        (up,) = [r for r in msg["data"]["system"]["hubUp"] if r["metric"].get("job") == "hub"]
+        assert up["metric"]["instance"] == f"127.0.0.1:{hub_port}"
+        assert msg["data"]["alerts"][0]["state"] == "firing"  # firing sorted before pending
+
+        # 2. Prometheus dies: by the second tick after the kill (the first may have been
+        #    collected just before it) the source reports error, on time; other sections stay.
+        prom.kill()
+        killed_seq = msg["seq"]
+        on_time = TICK + 0.6  # the tick grid is fixed; a refused connection costs no budget
+        frames = [await next_update(ws, on_time), await next_update(ws, on_time)]
+        err = frames[-1]
+        assert err["sources"]["prometheus"]["status"] == "error"
+        assert err["sources"]["prometheus"]["error"] == f"cannot reach Prometheus at {prom.url}: connection refused"
+        assert err["data"]["system"] is None and err["data"]["alerts"] is None
+        assert err["sources"]["process"]["status"] == "ok" and err["data"]["application"] is not None
+        assert err["sources"]["prometheus"]["latency_ms"] < 500  # refused at once, no budget wait
+        assert [f["seq"] for f in frames] == [killed_seq + 1, killed_seq + 2]  # no tick skipped
+
+        # 3. Prometheus restarts on the same port with the same TSDB; the same hub (same source,
+        #    same pooled client) recovers within two ticks of Prometheus being ready.
+        await prom.astart()
+        frames = [await next_update(ws), await next_update(ws)]
+        ok = frames[-1]
+        assert ok["sources"]["prometheus"]["status"] == "ok", ok["sources"]["prometheus"]
+        assert ok["data"]["system"]["one"][0]["value"][1] == "1"
+        assert ok["data"]["alerts"] is not None
+
+        # The hub's self-metrics counted the outage and the recovery.
+        text = await (await client.get("/metrics")).text()
+        assert 'hub_source_up{source="prometheus"} 1.0' in text
+        errors = re.search(r'^hub_collect_errors_total\{source="prometheus"\} (\S+)$', text, re.M)
+        assert errors and float(errors.group(1)) >= 1
+        await ws.close()
+    finally:
+        prom.kill()
