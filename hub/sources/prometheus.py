@@ -107,9 +107,9 @@ class PrometheusSource(Source):
             await self.start()
         names = list(self._cfg.queries)
         tasks: dict[str, asyncio.Task[Any]] = {
-            name: asyncio.ensure_future(self._query(name, self._cfg.queries[name])) for name in names
+            name: asyncio.create_task(self._query(self._cfg.queries[name])) for name in names
         }
-        alerts_task = asyncio.ensure_future(self._alerts()) if self._cfg.alerts else None
+        alerts_task = asyncio.create_task(self._alerts()) if self._cfg.alerts else None
         every = [*tasks.values(), *([alerts_task] if alerts_task else [])]
         t0 = time.monotonic()
         try:
@@ -169,7 +169,7 @@ class PrometheusSource(Source):
         return SourceResult(data=data, error="; ".join(errors) or None,
                             warnings=tuple(dict.fromkeys(self._clean(w) for w in warnings)))
 
-    async def _query(self, name: str, expr: str) -> tuple[Any, list[str]] | _Failure:
+    async def _query(self, expr: str) -> tuple[Any, list[str]] | _Failure:
         body = await self._get(self._query_url, {"query": expr})
         if isinstance(body, _Failure):
             return body
