@@ -14,15 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from pymongo import AsyncMongoClient, monitoring
 
-from hub.business_api import BUSINESS_SOURCE_KEY, business_handler
+from hub.app import create_app
 from hub.config import BusinessFields, BusinessSourceConfig, build_config
 from hub.doctor import run_doctor
 from hub.simulator import run_simulator
 from hub.sources.base import SourceError
-from hub.sources.business import WINDOWS, BusinessSource, fold_small_cells
+from hub.sources.business import WINDOWS, BusinessSource, fold_small_cells, query_deadline
 from tests.services import free_port
 from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
 
@@ -295,7 +294,7 @@ async def test_burst_of_requests_makes_one_query(mongo_server: MongoServer) -> N
 
 async def test_cache_expires_after_ttl(mongo_server: MongoServer) -> None:
     counter = AggregateCounter()
-    src = source_for(mongo_server, ttl=0.3, listeners=[counter])
+    src = source_for(mongo_server, ttl=1.0, listeners=[counter])
     await src.start()
     try:
         first = await src.metrics_for("24h")
@@ -304,7 +303,7 @@ async def test_cache_expires_after_ttl(mongo_server: MongoServer) -> None:
         async def refreshed() -> bool:
             return (await src.metrics_for("24h")) is not first
 
-        await until(refreshed, timeout=0.3 + MARGIN, what="cache expiry")
+        await until(refreshed, timeout=1.0 + MARGIN, what="cache expiry")
         assert counter.aggregates >= 2
     finally:
         await src.close()
@@ -417,30 +416,67 @@ async def test_password_never_in_errors_or_logs(mongo_server_fn: MongoServer, ca
 # ----------------------------------------------------------------------------- HTTP endpoint
 
 
-async def test_business_endpoint(mongo_server_fn: MongoServer, aiohttp_client: Any) -> None:
-    await insert(mongo_server_fn, "appointments", make_docs(dt.datetime.now(UTC), seed=5))
-    src = source_for(mongo_server_fn, timeout=1.0, ttl=0.0)
-    await src.start()
-    app = web.Application()
-    app[BUSINESS_SOURCE_KEY] = src
-    app.router.add_get("/api/metrics/business", business_handler)
-    client = await aiohttp_client(app)
-    try:
-        r = await client.get("/api/metrics/business")
-        assert r.status == 200
-        body = await r.json()
-        assert body["timeRange"] == "24h" and body["appointments"]["total"] > 0
-        r = await client.get("/api/metrics/business?timeRange=30d")
-        assert (await r.json())["timeRange"] == "30d"
-        r = await client.get("/api/metrics/business?timeRange=1y")
-        assert r.status == 400
-        assert await r.json() == {"error": "invalid timeRange '1y'", "allowed": ["1h", "24h", "7d", "30d"]}
-        mongo_server_fn.kill()
+async def test_hub_app_business_tick_endpoint_outage_and_recovery(mongo_server_fn: MongoServer,
+                                                                   aiohttp_client: Any) -> None:
+    """The real hub app: data.business every tick, the seed's endpoint, an outage and recovery without restart."""
+    server = mongo_server_fn
+    await insert(server, "appointments", make_docs(dt.datetime.now(UTC), seed=5))
+    interval, timeout = 2.0, 1.5  # the scheduler caps a tick's collect at min(timeout, 0.8 * interval)
+    cfg = build_config({"broadcast": {"interval": interval},
+                        "sources": {"prometheus": {"enabled": False},
+                                    "business": {"mongodb_uri": server.uri, "timeout": timeout, "time_range": "24h"}}},
+                       environ={})
+    client = await aiohttp_client(create_app(cfg))
+
+    async def snap() -> dict[str, Any]:
+        r = await client.get("/api/metrics/snapshot")
+        return await r.json() if r.status == 200 else {}
+
+    async def business_status(status: str) -> dict[str, Any] | None:
+        s = await snap()
+        return s if s and s["sources"]["business"]["status"] == status else None
+
+    ok = await until(lambda: business_status("ok"), timeout=10, what="a tick with business data")
+    want = expected_metrics(make_docs(dt.datetime.now(UTC), seed=5), dt.datetime.now(UTC) - WINDOWS["24h"])
+    assert ok["data"]["business"]["appointments"]["total"] == want["total"]
+    assert ok["data"]["business"]["timeRange"] == "24h"
+
+    r = await client.get("/api/metrics/business")
+    assert r.status == 200
+    body = await r.json()
+    assert body["timeRange"] == "24h" and body["appointments"]["total"] == want["total"]
+    r = await client.get("/api/metrics/business?timeRange=30d")
+    assert (await r.json())["timeRange"] == "30d"
+    r = await client.get("/api/metrics/business?timeRange=1y")
+    assert r.status == 400
+    assert (await r.json())["allowed"] == ["1h", "24h", "7d", "30d"]
+
+    server.stop()
+    down = await until(lambda: business_status("error"), timeout=2 * interval + MARGIN, what="an error tick")
+    assert down["data"]["business"] is None
+    assert down["sources"]["process"]["status"] == "ok" and down["data"]["application"] is not None
+    seq = down["seq"]
+
+    async def readable() -> bool:  # once the server is gone (not mid-shutdown), the reason names it
+        s = await business_status("error")
+        return bool(s) and f"MongoDB not reachable at 127.0.0.1:{server.port}" in s["sources"]["business"]["error"]
+
+    await until(readable, timeout=3 * interval + MARGIN, what="a readable outage reason")
+
+    async def ticks_go_on() -> bool:  # the other sources stay on time while MongoDB is down
+        return (await snap())["seq"] >= seq + 2
+
+    await until(ticks_go_on, timeout=3 * interval + MARGIN, what="ticks during the outage")
+
+    async def api_503() -> bool:
         r = await client.get("/api/metrics/business?timeRange=7d")
-        assert r.status == 503
-        assert f"MongoDB at 127.0.0.1:{mongo_server_fn.port}" in (await r.json())["error"]
-    finally:
-        await src.close()
+        return r.status == 503 and "MongoDB" in (await r.json())["error"]
+
+    await until(api_503, timeout=interval + timeout + MARGIN, what="503 from the endpoint")
+
+    server.start()
+    back = await until(lambda: business_status("ok"), timeout=15, what="recovery without restarting the hub")
+    assert back["data"]["business"]["appointments"]["total"] == want["total"]
 
 
 # ----------------------------------------------------------------------------- doctor
@@ -508,3 +544,11 @@ async def test_simulator_seeds_writes_and_serves_backend_metrics(mongo_server_fn
         await src.close()
     with pytest.raises(OSError):  # the metrics endpoint is gone once the simulator returns
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_query_deadline_stays_inside_the_scheduler_budget() -> None:
+    assert query_deadline(5.0, 10.0) == 4.5  # production defaults
+    assert query_deadline(5.0, 2.0) == 1.0  # budget 1.6 s: the driver's 0.5 s grid gives 1.0
+    assert query_deadline(1.5, 2.0) == 1.0
+    assert query_deadline(120.0, 0.0) == 108.0  # no interval (bench, tools): the timeout alone
+    assert query_deadline(0.3, 10.0) == 0.27  # below one grid step: as close as it gets

@@ -208,6 +208,20 @@ def _cause(exc: BaseException) -> str:
     return text
 
 
+# PyMongo re-checks a pending server selection every 0.5 s (minHeartbeatFrequencyMS), so with the
+# server down its timeout fires on that grid: 1.2 s really means 1.5 s.
+SELECTION_STEP = 0.5
+
+
+def query_deadline(timeout: float, interval: float) -> float:
+    """Seconds the driver may spend on one query: inside the scheduler's per-collect budget
+    min(timeout, 0.8 * interval), on the driver's 0.5 s server-selection grid."""
+    budget = min(timeout, 0.8 * interval) if interval > 0 else timeout
+    usable = 0.9 * budget
+    stepped = math.floor(usable / SELECTION_STEP) * SELECTION_STEP
+    return round(stepped if stepped >= SELECTION_STEP else max(0.05, usable), 3)
+
+
 def describe_error(exc: BaseException, *, uri: str, timeout: float, secrets: Sequence[str]) -> str:
     """A short, readable, secret-free reason for a driver error."""
     hosts = hosts_of(uri)
@@ -239,7 +253,11 @@ def describe_error(exc: BaseException, *, uri: str, timeout: float, secrets: Seq
 
 
 class BusinessSource(Source):
-    """Fills `data.business` with the seed's appointment metrics for `cfg.time_range`, read-only."""
+    """Fills `data.business` with the seed's appointment metrics for `cfg.time_range`, read-only.
+
+    `cache_ttl` is the broadcast interval: API answers are cached that long per window, and each
+    query's driver deadline stays inside the scheduler's min(timeout, 0.8 * interval) budget.
+    """
 
     name = "business"
     sections = ("business",)
@@ -249,6 +267,10 @@ class BusinessSource(Source):
         self.cfg = cfg
         self.timeout = cfg.timeout
         self.cache_ttl = cache_ttl
+        #: driver deadline per query: inside the scheduler's budget, min(timeout, 0.8 * interval)
+        #: (cache_ttl is the broadcast interval), so an outage reads "MongoDB not reachable at ..."
+        #: rather than the scheduler's bare "timed out".
+        self.query_timeout = query_deadline(cfg.timeout, cache_ttl)
         pw = password_of(cfg.mongodb_uri)
         self._secrets = [s for s in (*secrets, pw) if s]
         self._extra_options = dict(client_options or {})  # tests: event_listeners
@@ -267,13 +289,13 @@ class BusinessSource(Source):
         if self._client is not None:
             return
         try:
-            opts = {**client_options(self.cfg.timeout), **self._extra_options}
+            opts = {**client_options(self.query_timeout), **self._extra_options}
             self._client = AsyncMongoClient(self.cfg.mongodb_uri, **opts)
             # Starts background monitoring only; does not wait for a server.
             await self._client.aconnect()
         except PyMongoError as exc:  # invalid URI options, unresolvable SRV record, ...
             self._init_error = "invalid MongoDB configuration: " + describe_error(
-                exc, uri=self.cfg.mongodb_uri, timeout=self.cfg.timeout, secrets=self._secrets)
+                exc, uri=self.cfg.mongodb_uri, timeout=self.query_timeout, secrets=self._secrets)
             log.error("business source: %s", self._init_error)
             if self._client is not None:
                 await self._client.close()
@@ -339,7 +361,8 @@ class BusinessSource(Source):
             cursor = await coll.aggregate(pipeline, comment=QUERY_COMMENT)
             docs = await cursor.to_list(None)
         except PyMongoError as exc:
-            reason = describe_error(exc, uri=self.cfg.mongodb_uri, timeout=self.cfg.timeout, secrets=self._secrets)
+            reason = describe_error(exc, uri=self.cfg.mongodb_uri, timeout=self.query_timeout,
+                                    secrets=self._secrets)
             log.warning("business source: %s", reason)
             raise SourceError(reason) from None
         return shape_result(docs[0] if docs else None, time_range=time_range, timestamp=now,
