@@ -13,7 +13,7 @@ from hub.sources.business import (
     DEFAULT_DATABASE,
     client_options,
     describe_error,
-    password_of,
+    passwords_of,
 )
 
 # Built-in roles that can write; the hub needs only `read` on the appointments database.
@@ -41,7 +41,7 @@ def index_command(collection: str, field: str) -> str:
 async def run_doctor(cfg: Config, *, out: _Writer) -> int:
     """Report reachability, the user's roles and the created-at index; 0 ok, 1 index missing or unreachable."""
     bz = cfg.sources.business
-    secrets = [*secrets_of(cfg), *(p for p in [password_of(bz.mongodb_uri)] if p)]
+    secrets = [*secrets_of(cfg), *passwords_of(bz.mongodb_uri)]
 
     def say(line: str) -> None:
         out.write(line + "\n")

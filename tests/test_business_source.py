@@ -315,7 +315,7 @@ async def test_cache_expires_after_ttl(mongo_server: MongoServer) -> None:
 async def test_outage_raises_quickly_and_recovers_with_same_source(mongo_server_fn: MongoServer) -> None:
     server = mongo_server_fn
     await insert(server, "appointments", make_docs(dt.datetime.now(UTC), seed=11))
-    timeout, ttl = 1.0, 1.0
+    timeout, ttl = 2.0, 2.0  # query deadline: 0.9 * min(2.0, 0.8 * 2.0) on the 0.5 s grid = 1.0 s
     src = source_for(server, ttl=ttl, timeout=timeout)
     await src.start()
     try:
@@ -552,3 +552,12 @@ def test_query_deadline_stays_inside_the_scheduler_budget() -> None:
     assert query_deadline(1.5, 2.0) == 1.0
     assert query_deadline(120.0, 0.0) == 108.0  # no interval (bench, tools): the timeout alone
     assert query_deadline(0.3, 10.0) == 0.27  # below one grid step: as close as it gets
+
+
+def test_passwords_of_uri_raw_and_decoded() -> None:
+    from hub.sources.business import hosts_of, passwords_of
+
+    uri = "mongodb://hub:p%40ss:w0rd@db1:27017,db2:27017/healthcare?authSource=admin"
+    assert passwords_of(uri) == ["p%40ss:w0rd", "p@ss:w0rd"]
+    assert hosts_of(uri) == "db1:27017,db2:27017"
+    assert passwords_of("mongodb://db1/healthcare") == [] and passwords_of("mongodb://user@db1/x") == []

@@ -174,16 +174,22 @@ def hosts_of(uri: str) -> str:
     return netloc.rpartition("@")[2] or "<no host>"
 
 
-def password_of(uri: str) -> str | None:
-    """The password in a MongoDB URI, if any (multi-host netlocs defeat urlsplit's port parsing)."""
+def passwords_of(uri: str) -> list[str]:
+    """The password in a MongoDB URI as written and percent-decoded (both must be scrubbed)."""
     try:
-        userinfo = urlsplit(uri).netloc.rpartition("@")[0]
+        userinfo = urlsplit(uri).netloc.rpartition("@")[0]  # urlsplit's .password trips on multi-host netlocs
     except ValueError:
-        return None
+        return []
     if ":" not in userinfo:
-        return None
+        return []
     raw = userinfo.partition(":")[2]
-    return unquote(raw) or None
+    return [p for p in dict.fromkeys((raw, unquote(raw))) if p]
+
+
+def password_of(uri: str) -> str | None:
+    """The (percent-decoded) password in a MongoDB URI, if any."""
+    found = passwords_of(uri)
+    return found[-1] if found else None
 
 
 def client_options(timeout: float) -> dict[str, Any]:
@@ -271,8 +277,7 @@ class BusinessSource(Source):
         #: (cache_ttl is the broadcast interval), so an outage reads "MongoDB not reachable at ..."
         #: rather than the scheduler's bare "timed out".
         self.query_timeout = query_deadline(cfg.timeout, cache_ttl)
-        pw = password_of(cfg.mongodb_uri)
-        self._secrets = [s for s in (*secrets, pw) if s]
+        self._secrets = [s for s in (*secrets, *passwords_of(cfg.mongodb_uri)) if s]
         self._extra_options = dict(client_options or {})  # tests: event_listeners
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._init_error: str | None = None
