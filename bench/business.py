@@ -145,11 +145,11 @@ async def populate(uri: str, n: int, *, index: bool, seed: int) -> None:
 
 
 def runs_for(window: str, runs: int, *, full: bool = False) -> int:
-    """Timed runs per window. At 100k appointments one run of the seed's approach takes ~20 s at 7d and
-    over a minute at 30d on a small machine, so those get fewer runs unless `full`."""
+    """Timed runs per window. At 100k appointments one run of the seed's approach takes ~10 s at 7d and
+    ~40 s at 30d on a small machine, so those get fewer runs unless `full`."""
     if full or window in ("1h", "24h"):
         return max(1, runs)
-    return max(1, min(runs, 3)) if window == "7d" else 1
+    return max(1, min(runs, 5)) if window == "7d" else 1
 
 
 async def bench(uri: str, *, runs: int, full: bool) -> list[dict[str, Any]]:

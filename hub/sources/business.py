@@ -59,17 +59,15 @@ def build_pipeline(fields: BusinessFields, start: dt.datetime) -> list[dict[str,
         # A $gte on a date matches dates only, so every document below has a date `created`.
         {"$match": {fields.created_at: {"$gte": start}}},
         # Sub-pipelines filter with query $match (the seed's own predicates) rather than per-document
-        # $cond expressions: same answers, and cheaper to evaluate for the server.
+        # $cond expressions: same answers, and cheaper for the server to evaluate.
         {"$facet": {
-            "total": [{"$count": "n"}],
+            # $avg skips missing, null and non-numeric ratings by itself.
+            "totals": [{"$group": {"_id": None, "n": {"$sum": 1}, "rating": {"$avg": _field(fields.rating)}}}],
             "cancelled": count_where({fields.status: fields.cancelled_value}),
             "booking": [
+                # $subtract would fail on a string; only date-to-date differences count.
                 {"$match": {fields.booking_completed_at: {"$type": "date"}}},
                 {"$group": {"_id": None, "avgMs": {"$avg": {"$subtract": [completed, created]}}}},
-            ],
-            "rating": [
-                {"$match": {fields.rating: {"$type": "number"}}},
-                {"$group": {"_id": None, "avg": {"$avg": _field(fields.rating)}}},
             ],
             "bySpecialty": [
                 {"$group": {"_id": {"$ifNull": [_field(fields.specialty), UNKNOWN_SPECIALTY]},
@@ -146,10 +144,10 @@ def fold_small_cells(rows: Sequence[Mapping[str, Any]], min_cell_size: int) -> l
 def shape_result(doc: Mapping[str, Any] | None, *, time_range: str, timestamp: dt.datetime,
                  min_cell_size: int = 0) -> dict[str, Any]:
     """The seed's response object from the pipeline's single output document."""
-    total = int(_first(doc, "total", "n") or 0)
+    total = int(_first(doc, "totals", "n") or 0)
     cancelled = int(_first(doc, "cancelled", "n") or 0)
     booking_ms = _number(_first(doc, "booking", "avgMs"))
-    rating = _number(_first(doc, "rating", "avg"))
+    rating = _number(_first(doc, "totals", "rating"))
     rows = [{"_id": _json_id(r.get("_id")), "count": int(r.get("count") or 0)}
             for r in (doc or {}).get("bySpecialty") or []]
     return {
