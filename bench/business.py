@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pymongo import AsyncMongoClient
 
 from hub.config import BusinessSourceConfig
@@ -152,8 +153,25 @@ def runs_for(window: str, runs: int, *, full: bool = False) -> int:
     return max(1, min(runs, 5)) if window == "7d" else 1
 
 
-async def bench(uri: str, *, runs: int, full: bool) -> list[dict[str, Any]]:
+class Meter:
+    """Wall-clock time, database-server CPU time and this process's CPU time of one call."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server = psutil.Process(server_pid)
+
+    def _server_cpu(self) -> float:
+        t = self.server.cpu_times()
+        return t.user + t.system
+
+    async def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float, float]:
+        c0, s0, w0 = time.process_time(), self._server_cpu(), time.perf_counter()
+        result = await fn(*args, **kwargs)
+        return result, time.perf_counter() - w0, self._server_cpu() - s0, time.process_time() - c0
+
+
+async def bench(uri: str, *, server_pid: int, runs: int, full: bool) -> list[dict[str, Any]]:
     rows = []
+    meter = Meter(server_pid)
     src = BusinessSource(BusinessSourceConfig(mongodb_uri=uri, timeout=600.0), cache_ttl=0.0)
     await src.start()
     async with AsyncMongoClient(uri, timeoutMS=600_000) as client:
@@ -161,31 +179,38 @@ async def bench(uri: str, *, runs: int, full: bool) -> list[dict[str, Any]]:
         seed = SeedBusinessMetrics(coll)
         for window in WINDOWS:
             n = runs_for(window, runs, full=full)
-            t_seed: list[float] = []
-            t_hub: list[float] = []
+            m: dict[str, list[tuple[float, float, float]]] = {"seed": [], "hub": []}
             pinned = dt.datetime.now(UTC)
-            seed_result: dict[str, Any] = {}
             hub_result: dict[str, Any] = {}
+            diffs: list[str] = []
             # Alternate the two so load from elsewhere on the machine hits both alike.
             for i in range(n):
-                t0 = time.perf_counter()
-                seed_result = await seed.get_appointment_metrics(window, now=pinned if i == 0 else None)
-                t_seed.append(time.perf_counter() - t0)
+                seed_result, *cost = await meter(seed.get_appointment_metrics, window,
+                                                 now=pinned if i == 0 else None)
+                m["seed"].append(tuple(cost))
                 if i == 0:  # the hub's exact pipeline over the same pinned window (untimed)
                     docs = await (await coll.aggregate(build_pipeline(src.cfg.fields, pinned - WINDOWS[window]))
                                   ).to_list(None)
                     check = shape_result(docs[0] if docs else None, time_range=window, timestamp=pinned)
                     diffs = same(seed_result, check)
-                t0 = time.perf_counter()
-                hub_result = await src.metrics_for(window)
-                t_hub.append(time.perf_counter() - t0)
-            ms_seed, ms_hub = statistics.median(t_seed), statistics.median(t_hub)
-            rows.append({"window": window, "docs": hub_result["appointments"]["total"], "seed": ms_seed,
-                         "hub": ms_hub, "ratio": ms_seed / ms_hub, "identical": not diffs, "diffs": diffs, "runs": n})
-            print(f"  {window}: seed {ms_seed * 1000:.1f} ms, hub {ms_hub * 1000:.1f} ms, "
-                  f"{ms_seed / ms_hub:.1f}x, identical={not diffs} ({n} runs)", file=sys.stderr, flush=True)
+                hub_result, *cost = await meter(src.metrics_for, window)
+                m["hub"].append(tuple(cost))
+            med = {k: [statistics.median(c[j] for c in v) for j in range(3)] for k, v in m.items()}
+            row = {"window": window, "docs": hub_result["appointments"]["total"], "runs": n,
+                   "identical": not diffs, "diffs": diffs,
+                   "seed": med["seed"][0], "hub": med["hub"][0],
+                   "seed_db": med["seed"][1], "hub_db": med["hub"][1],
+                   "seed_client": med["seed"][2], "hub_client": med["hub"][2]}
+            rows.append(row)
+            print(f"  {window}: wall seed {row['seed'] * 1000:.1f} ms / hub {row['hub'] * 1000:.1f} ms = "
+                  f"{row['seed'] / row['hub']:.1f}x; server CPU {row['seed_db'] * 1000:.0f} / "
+                  f"{row['hub_db'] * 1000:.0f} ms; identical={not diffs} ({n} runs)", file=sys.stderr, flush=True)
     await src.close()
     return rows
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b > 0 else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,18 +230,24 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(populate(server.uri, args.docs, index=not args.no_index, seed=args.seed))
             print(f"generated ~{args.docs} appointments in {time.perf_counter() - t0:.1f} s "
                   f"(index on createdAt: {'no' if args.no_index else 'yes'})", file=sys.stderr)
-            rows = asyncio.run(bench(server.uri, runs=args.runs, full=args.full))
+            assert server.pid is not None
+            rows = asyncio.run(bench(server.uri, server_pid=server.pid, runs=args.runs, full=args.full))
         finally:
             server.kill()
 
     print(f"\n{args.docs} generated appointments over 30 days in SecantusDB (child process, same machine), "
           f"PyMongo AsyncMongoClient, Python {platform.python_version()}, index on createdAt: "
           f"{'no' if args.no_index else 'yes'}; median of the runs shown, the two approaches alternating\n")
-    print("| window | appointments in window | runs | seed: 5 queries | hub: 1 pipeline | speed-up | identical |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("Wall: median time of one call. DB CPU: CPU time the database server spent on it (less "
+          "sensitive to other load on the machine). Client CPU: this process (driver + the seed's averaging).\n")
+    print("| window | appointments in window | runs | wall: seed 5 queries | wall: hub 1 pipeline | wall speed-up "
+          "| DB CPU: seed | DB CPU: hub | DB CPU ratio | client CPU: seed / hub | identical |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r['window']} | {r['docs']} | {r['runs']} | {r['seed'] * 1000:.1f} ms | {r['hub'] * 1000:.1f} ms "
-              f"| {r['ratio']:.1f}x | {'yes' if r['identical'] else 'NO'} |")
+              f"| {_ratio(r['seed'], r['hub'])} | {r['seed_db'] * 1000:.0f} ms | {r['hub_db'] * 1000:.0f} ms "
+              f"| {_ratio(r['seed_db'], r['hub_db'])} | {r['seed_client'] * 1000:.0f} / {r['hub_client'] * 1000:.0f} ms "
+              f"| {'yes' if r['identical'] else 'NO'} |")
     bad = [r for r in rows if not r["identical"]]
     for r in bad:
         print(f"DIFFERENT at {r['window']}: {'; '.join(r['diffs'])}", file=sys.stderr)

@@ -57,6 +57,11 @@ class MongoServer:
         return f"mongodb://{user}:{password}@127.0.0.1:{self.port}/{self.database}{tail}"
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (benchmarks read its CPU time)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
