@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pymongo import AsyncMongoClient
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from hub.config import Config, redact_url, secrets_of
 from hub.sources.business import (
@@ -82,10 +82,11 @@ async def run_doctor(cfg: Config, *, out: _Writer) -> int:
     return 1
 
 
-async def _report_roles(db: Any, say: Any) -> None:
+async def _report_roles(db: Any, say: Callable[[str], None]) -> None:
+    """Print the authenticated user and roles; warn when a role can write."""
     try:
         status = await db.command("connectionStatus")
-    except (OperationFailure, PyMongoError):
+    except PyMongoError:
         return  # older servers or restricted users: not worth failing the check
     auth = status.get("authInfo") or {}
     users = auth.get("authenticatedUsers") or []
