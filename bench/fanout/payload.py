@@ -32,21 +32,22 @@ def _instance(job: str, i: int) -> str:
 
 
 def _sample(value: float, offset: float = 0.0) -> list[Any]:
-    return [SAMPLE_TIME + offset, repr(round(value, 6))]
+    # Prometheus prints sample values as shortest decimal strings ("1", "0.182").
+    return [SAMPLE_TIME + offset, f"{value:.6g}"]
 
 
 def prometheus_results() -> dict[str, list[dict[str, Any]]]:
     """Instant-vector `result` lists for the seed's three queries, keyed like the seed's `system`."""
     uptime = [
-        {"metric": {"__name__": "up", "instance": _instance(job, i % 2), "job": job},
+        {"metric": {"__name__": "up", "instance": _instance(job, (i + i // len(JOBS)) % 2), "job": job},
          "value": _sample(1.0)}
-        for i, job in enumerate(JOBS)
+        for i, job in enumerate(JOBS + JOBS[:2])
     ]
     request_rate = [
         {"metric": {"instance": _instance("healthcare-api", n % 2), "job": "healthcare-api",
                     "method": method, "route": route, "status_code": status},
          "value": _sample(12.5 / (n + 1))}
-        for n, (method, route, status) in enumerate(ROUTES[:5])
+        for n, (method, route, status) in enumerate(ROUTES)
     ]
     response_time = [
         {"metric": {"instance": _instance("healthcare-api", i), "job": "healthcare-api"},

@@ -236,7 +236,7 @@ async def _port_open(port: int) -> bool:
 
 
 async def start_server(kind: str, *, workdir: Path, interval: float, prometheus_url: str,
-                       payload_file: Path, python: str) -> Server:
+                       payload_file: Path, python: str, hub_root: Path = REPO) -> Server:
     """Start a fresh `hub` or `seed` server on a free port and wait until it serves."""
     port = free_port()
     log = workdir / f"{kind}-{port}.log"
@@ -244,7 +244,7 @@ async def start_server(kind: str, *, workdir: Path, interval: float, prometheus_
     if kind == "hub":
         cfg = workdir / f"hub-{port}.toml"
         cfg.write_text(hub_config_text(port=port, interval=interval, prometheus_url=prometheus_url))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hub_root), env.get("PYTHONPATH", "")]))
         # Seed-era variables would override the config (hub.config.env_overrides).
         for name in ("PROMETHEUS_URL", "MONGODB_URI"):
             env.pop(name, None)
@@ -257,7 +257,7 @@ async def start_server(kind: str, *, workdir: Path, interval: float, prometheus_
     else:
         raise ValueError(f"unknown server kind {kind!r}")
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(*argv, cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL,
+        proc = await asyncio.create_subprocess_exec(*argv, cwd=hub_root if kind == "hub" else REPO, env=env, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=out, stderr=asyncio.subprocess.STDOUT)
     server = Server(kind=kind, proc=proc, port=port, ws_url=ws_url, log=log)
 
@@ -416,6 +416,7 @@ class Result:
     failed: int = 0
     cpu_ms_per_broadcast: float = math.nan
     idle_cpu_ms_per_tick: float = math.nan
+    fanout_cpu_ms: float = math.nan
     p50_ms: float = math.nan
     p99_ms: float = math.nan
     max_ms: float = math.nan
@@ -425,6 +426,7 @@ class Result:
     closed: int = 0
     close_codes: dict[str, int] = field(default_factory=dict)
     rss0_kb: int = 0
+    rss_connected_kb: int = 0
     rss_kb: int = 0
     kb_per_connection: float = math.nan
     frame_bytes: int = 0
@@ -448,11 +450,12 @@ async def _aligned_status(clients: LoadClients, *, interval: float, min_seq: int
 
 
 async def measure(kind: str, n: int, *, broadcasts: int, interval: float, procs: int, workdir: Path,
-                  prometheus_url: str, payload_file: Path, python: str, idle_ticks: int = 3) -> Result:
+                  prometheus_url: str, payload_file: Path, python: str, hub_root: Path = REPO,
+                  idle_ticks: int = 5) -> Result:
     """Run one server with `n` clients for `broadcasts` ticks; the numbers of the table row."""
     res = Result(server=kind, clients=n)
     server = await start_server(kind, workdir=workdir, interval=interval, prometheus_url=prometheus_url,
-                                payload_file=payload_file, python=python)
+                                payload_file=payload_file, python=python, hub_root=hub_root)
     res.info = server.info
     clients = LoadClients(server.ws_url, n, procs=procs)
     try:
@@ -468,6 +471,7 @@ async def measure(kind: str, n: int, *, broadcasts: int, interval: float, procs:
         res.connected, res.failed, res.errors = ready["connected"], ready["failed"], ready["errors"]
         if res.connected == 0:
             raise RuntimeError(f"no client could connect to {kind}: {ready['errors']}")
+        res.rss_connected_kb = proc_rss_kb(server.pid)
 
         # Start one full broadcast after everyone connected, between two ticks.
         st = await clients.status() or await wait_for(clients.status, timeout=30, what="quiet clients")
@@ -485,6 +489,7 @@ async def measure(kind: str, n: int, *, broadcasts: int, interval: float, procs:
         res.seq_first, res.seq_last = first_seq + 1, last_seq
         res.broadcasts = last_seq - first_seq
         res.cpu_ms_per_broadcast = (cpu1 - cpu0) / res.broadcasts
+        res.fanout_cpu_ms = res.cpu_ms_per_broadcast - res.idle_cpu_ms_per_tick
 
         rep = await clients.report(res.seq_first, res.seq_last)
         per_seq = [sorted(v) for v in rep["delays"].values() if v]
@@ -519,28 +524,29 @@ def _ratio(a: float, b: float) -> str:
 def render_table(results: list[Result]) -> str:
     """Markdown: one row per (N, server), then hub/seed ratios per N against the issue's goals."""
     lines = [
-        "| N | server | CPU ms/broadcast | idle CPU ms/tick | p50 ms | p99 ms | max ms | missing seqs "
-        "| KB/connection | frame bytes |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | server | CPU ms/broadcast | idle CPU ms/tick | fan-out CPU ms | p50 ms | p99 ms | max ms "
+        "| missing seqs | KB/connection | frame bytes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.clients} | {r.server} | {_fmt(r.cpu_ms_per_broadcast)} | {_fmt(r.idle_cpu_ms_per_tick)} "
-            f"| {_fmt(r.p50_ms)} | {_fmt(r.p99_ms)} | {_fmt(r.max_ms)} | {r.missing} "
-            f"| {_fmt(r.kb_per_connection)} | {r.frame_bytes} |")
+            f"| {_fmt(r.fanout_cpu_ms)} | {_fmt(r.p50_ms)} | {_fmt(r.p99_ms)} | {_fmt(r.max_ms)} "
+            f"| {r.missing if r.broadcasts else 'n/a'} | {_fmt(r.kb_per_connection)} | {r.frame_bytes} |")
     by = {(r.clients, r.server): r for r in results}
     ns = sorted({r.clients for r in results})
     if any((n, "hub") in by and (n, "seed") in by for n in ns):
-        lines += ["", "| N | CPU hub/seed (goal <= 0.80x) | p99 hub/seed (goal <= 1.00x) "
+        lines += ["", "| N | CPU hub/seed (goal <= 0.80x) | fan-out CPU hub/seed | p99 hub/seed (goal <= 1.00x) "
                       "| KB/connection hub/seed (goal <= 1.00x) | hub missing seqs (goal 0) |",
-                  "|---:|---:|---:|---:|---:|"]
+                  "|---:|---:|---:|---:|---:|---:|"]
         for n in ns:
             h, s = by.get((n, "hub")), by.get((n, "seed"))
             if h is None or s is None:
                 continue
             lines.append(f"| {n} | {_ratio(h.cpu_ms_per_broadcast, s.cpu_ms_per_broadcast)} "
+                         f"| {_ratio(h.fanout_cpu_ms, s.fanout_cpu_ms)} "
                          f"| {_ratio(h.p99_ms, s.p99_ms)} | {_ratio(h.kb_per_connection, s.kb_per_connection)} "
-                         f"| {h.missing} |")
+                         f"| {h.missing if h.broadcasts else 'n/a'} |")
     return "\n".join(lines)
 
 
@@ -560,7 +566,7 @@ def environment_line(results: list[Result], *, interval: float, broadcasts: int,
 
 
 async def run(*, clients: list[int], broadcasts: int, interval: float, procs: int, servers: list[str],
-              python: str, out: Path | None) -> list[Result]:
+              python: str, out: Path | None, hub_root: Path = REPO) -> list[Result]:
     """Run every (N, server) pair; print the table; write raw results to `out` if given."""
     raise_nofile()
     ensure_node_deps(REFERENCE_DIR)
@@ -575,7 +581,7 @@ async def run(*, clients: list[int], broadcasts: int, interval: float, procs: in
         if "hub" in servers:
             # The reference sends exactly what the hub sends: its own snapshot's data and sources.
             hub = await start_server("hub", workdir=workdir, interval=interval, prometheus_url=prom.url,
-                                     payload_file=payload_file, python=python)
+                                     payload_file=payload_file, python=python, hub_root=hub_root)
             try:
                 parts = await capture_hub_parts(hub.port)
             finally:
@@ -590,7 +596,7 @@ async def run(*, clients: list[int], broadcasts: int, interval: float, procs: in
                     try:
                         r = await measure(kind, n, broadcasts=broadcasts, interval=interval, procs=procs,
                                           workdir=workdir, prometheus_url=prom.url,
-                                          payload_file=payload_file, python=python)
+                                          payload_file=payload_file, python=python, hub_root=hub_root)
                     except (RuntimeError, TimeoutError, OSError) as exc:
                         r = Result(server=kind, clients=n, errors=[str(exc)[:2000]])
                     results.append(r)
@@ -627,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", type=int, default=2, help="Node.js load-client processes")
     ap.add_argument("--servers", default="hub,seed", help="which of hub,seed to run")
     ap.add_argument("--python", default=sys.executable, help="Python that runs `-m hub serve`")
+    ap.add_argument("--hub-root", type=Path, default=REPO,
+                    help="source tree to run the hub from (default: this checkout)")
     ap.add_argument("--out", type=Path, default=None,
                     help="raw JSON results (default bench/results/fanout-<time>.json)")
     args = ap.parse_args(argv)
@@ -635,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown server(s) {bad}; choose from {SERVERS}")
     out = args.out or RESULTS_DIR / time.strftime("fanout-%Y%m%d-%H%M%S.json")
     asyncio.run(run(clients=[int(x) for x in args.clients.split(",") if x], broadcasts=args.broadcasts,
-                    interval=args.interval, procs=args.procs, servers=servers, python=args.python, out=out))
+                    interval=args.interval, procs=args.procs, servers=servers, python=args.python, out=out,
+                    hub_root=args.hub_root.resolve()))
     return 0
 
 
