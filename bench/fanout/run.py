@@ -40,6 +40,9 @@ REFERENCE_DIR = BENCH / "reference"
 RESULTS_DIR = BENCH / "results"
 NOFILE_WANTED = 20000
 SERVERS = ("hub", "seed")
+#: connection attempts in flight over all load-client processes; kept below aiohttp's default
+#: listen backlog (128) so no SYN is dropped and retried a second later
+CONNECT_CONCURRENCY = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Prometheus' default queries as the hub's config has them; the fake Prometheus answers these.
@@ -208,7 +211,13 @@ class Server:
                 await self.proc.wait()
 
 
-def hub_config_text(*, port: int, interval: float, prometheus_url: str) -> str:
+#: the hub's WebSocket heartbeat in the benchmark: longer than any measuring window, because the
+#: seed sends no pings and the table compares broadcasts (see bench/README.md for its cost)
+BENCH_HEARTBEAT = 3600.0
+
+
+def hub_config_text(*, port: int, interval: float, prometheus_url: str,
+                    heartbeat: float = BENCH_HEARTBEAT) -> str:
     """The hub's config for the benchmark: fake Prometheus, no MongoDB, room for 20,000 clients."""
     return (
         "[server]\n"
@@ -217,6 +226,7 @@ def hub_config_text(*, port: int, interval: float, prometheus_url: str) -> str:
         "max_connections = 20000\n"
         "\n[broadcast]\n"
         f"interval = {interval}\n"
+        f"heartbeat = {heartbeat}\n"
         "\n[sources.prometheus]\n"
         f'url = "{prometheus_url}"\n'
         "\n[sources.business]\n"
@@ -414,6 +424,7 @@ class Result:
     broadcasts: int = 0
     connected: int = 0
     failed: int = 0
+    connect_s: float = math.nan
     cpu_ms_per_broadcast: float = math.nan
     idle_cpu_ms_per_tick: float = math.nan
     fanout_cpu_ms: float = math.nan
@@ -451,13 +462,13 @@ async def _aligned_status(clients: LoadClients, *, interval: float, min_seq: int
 
 async def measure(kind: str, n: int, *, broadcasts: int, interval: float, procs: int, workdir: Path,
                   prometheus_url: str, payload_file: Path, python: str, hub_root: Path = REPO,
-                  idle_ticks: int = 5) -> Result:
+                  idle_ticks: int = 5, concurrency: int = CONNECT_CONCURRENCY) -> Result:
     """Run one server with `n` clients for `broadcasts` ticks; the numbers of the table row."""
     res = Result(server=kind, clients=n)
     server = await start_server(kind, workdir=workdir, interval=interval, prometheus_url=prometheus_url,
                                 payload_file=payload_file, python=python, hub_root=hub_root)
     res.info = server.info
-    clients = LoadClients(server.ws_url, n, procs=procs)
+    clients = LoadClients(server.ws_url, n, procs=procs, concurrency=max(1, concurrency // max(1, procs)))
     try:
         # Idle: a whole number of intervals with no client gives the per-tick cost of
         # collecting and timers alone, and the baseline RSS for memory per connection.
@@ -467,7 +478,9 @@ async def measure(kind: str, n: int, *, broadcasts: int, interval: float, procs:
         res.idle_cpu_ms_per_tick = (proc_cpu_ms(server.pid) - cpu_a) / idle_ticks
         res.rss0_kb = proc_rss_kb(server.pid)
 
+        t_connect = time.monotonic()
         ready = await clients.start(timeout=120 + n / 50)
+        res.connect_s = round(time.monotonic() - t_connect, 2)
         res.connected, res.failed, res.errors = ready["connected"], ready["failed"], ready["errors"]
         if res.connected == 0:
             raise RuntimeError(f"no client could connect to {kind}: {ready['errors']}")
@@ -557,16 +570,19 @@ def environment_line(results: list[Result], *, interval: float, broadcasts: int,
     node = subprocess.run([node_program(), "--version"], capture_output=True, text=True).stdout.strip()
     ws_version = json.loads((REFERENCE_DIR / "node_modules" / "ws" / "package.json").read_text())["version"]
     loop = next((r.info.get("loop", "") for r in results if r.info), "") or "?"
+    load = Path("/proc/loadavg").read_text().split()[:3]
     return (f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()} "
             f"(hub loop: {loop}), Node.js {node} with ws {ws_version}; interval {interval:g} s, "
-            f"{broadcasts} broadcasts per row, load client in {procs} Node.js processes")
+            f"{broadcasts} broadcasts per row, load client in {procs} Node.js processes; "
+            f"load average at the end {' '.join(load)}")
 
 
 # --------------------------------------------------------------------------- main
 
 
 async def run(*, clients: list[int], broadcasts: int, interval: float, procs: int, servers: list[str],
-              python: str, out: Path | None, hub_root: Path = REPO) -> list[Result]:
+              python: str, out: Path | None, hub_root: Path = REPO,
+              concurrency: int = CONNECT_CONCURRENCY) -> list[Result]:
     """Run every (N, server) pair; print the table; write raw results to `out` if given."""
     raise_nofile()
     ensure_node_deps(REFERENCE_DIR)
@@ -596,11 +612,12 @@ async def run(*, clients: list[int], broadcasts: int, interval: float, procs: in
                     try:
                         r = await measure(kind, n, broadcasts=broadcasts, interval=interval, procs=procs,
                                           workdir=workdir, prometheus_url=prom.url,
-                                          payload_file=payload_file, python=python, hub_root=hub_root)
+                                          payload_file=payload_file, python=python, hub_root=hub_root,
+                                          concurrency=concurrency)
                     except (RuntimeError, TimeoutError, OSError) as exc:
                         r = Result(server=kind, clients=n, errors=[str(exc)[:2000]])
                     results.append(r)
-                    print(f"   cpu {_fmt(r.cpu_ms_per_broadcast)} ms/bcast, p99 {_fmt(r.p99_ms)} ms, "
+                    print(f"   connect {_fmt(r.connect_s)} s, cpu {_fmt(r.cpu_ms_per_broadcast)} ms/bcast, p99 {_fmt(r.p99_ms)} ms, "
                           f"missing {r.missing}, {_fmt(r.kb_per_connection)} KB/conn, frame {r.frame_bytes} B"
                           + (f", notes: {r.errors}" if r.errors else ""), file=sys.stderr, flush=True)
         finally:
@@ -631,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--broadcasts", type=int, default=20, help="broadcasts measured per row")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between broadcasts")
     ap.add_argument("--procs", type=int, default=2, help="Node.js load-client processes")
+    ap.add_argument("--concurrency", type=int, default=CONNECT_CONCURRENCY,
+                    help="connection attempts in flight, over all load-client processes")
     ap.add_argument("--servers", default="hub,seed", help="which of hub,seed to run")
     ap.add_argument("--python", default=sys.executable, help="Python that runs `-m hub serve`")
     ap.add_argument("--hub-root", type=Path, default=REPO,
@@ -644,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS_DIR / time.strftime("fanout-%Y%m%d-%H%M%S.json")
     asyncio.run(run(clients=[int(x) for x in args.clients.split(",") if x], broadcasts=args.broadcasts,
                     interval=args.interval, procs=args.procs, servers=servers, python=args.python, out=out,
-                    hub_root=args.hub_root.resolve()))
+                    hub_root=args.hub_root.resolve(), concurrency=args.concurrency))
     return 0
 
 
