@@ -5,7 +5,7 @@
 //
 //   out {"event":"ready","connected":n,"failed":n,"errors":[...]}   once every connect settled
 //   in  {"cmd":"status"}            out {"event":"status","min_seq":s,"max_seq":s,"last_arrival":ms,"busy":b,...}
-//   in  {"cmd":"report","from":a,"to":b}   out {"event":"report","delays":{"seq":[ms,...]},"missing":n,...}
+//   in  {"cmd":"report","from":a,"to":b}   out {"event":"report","delays":{"seq":[ms,...]},"bytes":{"seq":n},"missing":n,...}
 //   in  {"cmd":"exit"}              closes every connection and exits
 //
 // The message handler only stamps the time and queues the raw frame: parsing waits until no
@@ -43,6 +43,7 @@ let lastArrival = 0;
 let frameBytes = 0;
 let received = 0;
 const delaysBySeq = new Map(); // seq -> number[]
+const bytesBySeq = new Map(); // seq -> frame length (the same for every client)
 
 function wallNow() {
   return performance.timeOrigin + performance.now();
@@ -69,6 +70,7 @@ function processPending() {
     c.seqs.add(msg.seq);
     if (msg.seq > c.maxSeq) c.maxSeq = msg.seq;
     frameBytes = ds[i].length;
+    if (!bytesBySeq.has(msg.seq)) bytesBySeq.set(msg.seq, frameBytes);
     let list = delaysBySeq.get(msg.seq);
     if (list === undefined) { list = []; delaysBySeq.set(msg.seq, list); }
     list.push(Math.round((ts[i] - Date.parse(msg.timestamp)) * 100) / 100);
@@ -143,7 +145,11 @@ function status() {
 function report(from, to) {
   processPending();
   const delays = {};
-  for (let s = from; s <= to; s += 1) delays[s] = delaysBySeq.get(s) || [];
+  const bytes = {};
+  for (let s = from; s <= to; s += 1) {
+    delays[s] = delaysBySeq.get(s) || [];
+    if (bytesBySeq.has(s)) bytes[s] = bytesBySeq.get(s);
+  }
   let missing = 0; let clientsMissing = 0;
   for (const c of clients) {
     if (!c || !c.everOpen) continue; // never connected: counted as `failed`, not as missing
@@ -153,7 +159,7 @@ function report(from, to) {
     missing += miss;
     if (miss) clientsMissing += 1;
   }
-  return { event: 'report', from, to, delays, missing, clients_missing: clientsMissing,
+  return { event: 'report', from, to, delays, bytes, missing, clients_missing: clientsMissing,
     closed: closedAfterReady, close_codes: closeCodes, frame_bytes: frameBytes, received };
 }
 

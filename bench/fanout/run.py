@@ -311,13 +311,19 @@ async def hub_info(port: int) -> dict[str, str]:
     return {}
 
 
-async def capture_hub_parts(port: int) -> dict[str, Any]:
-    """`data` and `sources` of the hub's latest snapshot (GET /api/metrics/snapshot)."""
-    async with ClientSession(timeout=ClientTimeout(total=5)) as http, \
-            http.get(f"http://127.0.0.1:{port}/api/metrics/snapshot") as resp:
-        resp.raise_for_status()
-        snap = await resp.json()
-    return {"data": snap["data"], "sources": snap["sources"]}
+async def capture_hub_parts(port: int, *, timeout: float = 30.0) -> dict[str, Any]:
+    """`data` and `sources` of the hub's latest snapshot once every enabled source is ok."""
+
+    async def complete() -> dict[str, Any] | None:
+        async with ClientSession(timeout=ClientTimeout(total=5)) as http, \
+                http.get(f"http://127.0.0.1:{port}/api/metrics/snapshot") as resp:
+            resp.raise_for_status()
+            snap = await resp.json()
+        if any(s.get("status") not in ("ok", "disabled") for s in snap["sources"].values()):
+            return None
+        return {"data": snap["data"], "sources": snap["sources"]}
+
+    return await wait_for(complete, timeout=timeout, what="a hub snapshot with every source ok", step=0.2)
 
 
 # --------------------------------------------------------------------------- load clients
@@ -378,13 +384,15 @@ class LoadClients:
         """Per-seq delay lists merged over processes, missing counts, closes, frame size."""
         parts = await self._ask({"cmd": "report", "from": first, "to": last}, "report")
         delays: dict[int, list[float]] = {s: [] for s in range(first, last + 1)}
+        sizes: dict[int, int] = {}
         close_codes: dict[str, int] = {}
         for p in parts:
+            sizes.update((int(s), n) for s, n in p["bytes"].items())
             for s, values in p["delays"].items():
                 delays[int(s)].extend(values)
             for code, count in p["close_codes"].items():
                 close_codes[code] = close_codes.get(code, 0) + count
-        return {"delays": delays, "missing": sum(p["missing"] for p in parts),
+        return {"delays": delays, "frame_sizes": sizes, "missing": sum(p["missing"] for p in parts),
                 "clients_missing": sum(p["clients_missing"] for p in parts),
                 "closed": sum(p["closed"] for p in parts), "close_codes": close_codes,
                 "frame_bytes": max(p["frame_bytes"] for p in parts)}
@@ -441,6 +449,8 @@ class Result:
     rss_kb: int = 0
     kb_per_connection: float = math.nan
     frame_bytes: int = 0
+    #: broadcasts in the window whose frame was >10% smaller than the largest (a source failed)
+    short_frames: int = 0
     seq_first: int = 0
     seq_last: int = 0
     info: dict[str, str] = field(default_factory=dict)
@@ -512,7 +522,13 @@ async def measure(kind: str, n: int, *, broadcasts: int, interval: float, procs:
             res.max_ms = statistics.median(v[-1] for v in per_seq)
             res.worst_max_ms = max(v[-1] for v in per_seq)
         res.missing, res.clients_missing = rep["missing"], rep["clients_missing"]
-        res.closed, res.close_codes, res.frame_bytes = rep["closed"], rep["close_codes"], rep["frame_bytes"]
+        res.closed, res.close_codes = rep["closed"], rep["close_codes"]
+        sizes = list(rep["frame_sizes"].values()) or [rep["frame_bytes"]]
+        res.frame_bytes = max(sizes)
+        res.short_frames = sum(1 for b in sizes if b < 0.9 * res.frame_bytes)
+        if res.short_frames:
+            res.errors.append(f"{res.short_frames} broadcasts carried a smaller frame "
+                              f"(min {min(sizes)} B): a source failed during the window")
         res.kb_per_connection = (res.rss_kb - res.rss0_kb) / res.connected
     finally:
         # The server goes first, so TIME_WAIT lands on its side and not on client ports.
@@ -582,7 +598,7 @@ def environment_line(results: list[Result], *, interval: float, broadcasts: int,
 
 async def run(*, clients: list[int], broadcasts: int, interval: float, procs: int, servers: list[str],
               python: str, out: Path | None, hub_root: Path = REPO,
-              concurrency: int = CONNECT_CONCURRENCY) -> list[Result]:
+              concurrency: int = CONNECT_CONCURRENCY, keep_dir: Path | None = None) -> list[Result]:
     """Run every (N, server) pair; print the table; write raw results to `out` if given."""
     raise_nofile()
     ensure_node_deps(REFERENCE_DIR)
@@ -591,7 +607,8 @@ async def run(*, clients: list[int], broadcasts: int, interval: float, procs: in
     prom = FakePrometheus()
     await prom.start()
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-        workdir = Path(tmp)
+        workdir = Path(tmp) if keep_dir is None else keep_dir
+        workdir.mkdir(parents=True, exist_ok=True)
         payload_file = workdir / "payload.json"
         parts = payload.seed_message_parts()
         if "hub" in servers:
@@ -654,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python", default=sys.executable, help="Python that runs `-m hub serve`")
     ap.add_argument("--hub-root", type=Path, default=REPO,
                     help="source tree to run the hub from (default: this checkout)")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="write server configs and logs to DIR and keep them")
     ap.add_argument("--out", type=Path, default=None,
                     help="raw JSON results (default bench/results/fanout-<time>.json)")
     args = ap.parse_args(argv)
@@ -663,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS_DIR / time.strftime("fanout-%Y%m%d-%H%M%S.json")
     asyncio.run(run(clients=[int(x) for x in args.clients.split(",") if x], broadcasts=args.broadcasts,
                     interval=args.interval, procs=args.procs, servers=servers, python=args.python, out=out,
-                    hub_root=args.hub_root.resolve(), concurrency=args.concurrency))
+                    hub_root=args.hub_root.resolve(), concurrency=args.concurrency, keep_dir=args.keep))
     return 0
 
 
