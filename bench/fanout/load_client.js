@@ -44,6 +44,7 @@ let frameBytes = 0;
 let received = 0;
 const delaysBySeq = new Map(); // seq -> number[]
 const bytesBySeq = new Map(); // seq -> frame length (the same for every client)
+const spanBySeq = new Map(); // seq -> [first arrival, last arrival] (wall ms)
 
 function wallNow() {
   return performance.timeOrigin + performance.now();
@@ -71,6 +72,9 @@ function processPending() {
     if (msg.seq > c.maxSeq) c.maxSeq = msg.seq;
     frameBytes = ds[i].length;
     if (!bytesBySeq.has(msg.seq)) bytesBySeq.set(msg.seq, frameBytes);
+    const span = spanBySeq.get(msg.seq);
+    if (span === undefined) spanBySeq.set(msg.seq, [ts[i], ts[i]]);
+    else { if (ts[i] < span[0]) span[0] = ts[i]; if (ts[i] > span[1]) span[1] = ts[i]; }
     let list = delaysBySeq.get(msg.seq);
     if (list === undefined) { list = []; delaysBySeq.set(msg.seq, list); }
     list.push(Math.round((ts[i] - Date.parse(msg.timestamp)) * 100) / 100);
@@ -138,8 +142,9 @@ function status() {
     if (c.maxSeq < minSeq) minSeq = c.maxSeq;
     if (c.maxSeq > maxSeq) maxSeq = c.maxSeq;
   }
+  const span = spanBySeq.get(maxSeq) || [0, 0];
   return { event: 'status', busy, open, min_seq: open ? minSeq : -1, max_seq: maxSeq,
-    last_arrival: lastArrival, received, closed: closedAfterReady, close_codes: closeCodes };
+    last_arrival: lastArrival, first_arrival_max_seq: span[0], last_arrival_max_seq: span[1], received, closed: closedAfterReady, close_codes: closeCodes };
 }
 
 function report(from, to) {

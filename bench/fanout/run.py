@@ -372,11 +372,15 @@ class LoadClients:
         if any(p["busy"] for p in parts):
             return None
         open_parts = [p for p in parts if p["open"]]
+        max_seq = max((p["max_seq"] for p in parts), default=-1)
+        spans = [(p["first_arrival_max_seq"], p["last_arrival_max_seq"]) for p in parts if p["max_seq"] == max_seq]
         return {
             "open": sum(p["open"] for p in parts),
             "min_seq": min((p["min_seq"] for p in open_parts), default=-1),
             "max_seq": max((p["max_seq"] for p in parts), default=-1),
             "last_arrival": max(p["last_arrival"] for p in parts) / 1000.0,
+            # first and last arrival of the newest seq over every client (wall clock, s)
+            "max_seq_span": (min(a for a, _ in spans) / 1000.0, max(b for _, b in spans) / 1000.0),
             "closed": sum(p["closed"] for p in parts),
         }
 
@@ -458,15 +462,17 @@ class Result:
 
 
 async def _aligned_status(clients: LoadClients, *, interval: float, min_seq: int, timeout: float) -> dict[str, Any]:
-    """Wait until every open client holds `min_seq`, then until half an interval after the
-    last arrival: the server is between broadcasts, so a CPU reading there splits ticks cleanly."""
+    """Wait until every open client holds `min_seq`, then until the middle of the quiet gap between
+    that broadcast's last arrival and the next one's expected first: a CPU reading there splits
+    ticks cleanly."""
 
     async def reached() -> dict[str, Any] | None:
         st = await clients.status()
         return st if st is not None and st["open"] and st["min_seq"] >= min_seq else None
 
     st = await wait_for(reached, timeout=timeout, what=f"every client to receive seq {min_seq}")
-    await sleep_until_wall(st["last_arrival"] + interval / 2)
+    first, last = st["max_seq_span"]
+    await sleep_until_wall((last + first + interval) / 2)
     return st
 
 
