@@ -1,0 +1,147 @@
+"""Command line: `hub serve`, `hub check-config`, `hub doctor`, `hub token new`, `hub demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from hub.config import Config, ConfigError, load_config, redacted_dict
+
+log = logging.getLogger("hub")
+
+EXIT_CONFIG = 2
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("HUB_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiohttp's access log records full request lines; keep it, but at WARNING by default
+    # so a wall of dashboards does not flood the log.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _load(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"hub: config error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the hub until SIGTERM/SIGINT."""
+    from aiohttp import web
+
+    from hub.app import create_app
+
+    cfg = _load(args.config)
+    host = args.host or cfg.server.host
+    port = cfg.server.port if args.port is None else args.port
+    try:
+        app = create_app(cfg, role=args.role)
+    except ValueError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _install_uvloop()
+    log.info("hub serving on http://%s:%s (role %s)", host, port, args.role)
+    web.run_app(app, host=host, port=port, shutdown_timeout=3.0, print=None,
+                access_log=logging.getLogger("aiohttp.access"))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Print the effective config with secrets redacted, or what is wrong (exit 2)."""
+    cfg = _load(args.config)
+    print(json.dumps(redacted_dict(cfg), indent=2))
+    for tok in cfg.auth.tokens:
+        if not tok.hash.startswith("sha256:"):
+            print(f"warning: auth token {tok.name!r} is stored in plaintext; "
+                  f"use `hub token new {tok.name}` and store its sha256 hash", file=sys.stderr)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the live dependencies (MongoDB index) for the config."""
+    from hub.doctor import run_doctor
+
+    cfg = _load(args.config)
+    return asyncio.run(run_doctor(cfg, out=sys.stdout))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a fresh token and the config line holding its hash."""
+    from hub.auth import hash_token, new_token
+
+    token = new_token()
+    print(f"token: {token}")
+    print("add to config.toml [auth] tokens:")
+    print(f'  {{name = "{args.name}", hash = "{hash_token(token)}"}},')
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the hub with a simulated healthcare backend, MongoDB-wire store and (if installed) Prometheus."""
+    from hub.demo import run_demo
+
+    return run_demo(host=args.host, port=args.port, interval=args.interval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for `hub`."""
+    parser = argparse.ArgumentParser(prog="hub", description="Real-time WebSocket monitoring hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    help_config = "config file (default: $HUB_CONFIG or ./config.toml)"
+
+    p = sub.add_parser("serve", help="run the hub")
+    p.add_argument("--config", help=help_config)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--role", choices=("all", "edge"), default="all",
+                   help="cluster role: 'all' may collect, 'edge' only fans out (default: all)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate and print the effective config")
+    p.add_argument("--config", help=help_config)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("doctor", help="check MongoDB reachability and the recommended index")
+    p.add_argument("--config", help=help_config)
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("token", help="manage access tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    t = tsub.add_parser("new", help="print a new token and its config line")
+    t.add_argument("name")
+    t.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("demo", help="run the hub with simulated data (what `make run` starts)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--interval", type=float, default=2.0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hub` console script."""
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

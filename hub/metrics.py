@@ -1,0 +1,69 @@
+"""Self-metrics: a dedicated CollectorRegistry per app, exposed on /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from hub import __version__
+
+DISCONNECT_REASONS = (
+    "normal", "going_away", "slow_consumer", "dead_peer", "protocol_error",
+    "too_large", "rate_limited", "error", "shutdown",
+)
+
+
+class HubMetrics:
+    """Every metric the hub exports, registered in one private registry (tests stay isolated)."""
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge("hub_ws_connections", "Open WebSocket connections.", registry=r)
+        self.max_connections = Gauge("hub_ws_max_connections", "Configured server.max_connections.", registry=r)
+        self.messages_sent = Counter("hub_ws_messages_sent_total",
+                                     "WebSocket messages handed to client transports.", registry=r)
+        self.disconnects = Counter("hub_ws_disconnects_total", "WebSocket disconnects by reason.",
+                                   ["reason"], registry=r)
+        self.rejected = Counter("hub_ws_rejected_total", "WebSocket upgrades refused before the handshake.",
+                                ["reason"], registry=r)
+        self.broadcast_duration = Histogram(
+            "hub_broadcast_duration_seconds", "Time to hand one snapshot to every client.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
+        self.collect_duration = Histogram(
+            "hub_collect_duration_seconds", "Time one source took to collect.", ["source"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=r)
+        self.collect_errors = Counter("hub_collect_errors_total", "Failed collections by source.",
+                                      ["source"], registry=r)
+        self.source_up = Gauge("hub_source_up", "1 when the source's last collection succeeded (ok or partial).",
+                               ["source"], registry=r)
+        self.source_failures = Gauge("hub_source_consecutive_failures",
+                                     "Consecutive failed collections of the source.", ["source"], registry=r)
+        self.ticks = Counter("hub_ticks_total", "Snapshots produced or received.", registry=r)
+        self.seq = Gauge("hub_seq", "seq of the latest snapshot.", registry=r)
+        self.cluster_redis_up = Gauge("hub_cluster_redis_up",
+                                      "1 when Redis is reachable (cluster mode), -1 when not clustered.", registry=r)
+        self.cluster_leader = Gauge("hub_cluster_leader", "1 when this replica holds the collector lease.",
+                                    registry=r)
+        self.info = Info("hub", "Hub build and runtime.", registry=r)
+        self.cluster_redis_up.set(-1)
+        for reason in DISCONNECT_REASONS:
+            self.disconnects.labels(reason)  # export zeros so rate() works from the start
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def set_info(self) -> None:
+        """Record version, Python and event-loop implementation (uvloop or asyncio)."""
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        self.info.info({"version": __version__, "loop": loop,
+                        "python": ".".join(map(str, sys.version_info[:3]))})
