@@ -10,6 +10,8 @@
   const BACKOFF_CAP_MS = 30000;
   const MAX_SERIES = 8;            // lines per chart; more jobs than this are ranked and cut
   const MAX_LIST = 50;             // rows per target / alert list
+  const WATCHDOG_MIN_S = 20;       // never replace a silent socket sooner than this
+  const PING_AFTER_S = 5;          // ask a silent socket for a pong at most this often
   const TOKEN_KEY = "hub.token";
   const SOURCES = ["process", "prometheus", "business"];
   // RFC 7230 tchar: what may travel in Sec-WebSocket-Protocol.
@@ -22,6 +24,8 @@
     lastSeq: 0,          // highest seq accepted in the current server epoch
     last: null,          // latest accepted snapshot
     lastAt: 0,           // performance.now() when the latest snapshot arrived
+    lastMsgAt: 0,        // performance.now() of the current socket's latest message (any type)
+    pingAt: 0,           // performance.now() of the last application-level ping
     interval: DEFAULT_INTERVAL,
     ws: null,
     fresh: false,        // true until the current connection delivered its first snapshot
@@ -34,6 +38,7 @@
     prompted: false,     // the automatic token prompt is shown at most once per page
     token: loadToken(),
     dirty: false,        // charts need a redraw once the tab is visible again
+    firstBatch: 0,       // snapshots in the page's first non-empty message (the history)
   };
 
   // ------------------------------------------------------------------ auth
@@ -133,6 +138,8 @@
     state.ws = ws;
     state.fresh = true;
     state.socketData = false;
+    state.lastMsgAt = performance.now();
+    state.pingAt = 0;
     ws.onmessage = (ev) => { if (state.ws === ws) onMessage(ev.data); };
     ws.onclose = () => {
       if (state.ws !== ws) return;
@@ -161,17 +168,37 @@
     if (await probeAuth()) openSocket();
   }
 
+  // Drop the current socket and connect again at once (history backfills the gap).
+  function forceReconnect() {
+    const old = state.ws;
+    if (old) {
+      state.ws = null;
+      old.onclose = null;
+      old.onmessage = null;
+      try { old.close(4000, "client reconnect"); } catch (e) { /* already closing */ }
+    }
+    state.attempt = 0;
+    reconnect();
+  }
+
+  // Seconds since the current socket last said anything (data, history or pong).
+  function silentFor() {
+    return (performance.now() - state.lastMsgAt) / 1000;
+  }
+
   window.addEventListener("online", () => {
     state.attempt = 0;
-    if (!state.ws) reconnect();
+    // After a network change the old TCP connection may be dead without any close event.
+    if (state.ws && silentFor() > 1.5 * state.interval) forceReconnect();
+    else if (!state.ws) reconnect();
+    else updateBadge();
   });
-  window.addEventListener("offline", () => {
-    if (!state.ws) setConn("offline");
-  });
+  window.addEventListener("offline", updateBadge);
 
   // ------------------------------------------------------------------ messages
 
   function onMessage(text) {
+    state.lastMsgAt = performance.now();
     let msg;
     try { msg = JSON.parse(text); } catch (e) { return; }
     if (!msg || typeof msg !== "object") return;
@@ -201,6 +228,7 @@
   function ingest(batch) {
     const items = batch.filter(isSnapshot);
     if (items.length === 0) return;
+    if (state.firstBatch === 0) state.firstBatch = items.length;
     if (state.fresh) {
       state.fresh = false;
       const newest = items[items.length - 1];
@@ -224,6 +252,7 @@
     state.lastAt = performance.now();
     estimateInterval();
     render(state.last);
+    updateBadge();
     drawCharts();
   }
 
@@ -348,17 +377,27 @@
   }
 
   // A section with no data says so, with the reason its source gave.
-  function sectionState(sectionId, value, snap) {
+  function sectionState(sectionId, key, snap) {
     const sec = $(sectionId);
     const p = sec.querySelector(".nodata");
+    const data = snap.data || {};
+    const value = data[key];
     const missing = value === null || value === undefined;
     sec.classList.toggle("empty", missing);
     p.hidden = !missing;
     if (missing) {
       const srcName = sec.dataset.source;
       const src = snap.sources && snap.sources[srcName];
-      const why = src ? (src.error || src.status) : "not reported";
-      p.textContent = "no data — " + srcName + ": " + why;
+      let quiet = false;
+      if (!(key in data)) {
+        // The hub filters sections by the token's topics: absent means not allowed, not failed.
+        p.textContent = "no data — " + key + " is not included for this access token";
+        quiet = true;
+      } else {
+        p.textContent = "no data — " + srcName + ": " + (src ? (src.error || src.status) : "not reported");
+        quiet = !!src && src.status === "disabled";
+      }
+      p.classList.toggle("quiet", quiet);
     }
     return !missing;
   }
@@ -394,8 +433,8 @@
   }
 
   function renderSystem(sys, snap) {
-    const okTraffic = sectionState("traffic", sys, snap);
-    const okTargets = sectionState("targets", sys, snap);
+    const okTraffic = sectionState("traffic", "system", snap);
+    const okTargets = sectionState("targets", "system", snap);
     if (okTraffic) {
       const rate = byJob(sys.requestRate, "sum");
       const p95 = byJob(sys.responseTime, "max");
@@ -432,7 +471,7 @@
   }
 
   function renderApplication(app, snap) {
-    if (!sectionState("process", app, snap)) return;
+    if (!sectionState("process", "application", snap)) return;
     const rss = app.memoryUsage ? num(app.memoryUsage.rss) : null;
     setValue("v-rss", fmtBytes(rss), rss);
     setValue("v-cpu", fmtFixed(num(app.cpuPercent), 1, " %"), num(app.cpuPercent));
@@ -445,7 +484,7 @@
 
   function renderBusiness(biz, snap) {
     const a = biz && biz.appointments;
-    if (!sectionState("business", a ? biz : null, snap)) {
+    if (!sectionState("business", "business", snap) || !a) {
       $("specialties").replaceChildren();
       return;
     }
@@ -476,7 +515,7 @@
 
   function renderAlerts(alerts, snap) {
     const list = $("alert-list");
-    if (!sectionState("alerts", alerts, snap)) {
+    if (!sectionState("alerts", "alerts", snap)) {
       list.replaceChildren();
       $("v-alerts").textContent = "";
       return;
@@ -518,6 +557,7 @@
     if (shown === "live" && age !== null && age > 2 * state.interval + Math.min(1, state.interval / 2)) {
       shown = "stale";
     }
+    if (!navigator.onLine && shown !== "unauthorized") shown = "offline";
     if (badge.dataset.state !== shown) {
       badge.dataset.state = shown;
       badge.className = "badge st-" + shown;
@@ -526,7 +566,24 @@
     $("conn-age").textContent = age === null ? "waiting for data" : "updated " + fmtAgo(age);
   }
 
-  setInterval(updateBadge, 1000);
+  // A socket that stays open but silent (half-open TCP, a stuck proxy) is replaced. A quiet
+  // hub is asked with a ping first: one that answers (tick loop stuck, say) keeps its socket.
+  function watchdog() {
+    const ws = state.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      const silent = silentFor();
+      const now = performance.now();
+      if (silent > Math.max(4 * state.interval, WATCHDOG_MIN_S)) {
+        forceReconnect();
+      } else if (silent > Math.max(2 * state.interval, PING_AFTER_S) && now - state.pingAt > PING_AFTER_S * 1000) {
+        state.pingAt = now;
+        try { ws.send(JSON.stringify({ type: "ping" })); } catch (e) { /* closing */ }
+      }
+    }
+    updateBadge();
+  }
+
+  setInterval(watchdog, 1000);
 
   // ------------------------------------------------------------------ charts
 
@@ -578,8 +635,8 @@
     const opts = {
       width: Math.max(200, box.clientWidth),
       height: chartHeight(box),
-      scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] },
-        n: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+      scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min || 0), niceCeil(max)] },
+        n: { range: (u, min, max) => [0, niceCeil(max)] } },
       axes: [
         Object.assign({}, axis),
         Object.assign({}, axis, { size: 64, values: (u, splits) => splits.map((v) => compact(v)) }),
@@ -603,6 +660,15 @@
     if (twoAxes) opts.axes.push(Object.assign({}, axis, { scale: "n", side: 1, size: 48, grid: { show: false } }));
     box.replaceChildren();
     return new uPlot(opts, chartData(defs), box);
+  }
+
+  // A round upper bound a little above `v` (so axes get readable ticks), 1 when no data.
+  function niceCeil(v) {
+    if (!(v > 0)) return 1;
+    const target = v * 1.05;
+    const p = 10 ** Math.floor(Math.log10(target));
+    for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= target) return m * p;
+    return 10 * p;
   }
 
   function lastValue(arr) {
@@ -687,6 +753,8 @@
       get connects() { return state.connects; },
       get restarts() { return state.restarts; },
       get attempt() { return state.attempt; },
+      get firstBatch() { return state.firstBatch; },
+      seqs() { return state.points.map((p) => p.seq); },
       seriesLengths() {
         const out = {};
         for (const [id, c] of charts) out[id] = c.plot.data[0].length;
