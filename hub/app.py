@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -98,8 +98,11 @@ def _add_page_routes(app: web.Application) -> None:
         app.router.add_static("/vendor/", views.WEB_DIR / "vendor", show_index=False, follow_symlinks=False)
 
 
-def create_app(config: Config, *, role: str = "all") -> web.Application:
-    """Build the hub application for `config`; `role` "edge" never collects (cluster mode)."""
+def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Source] = ()) -> web.Application:
+    """Build the hub application for `config`; `role` "edge" never collects (cluster mode).
+
+    `extra_sources` are collected beside the configured ones (embedding, tests).
+    """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     metrics = HubMetrics()
@@ -109,6 +112,7 @@ def create_app(config: Config, *, role: str = "all") -> web.Application:
     st = HubState(config=config, metrics=metrics, feed=feed, auth=Authenticator(config.auth.tokens),
                   audit=Audit(path=config.audit.path), role=role, secrets=secrets_of(config))
     sources, disabled = build_sources(st)
+    sources += list(extra_sources)
     if role == "edge":
         sources = []
     st.sources = sources

@@ -159,15 +159,21 @@ class Feed:
         task.add_done_callback(self._evictions.discard)
 
     async def _close(self, client: Client, code: CloseCode, message: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EVICT_GRACE
+        t = client.transport
         try:
             async with asyncio.timeout(EVICT_GRACE):
                 # drain=False: a slow consumer's buffer may never drain; its close frame
-                # is queued behind the backlog and the socket is aborted below if needed.
+                # is queued behind the backlog it still has to read.
                 await client.ws.close(code=code, message=message, drain=False)
+            # Give the peer until the deadline to read the backlog and see the close code;
+            # the backlog is already bounded, so holding it a few seconds costs little.
+            while t.get_write_buffer_size() and loop.time() < deadline:
+                await asyncio.sleep(0.1)
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
-            t = client.transport
             if not t.is_closing() or t.get_write_buffer_size():
                 t.abort()
 

@@ -50,11 +50,11 @@ def _int_param(request: web.Request, name: str, *, default: int, lo: int, hi: in
         value = int(raw)
     except ValueError:
         raise web.HTTPBadRequest(
-            body=orjson.dumps({"error": f"query parameter {name!r} must be an integer, got {raw[:64]!r}"}),
+            text=orjson.dumps({"error": f"query parameter {name!r} must be an integer, got {raw[:64]!r}"}).decode(),
             content_type="application/json") from None
     if not lo <= value <= hi:
         raise web.HTTPBadRequest(
-            body=orjson.dumps({"error": f"query parameter {name!r} must be between {lo} and {hi}, got {value}"}),
+            text=orjson.dumps({"error": f"query parameter {name!r} must be between {lo} and {hi}, got {value}"}).decode(),
             content_type="application/json")
     return value
 
@@ -82,7 +82,7 @@ def principal(request: web.Request) -> Principal:
         st.audit.event("auth_failure", request, path=request.path, reason=str(exc))
         st.metrics.rejected.labels("unauthorized").inc()
         raise web.HTTPUnauthorized(
-            body=orjson.dumps({"error": f"unauthorized: {exc}"}), content_type="application/json",
+            text=orjson.dumps({"error": f"unauthorized: {exc}"}).decode(), content_type="application/json",
             headers={"WWW-Authenticate": 'Bearer realm="hub"'}) from None
 
 
@@ -318,7 +318,7 @@ async def _receive_loop(st: HubState, request: web.Request, client: Client) -> N
             await _close(client, UNSUPPORTED_DATA, "protocol_error", "binary frames are not supported")
             return
         elif msg.type is WSMsgType.ERROR:
-            if ws.close_code == TOO_LARGE:
+            if getattr(ws.exception(), "code", None) == TOO_LARGE:
                 client.close_reason, client.close_code = "too_large", TOO_LARGE
                 st.audit.event("policy_violation", request, token=client.token_name, reason="message_too_big")
             return

@@ -1,0 +1,66 @@
+"""Shared fixtures: test configs, a WebSocket helper that waits on messages, not on time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from hub.config import Config, build_config
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `over` into a copy of `base`."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+TEST_BASE: dict[str, Any] = {
+    "broadcast": {"interval": 0.2, "heartbeat": 5.0},
+    "sources": {"prometheus": {"enabled": False}, "business": {"enabled": False}},
+}
+
+
+@pytest.fixture
+def make_config() -> Callable[..., Config]:
+    """make_config({"server": {...}}) -> a validated Config with fast ticks and external sources off."""
+
+    def make(over: dict[str, Any] | None = None) -> Config:
+        return build_config(merge(TEST_BASE, over or {}), environ={})
+
+    return make
+
+
+async def recv_json(ws: aiohttp.ClientWebSocketResponse, *, timeout: float = 5.0) -> dict[str, Any]:
+    """The next text message as JSON; fails on close or after `timeout` seconds."""
+    msg = await ws.receive(timeout=timeout)
+    assert msg.type is aiohttp.WSMsgType.TEXT, f"expected text, got {msg.type} {msg.data!r} {msg.extra!r}"
+    return orjson.loads(msg.data)
+
+
+async def recv_type(ws: aiohttp.ClientWebSocketResponse, kind: str, *, timeout: float = 5.0) -> dict[str, Any]:
+    """Skip messages until one of `type` == kind arrives."""
+    async with asyncio.timeout(timeout):
+        while True:
+            m = await recv_json(ws, timeout=timeout)
+            if m.get("type") == kind:
+                return m
+
+
+async def wait_for(pred: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Poll `pred` until truthy (returning its value) or fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,124 @@
+"""The `hub` command as a user runs it: real subprocesses, signals, config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from hub.auth import hash_token
+from tests.services.hubproc import ROOT, HubProcess, to_toml
+
+FAST = {"broadcast": {"interval": 0.2},
+        "sources": {"prometheus": {"enabled": False}, "business": {"enabled": False}}}
+
+
+def run_hub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hub", *args], capture_output=True, text=True, timeout=30,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def test_check_config_prints_effective_config_with_secrets_redacted(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(to_toml({
+        "sources": {"prometheus": {"bearer_token": "s3cr3t-bearer"},
+                    "business": {"mongodb_uri": "mongodb://reader:hunter2@db.internal:27017/healthcare"}},
+        "auth": {"tokens": [{"name": "wall", "hash": "plain-token-value"},
+                            {"name": "ops", "hash": hash_token("x")}]},
+    }))
+    res = run_hub("check-config", "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["server"]["port"] == 8080
+    assert out["sources"]["prometheus"]["bearer_token"] == "<redacted>"
+    assert out["sources"]["business"]["mongodb_uri"] == "mongodb://reader:***@db.internal:27017/healthcare"
+    for secret in ("s3cr3t-bearer", "hunter2", "plain-token-value", hash_token("x")):
+        assert secret not in res.stdout + res.stderr
+    assert "'wall' is stored in plaintext" in res.stderr
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("[server]\nprot = 1\n", "server.prot: unknown key"),
+    ('[server]\nport = "eighty"\n', "server.port: expected an integer, got 'eighty'"),
+    ("[broadcast]\ninterval = 0.01\n", "broadcast.interval: must be >= 0.1 seconds, got 0.01"),
+    ('[sources.business]\ntime_range = "2h"\n', "sources.business.time_range: must be one of 1h, 24h, 7d, 30d"),
+    ("[server\n", "is not valid TOML"),
+    ('[auth]\ntokens = [{name = "a"}]\n', "auth.tokens[0]: missing required key(s) hash"),
+])
+def test_bad_config_exits_2_naming_key_and_value(tmp_path, body, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(body)
+    for cmd in ("check-config", "serve"):
+        res = run_hub(cmd, "--config", str(cfg))
+        assert res.returncode == 2, (cmd, res.stdout, res.stderr)
+        assert needle in res.stderr, res.stderr
+
+
+def test_env_overrides_real_keys_only(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[sources.prometheus.queries]\nmine = 'up'\n")
+    res = run_hub("check-config", "--config", str(cfg),
+                  env={"HUB_SERVER__PORT": "9001", "PROMETHEUS_URL": "http://seed:9090",
+                       "HUB_SERVER__ALLOWED_ORIGINS": '["https://a.example"]',
+                       "HUB_REQUIRE_SERVICES": "1", "HUB_NOT__A__KEY": "x"})
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["server"]["port"] == 9001
+    assert out["server"]["allowed_origins"] == ["https://a.example"]
+    assert out["sources"]["prometheus"]["url"] == "http://seed:9090"
+    # A queries table in the file replaces the defaults instead of merging with them.
+    assert out["sources"]["prometheus"]["queries"] == {"mine": "up"}
+    res = run_hub("check-config", "--config", str(cfg), env={"HUB_BROADCAST__INTERVAL": "fast"})
+    assert res.returncode == 2 and "HUB_BROADCAST__INTERVAL" in res.stderr
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    res = run_hub("check-config", "--config", str(tmp_path / "nope.toml"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_token_new_prints_token_and_hash_line():
+    res = run_hub("token", "new", "wallboard")
+    assert res.returncode == 0
+    token = res.stdout.split("token: ", 1)[1].split()[0]
+    assert f'{{name = "wallboard", hash = "{hash_token(token)}"}}' in res.stdout
+
+
+async def test_sigterm_closes_clients_1001_and_exits_0(tmp_path):
+    hub = HubProcess(FAST, tmp_path).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            wss = [await session.ws_connect(hub.url + "/ws") for _ in range(3)]
+            for ws in wss:
+                assert (await ws.receive(timeout=5)).type is aiohttp.WSMsgType.TEXT
+            t0 = time.monotonic()
+            assert hub.proc is not None
+            hub.proc.send_signal(signal.SIGTERM)
+            for ws in wss:
+                async with asyncio.timeout(5):
+                    while True:
+                        msg = await ws.receive()
+                        if msg.type is not aiohttp.WSMsgType.TEXT:
+                            break
+                assert msg.type is aiohttp.WSMsgType.CLOSE, msg
+                assert msg.data == 1001
+            code = await asyncio.to_thread(hub.proc.wait, 10)
+            assert code == 0, hub.log()
+            assert time.monotonic() - t0 < 5.0
+    finally:
+        hub.stop(kill=True)
+
+
+def test_sigint_exits_0(tmp_path):
+    hub = HubProcess(FAST, tmp_path).start()
+    assert hub.proc is not None
+    hub.proc.send_signal(signal.SIGINT)
+    assert hub.proc.wait(timeout=10) == 0, hub.log()
+    hub.stop()

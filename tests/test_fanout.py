@@ -1,0 +1,241 @@
+"""Fan-out under load: 1,000 clients, slow consumers, dead peers, a responsive loop."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+
+import aiohttp
+import pytest
+
+from hub.app import create_app
+from hub.broadcast import SLICE, text_frame
+from hub.sources.base import Source, SourceResult
+from hub.state import STATE_KEY
+from tests.conftest import recv_json, wait_for
+
+
+class BulkySource(Source):
+    """Fills data.business with ~`size` bytes per tick, so a backlog builds quickly."""
+
+    name = "bulky"
+    sections = ("business",)
+    timeout = 1.0
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def collect(self) -> SourceResult:
+        return SourceResult(data={"business": {"pad": "x" * self.size}})
+
+
+def test_text_frame_matches_rfc6455_lengths():
+    assert text_frame(b"hi") == b"\x81\x02hi"
+    assert text_frame(b"a" * 200)[:4] == b"\x81\x7e\x00\xc8"
+    assert text_frame(b"a" * 70000)[:10] == b"\x81\x7f" + struct.pack("!Q", 70000)
+
+
+async def test_thousand_clients_get_every_seq(aiohttp_client, make_config):
+    client = await aiohttp_client(create_app(make_config({"broadcast": {"interval": 0.5}})))
+    n = 1000
+    connector_limit = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector_limit) as session:
+        url = f"http://{client.server.host}:{client.server.port}/ws"
+        wss = await asyncio.gather(*(session.ws_connect(url) for _ in range(n)))
+        st = client.app[STATE_KEY]
+        await wait_for(lambda: len(st.feed.clients) == n, timeout=30)
+        start = st.feed.seq + 1
+        ticks = 4
+
+        async def collect(ws: aiohttp.ClientWebSocketResponse) -> list[int]:
+            got: list[int] = []
+            while not got or got[-1] < start + ticks - 1:
+                m = await recv_json(ws, timeout=15)
+                if m["seq"] >= start:
+                    got.append(m["seq"])
+            return got
+
+        results = await asyncio.gather(*(collect(ws) for ws in wss))
+        for got in results:
+            assert got == list(range(start, start + ticks)), got[:10]
+        assert st.metrics.connections._value.get() == n
+        await asyncio.gather(*(ws.close() for ws in wss))
+
+
+def _raw_ws_connect(port: int, *, rcvbuf: int | None = None) -> socket.socket:
+    """A WebSocket client on a bare socket: it never answers pings and reads only when told to."""
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "server closed during handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _read_frames_until_close(sock: socket.socket, *, timeout: float) -> int | None:
+    """Read frames off `sock` until a close frame; return its code (None if the socket just ended)."""
+    sock.settimeout(timeout)
+    buf = b""
+
+    def need(n: int) -> bool:
+        nonlocal buf
+        while len(buf) < n:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return False
+            buf += chunk
+        return True
+
+    while True:
+        if not need(2):
+            return None
+        opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
+        hdr = 2
+        if length == 126:
+            if not need(4):
+                return None
+            length, hdr = struct.unpack("!H", buf[2:4])[0], 4
+        elif length == 127:
+            if not need(10):
+                return None
+            length, hdr = struct.unpack("!Q", buf[2:10])[0], 10
+        if not need(hdr + length):
+            return None
+        payload, buf = buf[hdr:hdr + length], buf[hdr + length:]
+        if opcode == 0x8:
+            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+
+async def test_slow_consumer_closed_1013_others_unaffected(aiohttp_client, make_config):
+    cfg = make_config({"broadcast": {"interval": 0.1, "max_client_buffer_bytes": 256 * 1024}})
+    client = await aiohttp_client(create_app(cfg, extra_sources=[BulkySource(64 * 1024)]))
+    st = client.app[STATE_KEY]
+    port = client.server.port
+    slow = await asyncio.to_thread(_raw_ws_connect, port, rcvbuf=4096)
+    try:
+        async with client.ws_connect("/ws") as good:
+            await recv_json(good)
+            await wait_for(lambda: st.metrics.disconnects.labels("slow_consumer")._value.get() == 1, timeout=20)
+            # The well-behaved client kept receiving every tick throughout.
+            first = (await recv_json(good))["seq"]
+            for i in range(1, 4):
+                assert (await recv_json(good))["seq"] == first + i
+            assert len(st.feed.clients) == 1
+            # Unsent bytes stayed bounded: the limit plus at most one frame and the capped kernel buffers.
+            code = await asyncio.to_thread(_read_frames_until_close, slow, timeout=10)
+            assert code == 1013
+    finally:
+        slow.close()
+
+
+async def test_dead_peer_dropped_after_heartbeat(aiohttp_client, make_config):
+    cfg = make_config({"broadcast": {"interval": 5.0, "heartbeat": 0.3}})
+    client = await aiohttp_client(create_app(cfg))
+    st = client.app[STATE_KEY]
+    dead = await asyncio.to_thread(_raw_ws_connect, client.server.port)
+    try:
+        await wait_for(lambda: len(st.feed.clients) == 1)
+        # The bare socket never answers pings: the hub must drop it after heartbeat + heartbeat/2.
+        await wait_for(lambda: st.metrics.disconnects.labels("dead_peer")._value.get() == 1, timeout=5)
+        assert len(st.feed.clients) == 0
+        assert st.metrics.connections._value.get() == 0
+    finally:
+        dead.close()
+
+
+async def test_live_peer_survives_heartbeats(aiohttp_client, make_config):
+    cfg = make_config({"broadcast": {"interval": 0.2, "heartbeat": 0.2}})
+    client = await aiohttp_client(create_app(cfg))
+    st = client.app[STATE_KEY]
+    async with client.ws_connect("/ws") as ws:  # aiohttp's client answers pings inside receive()
+        seqs = [(await recv_json(ws))["seq"] for _ in range(8)]  # ~1.6 s: several heartbeat rounds
+        assert seqs == list(range(seqs[0], seqs[0] + 8))
+        assert len(st.feed.clients) == 1
+        assert st.metrics.disconnects.labels("dead_peer")._value.get() == 0
+
+
+class FakeTransport(asyncio.Transport):
+    """An in-memory transport for measuring the broadcast loop alone (no sockets involved)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += len(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+async def test_broadcast_yields_to_the_loop_between_slices(make_config):
+    # Mock transports: the property under test is the loop's scheduling, not the kernel.
+    from hub.broadcast import Client, Feed
+    from hub.metrics import HubMetrics
+
+    feed = Feed(history_size=10, max_client_buffer_bytes=1 << 20, metrics=HubMetrics())
+    n = SLICE * 4
+    transports = [FakeTransport() for _ in range(n)]
+    for t in transports:
+        feed.add(Client(ws=None, transport=t))  # type: ignore[arg-type]
+    ran_during: list[int] = []
+
+    async def other_work() -> None:
+        while True:
+            ran_during.append(sum(1 for t in transports if t.written))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    snapshot = {"type": "metrics_update", "seq": 1, "timestamp": "t", "data": {}, "sources": {}}
+    await feed.deliver(snapshot)
+    task.cancel()
+    assert all(t.written == len(text_frame(b'{"type":"metrics_update","seq":1,"timestamp":"t","data":{},"sources":{}}'))
+               for t in transports)
+    # Other tasks ran while only part of the clients had been written to.
+    assert any(0 < k < n for k in ran_during), ran_during[:10]
+    assert feed.metrics.messages_sent._value.get() == n
+
+
+async def test_health_answers_during_broadcast_to_1000_clients(aiohttp_client, make_config):
+    client = await aiohttp_client(create_app(make_config({"broadcast": {"interval": 0.2}})))
+    st = client.app[STATE_KEY]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        url = f"http://{client.server.host}:{client.server.port}"
+        wss = await asyncio.gather(*(session.ws_connect(url + "/ws") for _ in range(1000)))
+        await wait_for(lambda: len(st.feed.clients) == 1000, timeout=30)
+        drain = [asyncio.create_task(_drain(ws)) for ws in wss]
+        for _ in range(10):
+            async with asyncio.timeout(2.0):
+                resp = await session.get(url + "/health")
+            assert resp.status == 200
+        for t in drain:
+            t.cancel()
+        await asyncio.gather(*(ws.close() for ws in wss), return_exceptions=True)
+
+
+async def _drain(ws: aiohttp.ClientWebSocketResponse) -> None:
+    while True:
+        msg = await ws.receive()
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            return
+
+
+pytestmark = pytest.mark.timeout(120)
