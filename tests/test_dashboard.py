@@ -116,12 +116,13 @@ def _has_source(name: str) -> bool:
 class Hub:
     """A `hub serve` subprocess on a fixed port with a temp config; restartable on the same port."""
 
-    def __init__(self, tmp: Path, *, extra: str = "") -> None:
-        self.port = free_port()
+    def __init__(self, tmp: Path, *, extra: str = "", prometheus_url: str | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.dir = tmp
         self.config = tmp / "config.toml"
-        # Prometheus and MongoDB pointed at closed ports: those sources report `error`.
+        # Prometheus (unless given) and MongoDB pointed at closed ports: those sources report `error`.
         # A source whose module is not in this tree yet is disabled instead.
         self.config.write_text(f"""
 [server]
@@ -134,7 +135,7 @@ heartbeat = 5.0
 
 [sources.prometheus]
 enabled = {str(_has_source("prometheus")).lower()}
-url = "http://127.0.0.1:{free_port()}"
+url = "{prometheus_url or f"http://127.0.0.1:{free_port()}"}"
 timeout = 0.4
 
 [sources.business]
@@ -200,9 +201,10 @@ timeout = 0.4
 
 
 @contextlib.contextmanager
-def running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, extra: str = "") -> Iterator[Hub]:
+def running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, extra: str = "",
+                prometheus_url: str | None = None, port: int | None = None) -> Iterator[Hub]:
     """A started Hub, stopped on exit."""
-    hub = Hub(tmp_path_factory.mktemp(name), extra=extra)
+    hub = Hub(tmp_path_factory.mktemp(name), extra=extra, prometheus_url=prometheus_url, port=port)
     hub.start()
     try:
         yield hub
@@ -217,17 +219,52 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield h
 
 
+# Queries over Prometheus's own metrics (it scrapes itself), so the system panel has real
+# results without a healthcare backend; one scrape target is a closed port, so one is down.
+PROM_QUERIES = """
+[sources.prometheus.queries]
+uptime = 'up'
+requestRate = 'rate(prometheus_http_requests_total[1m])'
+responseTime = 'histogram_quantile(0.95, sum by (job, le) (rate(prometheus_http_request_duration_seconds_bucket[1m])))'
+"""
+
+
+@pytest.fixture(scope="module")
+def prom_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """A hub reading a real Prometheus that scrapes itself, the hub, and one dead target."""
+    from tests.services.prom import start_prometheus
+
+    hub_port = free_port()
+    prom = start_prometheus(tmp_path_factory.mktemp("prometheus"), targets={
+        "hub": [f"127.0.0.1:{hub_port}"], "healthcare-gone": [f"127.0.0.1:{free_port()}"]})
+    try:
+        with running_hub(tmp_path_factory, "prom-hub", PROM_QUERIES, prometheus_url=prom.url,
+                         port=hub_port) as h:
+            def system_ready() -> bool:
+                snap = h.get("/api/metrics/snapshot")
+                sys_ = snap["data"]["system"] or {}
+                ups = {r["metric"].get("job"): r["value"][1] for r in sys_.get("uptime", [])}
+                return (ups.get("hub") == "1" and ups.get("healthcare-gone") == "0"
+                        and bool(sys_.get("requestRate")) and bool(snap["data"]["alerts"]))
+
+            wait_for(system_ready, timeout=30, interval=0.25, what="Prometheus results in the hub")
+            yield h
+    finally:
+        prom.kill()
+
+
 def wait_ticks(hub: Hub, n: int) -> int:
     """Wait until the hub has produced at least `n` snapshots; return the latest seq."""
     return wait_for(lambda: (s := hub.get("/api/metrics/snapshot")["seq"]) >= n and s,
                     timeout=20, what=f"{n} ticks")
 
 
-def load(watch: PageWatch, hub: Hub) -> None:
-    """Open the dashboard and wait until it shows live data."""
-    watch.page.goto(hub.url)
+def load(watch: PageWatch, hub: Hub) -> Any:
+    """Open the dashboard, wait until it shows live data; return the page's HTTP response."""
+    res = watch.page.goto(hub.url)
     wait_for(lambda: watch.js("window.hubDebug && hubDebug.lastSeq > 0 && hubDebug.conn === 'live'"),
              what="the page to show live data")
+    return res
 
 
 def shown(watch: PageWatch) -> dict[str, Any]:
@@ -495,16 +532,53 @@ def test_bounded_window_dedup_and_text_only_rendering(hub: Hub, open_page: Any) 
     assert_clean(watch)
 
 
-def test_strict_csp_and_screenshot(hub: Hub, open_page: Any) -> None:
+def test_system_panel_from_real_prometheus(prom_hub: Hub, open_page: Any) -> None:
+    watch = open_page()
+    load(watch, prom_hub)
+    page = watch.js("""{
+        seq: Number(document.getElementById('conn-seq').dataset.raw),
+        targets: [...document.querySelectorAll('#target-list li')].map((li) => [
+            li.querySelector('.name').textContent, li.querySelector('.badge').textContent]),
+        down: Number(document.getElementById('v-targets').dataset.raw),
+        rate: Number(document.getElementById('v-rate').dataset.raw),
+        alerts: [...document.querySelectorAll('#alert-list li.alert')].map((li) => [
+            li.querySelector('.name').textContent, li.className]),
+        nodata: document.querySelector('#traffic .nodata').hidden,
+        rateSeries: window.hubDebug.seriesLengths()['chart-rate'],
+    }""")
+    snap = prom_hub.snapshot_by_seq(page["seq"])
+    system, alerts = snap["data"]["system"], snap["data"]["alerts"]
+    assert snap["sources"]["prometheus"]["status"] == "ok"
+    assert page["nodata"] is True
+    # Targets: every `up` series, the dead one first and marked down.
+    up = {r["metric"]["instance"]: r["value"][1] == "1" for r in system["uptime"]}
+    assert sorted(page["targets"]) == sorted([inst, "up" if ok else "down"] for inst, ok in up.items())
+    assert page["targets"][0][1] == "down" and page["down"] == sum(not ok for ok in up.values()) == 1
+    # Request rate: the sum of the query's series for that seq.
+    total = sum(float(r["value"][1]) for r in system["requestRate"])
+    assert page["rate"] == pytest.approx(total)
+    assert page["rateSeries"] > 1
+    # Alerts from Prometheus's rules, coloured by severity.
+    assert [a["name"] for a in alerts] == [name for name, _ in page["alerts"]]
+    classes = dict(page["alerts"])
+    assert "sev-critical" in classes["HubTestAlwaysFiring"] and "state-firing" in classes["HubTestAlwaysFiring"]
+    assert "sev-info" in classes["HubTestAlwaysPending"] and "state-pending" in classes["HubTestAlwaysPending"]
+    assert_clean(watch)
+
+
+def test_strict_csp_and_screenshot(prom_hub: Hub, open_page: Any) -> None:
     """Served under `default-src 'self'` alone, the page draws everything; writes docs/dashboard.png."""
     watch = open_page(width=1920, height=1080)
     override_document_csp(watch, STRICT_CSP)
-    wait_ticks(hub, 8)
-    res = watch.page.goto(hub.url)
+    wait_ticks(prom_hub, 12)
+    res = load(watch, prom_hub)
     assert res is not None and res.headers["content-security-policy"] == STRICT_CSP
-    load(watch, hub)
     assert watch.js("hubDebug.firstBatch") > 1
     assert watch.js("document.querySelectorAll('.uplot canvas').length") >= 5
+    # One live tick after the history, so the page's own connection is counted on screen.
+    seq = watch.js("hubDebug.lastSeq")
+    wait_for(lambda: watch.js("hubDebug.lastSeq") >= seq + 2, what="two live ticks")
+    assert int(watch.js("document.getElementById('v-conns').dataset.raw")) >= 1
     DOCS.mkdir(exist_ok=True)
     watch.page.screenshot(path=str(DOCS / "dashboard.png"))
     png = (DOCS / "dashboard.png").read_bytes()
