@@ -353,6 +353,14 @@ def test_live_values_are_those_of_the_latest_seq_and_follow_ticks(hub: Hub, open
     assert_clean(watch)
 
 
+def test_dark_colour_scheme(hub: Hub, open_page: Any) -> None:
+    watch = open_page(width=1366, height=768, color_scheme="dark")
+    load(watch, hub)
+    assert watch.js("getComputedStyle(document.body).backgroundColor") == "rgb(15, 20, 26)"
+    assert watch.js("getComputedStyle(document.body).color") == "rgb(230, 235, 241)"
+    assert_clean(watch)
+
+
 def test_source_badges_show_status_and_error(hub: Hub, open_page: Any) -> None:
     watch = open_page()
     load(watch, hub)
