@@ -459,6 +459,40 @@ class Result:
     seq_last: int = 0
     info: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: how many measurements this row combines (medians; the CPU range is min..max)
+    runs: int = 1
+    cpu_range: tuple[float, float] = (math.nan, math.nan)
+    fanout_range: tuple[float, float] = (math.nan, math.nan)
+
+
+_MEDIAN_FIELDS = ("connect_s", "cpu_ms_per_broadcast", "idle_cpu_ms_per_tick", "fanout_cpu_ms", "p50_ms", "p99_ms",
+                  "max_ms", "kb_per_connection", "rss0_kb", "rss_connected_kb", "rss_kb")
+_SUM_FIELDS = ("broadcasts", "failed", "missing", "clients_missing", "closed", "short_frames")
+
+
+def combine(results: list[Result]) -> list[Result]:
+    """One row per (N, server) in first-seen order: medians of repeated runs, sums of counts."""
+    groups: dict[tuple[int, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.clients, r.server), []).append(r)
+    rows = []
+    for (n, kind), rs in groups.items():
+        ok = [r for r in rs if r.broadcasts] or rs
+        row = Result(server=kind, clients=n, runs=len(ok), info=next((r.info for r in rs if r.info), {}))
+        for name in _MEDIAN_FIELDS:
+            values = [getattr(r, name) for r in ok if not math.isnan(getattr(r, name))]
+            setattr(row, name, statistics.median(values) if values else math.nan)
+        for name in _SUM_FIELDS:
+            setattr(row, name, sum(getattr(r, name) for r in rs))
+        row.connected = min(r.connected for r in rs)
+        row.worst_max_ms = max((r.worst_max_ms for r in ok if not math.isnan(r.worst_max_ms)), default=math.nan)
+        row.frame_bytes = max(r.frame_bytes for r in rs)
+        row.errors = [e for r in rs for e in r.errors]
+        for name, attr in (("cpu_range", "cpu_ms_per_broadcast"), ("fanout_range", "fanout_cpu_ms")):
+            values = [getattr(r, attr) for r in ok if not math.isnan(getattr(r, attr))]
+            setattr(row, name, (min(values), max(values)) if values else (math.nan, math.nan))
+        rows.append(row)
+    return rows
 
 
 async def _aligned_status(clients: LoadClients, *, interval: float, min_seq: int, timeout: float) -> dict[str, Any]:
@@ -563,10 +597,13 @@ def render_table(results: list[Result]) -> str:
         "| missing seqs | KB/connection | frame bytes |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    def spread(value: float, rng: tuple[float, float], runs: int) -> str:
+        return _fmt(value) if runs < 2 else f"{_fmt(value)} [{_fmt(rng[0])}-{_fmt(rng[1])}]"
+
     for r in results:
         lines.append(
-            f"| {r.clients} | {r.server} | {_fmt(r.cpu_ms_per_broadcast)} | {_fmt(r.idle_cpu_ms_per_tick)} "
-            f"| {_fmt(r.fanout_cpu_ms)} | {_fmt(r.p50_ms)} | {_fmt(r.p99_ms)} | {_fmt(r.max_ms)} "
+            f"| {r.clients} | {r.server} | {spread(r.cpu_ms_per_broadcast, r.cpu_range, r.runs)} "
+            f"| {_fmt(r.idle_cpu_ms_per_tick)} | {spread(r.fanout_cpu_ms, r.fanout_range, r.runs)} | {_fmt(r.p50_ms)} | {_fmt(r.p99_ms)} | {_fmt(r.max_ms)} "
             f"| {r.missing if r.broadcasts else 'n/a'} | {_fmt(r.kb_per_connection)} | {r.frame_bytes} |")
     by = {(r.clients, r.server): r for r in results}
     ns = sorted({r.clients for r in results})
@@ -585,7 +622,8 @@ def render_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def environment_line(results: list[Result], *, interval: float, broadcasts: int, procs: int) -> str:
+def environment_line(results: list[Result], *, interval: float, broadcasts: int, procs: int,
+                     repeat: int = 1) -> str:
     """One line naming what the numbers depend on."""
     import subprocess
 
@@ -595,7 +633,9 @@ def environment_line(results: list[Result], *, interval: float, broadcasts: int,
     load = Path("/proc/loadavg").read_text().split()[:3]
     return (f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()} "
             f"(hub loop: {loop}), Node.js {node} with ws {ws_version}; interval {interval:g} s, "
-            f"{broadcasts} broadcasts per row, load client in {procs} Node.js processes; "
+            f"{broadcasts} broadcasts per measurement"
+            + (f", {repeat} measurements per row (medians, CPU range in brackets)" if repeat > 1 else "")
+            + ", load client in {procs} Node.js processes; "
             f"load average at the end {' '.join(load)}")
 
 
@@ -604,7 +644,8 @@ def environment_line(results: list[Result], *, interval: float, broadcasts: int,
 
 async def run(*, clients: list[int], broadcasts: int, interval: float, procs: int, servers: list[str],
               python: str, out: Path | None, hub_root: Path = REPO,
-              concurrency: int = CONNECT_CONCURRENCY, keep_dir: Path | None = None) -> list[Result]:
+              concurrency: int = CONNECT_CONCURRENCY, keep_dir: Path | None = None,
+              repeat: int = 1) -> list[Result]:
     """Run every (N, server) pair; print the table; write raw results to `out` if given."""
     raise_nofile()
     ensure_node_deps(REFERENCE_DIR)
@@ -630,8 +671,9 @@ async def run(*, clients: list[int], broadcasts: int, interval: float, procs: in
         payload_file.write_text(json.dumps(parts))
         try:
             for n in clients:
-                for kind in servers:
-                    print(f"-- {kind}, {n} clients ...", file=sys.stderr, flush=True)
+                for rep, kind in ((rep, kind) for rep in range(repeat) for kind in servers):
+                    print(f"-- {kind}, {n} clients" + (f", run {rep + 1}/{repeat}" if repeat > 1 else "") + " ...",
+                          file=sys.stderr, flush=True)
                     try:
                         r = await measure(kind, n, broadcasts=broadcasts, interval=interval, procs=procs,
                                           workdir=workdir, prometheus_url=prom.url,
@@ -640,14 +682,16 @@ async def run(*, clients: list[int], broadcasts: int, interval: float, procs: in
                     except (RuntimeError, TimeoutError, OSError) as exc:
                         r = Result(server=kind, clients=n, errors=[str(exc)[:2000]])
                     results.append(r)
-                    print(f"   connect {_fmt(r.connect_s)} s, cpu {_fmt(r.cpu_ms_per_broadcast)} ms/bcast, p99 {_fmt(r.p99_ms)} ms, "
-                          f"missing {r.missing}, {_fmt(r.kb_per_connection)} KB/conn, frame {r.frame_bytes} B"
-                          + (f", notes: {r.errors}" if r.errors else ""), file=sys.stderr, flush=True)
+                    print(f"   connect {_fmt(r.connect_s)} s, cpu {_fmt(r.cpu_ms_per_broadcast)} ms/bcast, "
+                          f"p99 {_fmt(r.p99_ms)} ms, missing {r.missing}, {_fmt(r.kb_per_connection)} KB/conn, "
+                          f"frame {r.frame_bytes} B" + (f", notes: {r.errors}" if r.errors else ""),
+                          file=sys.stderr, flush=True)
         finally:
             await prom.stop()
+    runs, results = results, combine(results)
     sizes = {r.server: r.frame_bytes for r in results if r.frame_bytes}
     print()
-    print(environment_line(results, interval=interval, broadcasts=broadcasts, procs=procs))
+    print(environment_line(results, interval=interval, broadcasts=broadcasts, procs=procs, repeat=repeat))
     print()
     print(render_table(results))
     if len(sizes) == 2:
@@ -659,7 +703,8 @@ async def run(*, clients: list[int], broadcasts: int, interval: float, procs: in
             print(f"\nnote {r.server} N={r.clients}: failed={r.failed} closed={r.closed} {r.close_codes} {r.errors}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        out.write_text(json.dumps({"rows": [asdict(r) for r in results], "runs": [asdict(r) for r in runs]},
+                                  indent=2))
         print(f"\nraw results: {out}", file=sys.stderr)
     return results
 
@@ -670,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1000,5000,9000", help="comma-separated client counts")
     ap.add_argument("--broadcasts", type=int, default=20, help="broadcasts measured per row")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between broadcasts")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="measure each (N, server) this many times, alternating servers; rows show medians")
     ap.add_argument("--procs", type=int, default=2, help="Node.js load-client processes")
     ap.add_argument("--concurrency", type=int, default=CONNECT_CONCURRENCY,
                     help="connection attempts in flight, over all load-client processes")
@@ -688,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS_DIR / time.strftime("fanout-%Y%m%d-%H%M%S.json")
     asyncio.run(run(clients=[int(x) for x in args.clients.split(",") if x], broadcasts=args.broadcasts,
                     interval=args.interval, procs=args.procs, servers=servers, python=args.python, out=out,
-                    hub_root=args.hub_root.resolve(), concurrency=args.concurrency, keep_dir=args.keep))
+                    hub_root=args.hub_root.resolve(), concurrency=args.concurrency, keep_dir=args.keep,
+                    repeat=max(1, args.repeat)))
     return 0
 
 
