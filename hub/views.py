@@ -115,6 +115,8 @@ async def ready(request: web.Request) -> web.Response:
     ok = st.ready
     if st.cluster is not None:
         body["cluster"] = st.cluster.status()
+        if ok and body["cluster"]["redis"] != "up":  # stays 200: see docs/replicas.md
+            body["status"] = "degraded"
     return json_response(body, status=200 if ok else 503)
 
 
