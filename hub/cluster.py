@@ -130,7 +130,13 @@ class Cluster:
         self.error = None
         self.st.metrics.cluster_redis_up.set(1)
 
-    def _set_down(self, exc: BaseException) -> None:
+    async def _set_down(self, exc: BaseException) -> None:
+        # After a Redis restart every idle pooled connection is dead; close them all at once so
+        # the next commands reconnect instead of each failing on its own stale connection.
+        for client in (self._r, self._reader):
+            if client is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await client.connection_pool.disconnect(inuse_connections=False)
         error = scrub(describe(exc), self.st.secrets)
         if self.redis_state != "down" or error != self.error:
             # Once per outage (or per new reason), not once per retry.
@@ -201,9 +207,12 @@ class Cluster:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                self._set_down(exc)
+                await self._set_down(exc)
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception:  # a bug must not end consumption for the life of the process
+                log.exception("cluster: consuming %s failed; retrying", self.key_stream)
+                await asyncio.sleep(BACKOFF_MAX)
 
     async def _sync(self) -> bytes:
         """Raise `{p}:seq` to our highest seq, deliver the newest `maxlen` entries; return the last id."""
@@ -280,12 +289,16 @@ class Cluster:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                self._set_down(exc)
+                await self._set_down(exc)
                 # Without Redis we cannot prove we still own the lease: stop collecting now
                 # (another replica may take over as soon as it expires).
                 await self._stop_leading()
                 delay = backoff * random.uniform(0.8, 1.2)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception:
+                log.exception("cluster: lease handling failed; retrying")
+                await self._stop_leading()
+                delay = BACKOFF_MAX
             await asyncio.sleep(delay)
 
     def _lease_ms(self) -> int:
@@ -296,7 +309,10 @@ class Cluster:
         sched = self.st.scheduler
         assert sched is not None
         stored = int(await self._r.get(self.key_seq) or 0)
-        sched.seq = max(sched.seq, stored, self.st.feed.seq)
+        # Not our own sched.seq: a snapshot whose publish failed was never seen by anyone, and
+        # numbering after it would leave a gap. `stored` covers a publish whose reply was lost;
+        # feed.seq covers a Redis that came back empty.
+        sched.seq = max(stored, self.st.feed.seq)
         self._set_leader(True)
         self._lead_task = asyncio.create_task(self._lead(), name="hub-cluster-lead")
 
@@ -329,7 +345,9 @@ class Cluster:
         except LeaseLost:
             log.warning("cluster: lease %s no longer ours; stopped collecting", self.key_lease)
         except (RedisError, OSError) as exc:
-            self._set_down(exc)
+            await self._set_down(exc)
+        except Exception:
+            log.exception("cluster: collecting as leader failed; the lease loop will retry")
         finally:
             self._set_leader(False)
 
