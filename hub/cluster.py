@@ -367,4 +367,6 @@ class Cluster:
             # Redis holds a higher seq (e.g. a replica that saw more pushed its floor): continue after it.
             sched.seq = int(value) + 1
             snapshot["seq"] = sched.seq
+        # Skipped: hand its seq to the next tick, so skipping never leaves a gap.
+        sched.seq = snapshot["seq"] - 1
         log.warning("cluster: could not place snapshot seq=%s after the stored seq; skipped", snapshot["seq"])

@@ -8,7 +8,8 @@ fraction of an interval (so the kill lands anywhere in the lease cycle), sends i
 SIGTERM: graceful, the lease is released), and measures the time from the signal to the arrival,
 on a surviving replica's client, of the first snapshot published by another replica (the stream
 entry's `replica` field says who collected it). It checks that every surviving client saw every
-seq in order, restarts the dead replica and goes again. Prints per-run figures and a summary.
+seq in order, restarts the dead replica and goes again. Prints per-run figures and a summary,
+including the longest pause clients saw between two consecutive snapshots.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ async def bench(args: argparse.Namespace) -> int:
     hubs = [HubProcess(config, tmp) for _ in range(args.replicas)]
     r = Redis.from_url(redis.url)
     results: list[float] = []
+    pauses: list[float] = []
     try:
         for h in hubs:
             h.start(wait=False)
@@ -122,11 +124,15 @@ async def bench(args: argparse.Namespace) -> int:
                 await until(lambda: _arrived(clients, survivors, seq), 5, "not delivered")
                 took = min(clients[h.port].arrivals[seq] for h in survivors) - t0
                 results.append(took)
+                # The pause a client saw: from the previous snapshot to the new collector's first.
+                pause = max(clients[h.port].arrivals[seq] - clients[h.port].arrivals[seq - 1]
+                            for h in survivors if seq - 1 in clients[h.port].arrivals)
+                pauses.append(pause)
                 for h in survivors:
                     order = clients[h.port].order
                     assert order == list(range(order[0], order[0] + len(order))), f"gap in {order}"
-                print(f"run {run:2d}: {took * 1000:6.0f} ms = {took / args.interval:.2f} intervals (seq {seq})",
-                      flush=True)
+                print(f"run {run:2d}: {took * 1000:6.0f} ms = {took / args.interval:.2f} intervals after the signal;"
+                      f" clients waited {pause * 1000:.0f} ms between seq {seq - 1} and {seq}", flush=True)
                 await clients[leader.port].close()
                 leader.stop()
                 leader.start(wait=False)
@@ -144,7 +150,8 @@ async def bench(args: argparse.Namespace) -> int:
     p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
     print(f"\n{args.signal}: {len(ms)} runs, interval {args.interval * 1000:.0f} ms, {args.replicas} replicas: "
           f"min {ms[0]:.0f} ms, median {statistics.median(ms):.0f} ms, p95 {p95:.0f} ms, max {ms[-1]:.0f} ms "
-          f"(max {ms[-1] / 1000 / args.interval:.2f} intervals)")
+          f"(max {ms[-1] / 1000 / args.interval:.2f} intervals); longest pause between two snapshots "
+          f"{max(pauses) * 1000:.0f} ms ({max(pauses) / args.interval:.2f} intervals)")
     return 0
 
 
