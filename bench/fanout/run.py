@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,8 +80,6 @@ def ensure_node_deps(directory: Path) -> None:
     npm = shutil.which("npm")
     if not npm:
         raise SystemExit(f"npm is not on PATH: cannot install {directory.name}/'s dependencies")
-    import subprocess
-
     print(f"installing Node dependencies in {directory.relative_to(REPO)} (npm ci)", file=sys.stderr)
     subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=directory, check=True)
 
@@ -625,8 +624,6 @@ def render_table(results: list[Result]) -> str:
 def environment_line(results: list[Result], *, interval: float, broadcasts: int, procs: int,
                      repeat: int = 1) -> str:
     """One line naming what the numbers depend on."""
-    import subprocess
-
     node = subprocess.run([node_program(), "--version"], capture_output=True, text=True).stdout.strip()
     ws_version = json.loads((REFERENCE_DIR / "node_modules" / "ws" / "package.json").read_text())["version"]
     loop = next((r.info.get("loop", "") for r in results if r.info), "") or "?"
@@ -635,7 +632,7 @@ def environment_line(results: list[Result], *, interval: float, broadcasts: int,
             f"(hub loop: {loop}), Node.js {node} with ws {ws_version}; interval {interval:g} s, "
             f"{broadcasts} broadcasts per measurement"
             + (f", {repeat} measurements per row (medians, CPU range in brackets)" if repeat > 1 else "")
-            + ", load client in {procs} Node.js processes; "
+            + f", load client in {procs} Node.js processes; "
             f"load average at the end {' '.join(load)}")
 
 
