@@ -24,6 +24,8 @@ def _setup_logging() -> None:
     # aiohttp's access log records full request lines; keep it, but at WARNING by default
     # so a wall of dashboards does not flood the log.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # httpx logs every request at INFO: four lines per tick per replica, and measurable CPU.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _load(path: str | None) -> Config:
@@ -58,7 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     _install_uvloop()
     log.info("hub serving on http://%s:%s (role %s)", host, port, args.role)
-    web.run_app(app, host=host, port=port, shutdown_timeout=3.0, print=None,
+    # backlog: aiohttp's default of 128 resets connections during a reconnect storm of wall screens.
+    web.run_app(app, host=host, port=port, shutdown_timeout=3.0, print=None, backlog=2048,
                 access_log=logging.getLogger("aiohttp.access"))
     return 0
 
