@@ -145,6 +145,8 @@ class _Backend:
         self.duration = Histogram("http_request_duration_seconds", "HTTP request latency",
                                   ["method", "route", "status"], buckets=BUCKETS, registry=self.registry)
         self.incident_until = 0.0
+        # The first slow spell comes a few minutes in, so a demo shows alerts firing early.
+        self.next_incident = time.monotonic() + self.rng.uniform(120, 240)
 
     def request(self, method: str, route: str, median: float, *, status: int | None = None) -> None:
         slow = time.monotonic() < self.incident_until
@@ -160,9 +162,12 @@ class _Backend:
         # A slow wave (10 min), a faster ripple and noise: the request-rate graph never looks flat.
         rps = 25 * (1 + 0.45 * math.sin(2 * math.pi * elapsed / 600) + 0.15 * math.sin(2 * math.pi * elapsed / 47))
         rps *= self.rng.uniform(0.8, 1.2)
-        if time.monotonic() >= self.incident_until and self.rng.random() < dt_s / 900:
-            self.incident_until = time.monotonic() + self.rng.uniform(45, 120)  # ~ every 15 min: a slow spell
-            log.info("simulator: latency incident for %.0f s", self.incident_until - time.monotonic())
+        now = time.monotonic()
+        if now >= self.next_incident:
+            # A slow spell: latency x6 and ~8% 5xx for 45-120 s, then another in 10-20 min.
+            self.incident_until = now + self.rng.uniform(45, 120)
+            self.next_incident = self.incident_until + self.rng.uniform(600, 1200)
+            log.info("simulator: latency incident for %.0f s", self.incident_until - now)
         weights = [w for _m, _r, w, _l in ROUTES]
         for _ in range(_poisson(self.rng, rps * dt_s)):
             method, route, _w, median = self.rng.choices(ROUTES, weights)[0]
