@@ -158,7 +158,7 @@ async def _serve(*, host: str, port: int, interval: float, mongo_port: int, sim_
                                             metrics_port=sim_port, stop=stop))
     runner = web.AppRunner(app, shutdown_timeout=3.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, backlog=2048)
     await site.start()
     print(f"\n  hub demo: open http://{host}:{port}/   (Ctrl-C stops everything)\n", flush=True)
     try:

@@ -577,7 +577,7 @@ def test_system_panel_from_real_prometheus(prom_hub: Hub, open_page: Any) -> Non
 def test_strict_csp_and_screenshot(prom_hub: Hub, open_page: Any, tmp_path: Path) -> None:
     """Served under `default-src 'self'` alone, the page draws everything; takes a screenshot.
 
-    With HUB_SCREENSHOT=1 the screenshot replaces docs/dashboard.png (so `make test` leaves the tree clean).
+    The README's picture comes from tests/test_demo.py (demo data); this one stays in tmp_path.
     """
     watch = open_page(width=1920, height=1080)
     override_document_csp(watch, STRICT_CSP)
@@ -590,7 +590,7 @@ def test_strict_csp_and_screenshot(prom_hub: Hub, open_page: Any, tmp_path: Path
     seq = watch.js("hubDebug.lastSeq")
     wait_for(lambda: watch.js("hubDebug.lastSeq") >= seq + 2, what="two live ticks")
     assert int(watch.js("document.getElementById('v-conns').dataset.raw")) >= 1
-    shot = DOCS / "dashboard.png" if os.environ.get("HUB_SCREENSHOT") == "1" else tmp_path / "dashboard.png"
+    shot = tmp_path / "dashboard.png"
     watch.page.screenshot(path=str(shot))
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

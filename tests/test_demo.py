@@ -1,0 +1,123 @@
+"""`hub demo` (what `make run` starts): real business data within a few ticks, nothing left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+
+from tests.services import free_port, need_program
+from tests.services.browser import chromium, open_page  # noqa: F401  (fixtures)
+from tests.services.hubproc import ROOT
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return orjson.loads(r.read())
+
+
+def _poll(pred: Any, *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = pred()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Demo:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def snapshot(self) -> dict[str, Any] | None:
+        return _get(self.url + "/api/metrics/snapshot")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    need_program("prometheus")  # the demo runs without it, but then the system panel is empty
+    port = free_port()
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "hub", "demo", "--port", str(port), "--interval", "1"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    d = Demo(proc, port, log)
+    try:
+        _poll(lambda: _get(d.url + "/health"), timeout=60, what="the demo hub to answer")
+        yield d
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_demo_shows_business_and_prometheus_data(demo: Demo) -> None:
+    def business_total() -> int:
+        snap = demo.snapshot()
+        biz = snap and snap["data"]["business"]
+        return biz["appointments"]["total"] if biz else 0
+
+    assert _poll(business_total, timeout=30, what="non-empty business data") > 0
+    snap = demo.snapshot()
+    assert snap is not None
+    assert snap["sources"]["business"]["status"] == "ok"
+    assert snap["data"]["business"]["appointments"]["bySpecialty"]
+
+    def backend_up() -> bool:
+        s = demo.snapshot()
+        system = s and s["data"]["system"]
+        return bool(system) and any(r["metric"].get("job") == "healthcare-backend" and r["value"][1] == "1"
+                                    for r in system["uptime"])
+
+    _poll(backend_up, timeout=40, what="Prometheus to report the simulated backend up")
+    assert demo.snapshot()["data"]["alerts"], "the demo's rules include an always-firing info alert"
+
+
+def test_demo_screenshot(demo: Demo, open_page: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The README's picture: the dashboard on demo data (written to docs/ with HUB_SCREENSHOT=1)."""
+
+    def full() -> bool:
+        s = demo.snapshot()
+        return bool(s and s["data"]["business"] and s["data"]["system"]
+                    and s["data"]["system"]["requestRate"] and s["data"]["system"]["responseTime"])
+
+    _poll(full, timeout=60, what="request rate and response time in Prometheus")
+    watch = open_page(width=1920, height=1080)
+    watch.page.goto(demo.url)
+    _poll(lambda: watch.js("window.hubDebug && hubDebug.conn === 'live' && hubDebug.lastSeq > 0"),
+          timeout=20, what="the page to go live")
+    seq = watch.js("hubDebug.lastSeq")
+    _poll(lambda: watch.js("hubDebug.lastSeq") >= seq + 2, timeout=20, what="two live ticks")
+    shot = ROOT / "docs" / "dashboard.png" if os.environ.get("HUB_SCREENSHOT") == "1" else tmp_path / "d.png"
+    watch.page.screenshot(path=str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert watch.page_errors == []
+
+
+def test_ctrl_c_stops_every_child(demo: Demo) -> None:
+    parent = psutil.Process(demo.proc.pid)
+    children = parent.children(recursive=True)
+    names = " ".join(" ".join(c.cmdline()) for c in children)
+    assert "secantusd-py" in names and "prometheus" in names, names
+    demo.proc.send_signal(signal.SIGINT)
+    assert demo.proc.wait(timeout=30) == 0, demo.log.read_text()[-2000:]
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == [], [c.pid for c in alive]
