@@ -13,7 +13,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub.auth import SUBPROTOCOL, AuthError, Principal
+from hub.auth import BEARER_PROTOCOL_PREFIX, SUBPROTOCOL, AuthError, Principal
 from hub.broadcast import ALL_TOPICS, Client, text_frame
 from hub.config import TIME_RANGES
 from hub.scheduler import utc_iso
@@ -219,6 +219,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     cap = cfg.server.max_connections_per_ip
     if cap and st.per_ip[ip] >= cap:
         return _reject(st, request, 429, "per_ip", "too many connections from this address")
+    if not _bearer_protocol_ok(request):
+        return _reject(st, request, 400, "subprotocol",
+                       f'a "bearer." token subprotocol must be offered together with "{SUBPROTOCOL}"')
     ws = web.WebSocketResponse(
         heartbeat=cfg.broadcast.heartbeat, compress=False, max_msg_size=cfg.server.max_message_bytes,
         protocols=(SUBPROTOCOL,), timeout=5.0)
@@ -252,6 +255,14 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             st.metrics.disconnects.labels(reason).inc()
             st.audit.event("disconnect", request, token=who.name, code=client.close_code or ws.close_code, reason=reason)
     return ws
+
+
+def _bearer_protocol_ok(request: web.Request) -> bool:
+    """False when a "bearer." subprotocol is offered without hub.v1."""
+    # aiohttp logs the client's whole subprotocol list at WARNING when none matches ours,
+    # which would put the token into the hub's log; refuse before aiohttp sees it.
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    return SUBPROTOCOL in offered or not any(p.startswith(BEARER_PROTOCOL_PREFIX) for p in offered)
 
 
 def _disconnect_reason(ws: web.WebSocketResponse) -> str:
