@@ -224,7 +224,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                        f'a "bearer." token subprotocol must be offered together with "{SUBPROTOCOL}"')
     ws = web.WebSocketResponse(
         heartbeat=cfg.broadcast.heartbeat, compress=False, max_msg_size=cfg.server.max_message_bytes,
-        protocols=(SUBPROTOCOL,), timeout=5.0)
+        protocols=(SUBPROTOCOL,), timeout=5.0, autoping=False)  # PINGs count against the rate limit
     if not ws.can_prepare(request).ok:
         return json_error(400, "expected a WebSocket upgrade request on /ws")
 
@@ -318,12 +318,17 @@ async def _receive_loop(st: HubState, request: web.Request, client: Client) -> N
     bucket = TokenBucket(st.config.server.client_rate_limit, st.config.server.client_rate_burst)
     while True:
         msg = await ws.receive()
-        if msg.type is WSMsgType.TEXT:
+        if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.PING:
             if not bucket.take():
                 st.audit.event("policy_violation", request, token=client.token_name, reason="rate_limited")
                 await _close(client, POLICY_VIOLATION, "rate_limited", "message rate limit exceeded")
                 return
-            await _handle_text(st, request, client, msg.data)
+            if msg.type is WSMsgType.TEXT:
+                await _handle_text(st, request, client, msg.data)
+            else:
+                await ws.pong(msg.data)
+        elif msg.type is WSMsgType.PONG:
+            continue  # heartbeat replies; aiohttp resets the heartbeat on any received data
         elif msg.type is WSMsgType.BINARY:
             st.audit.event("policy_violation", request, token=client.token_name, reason="binary_frame")
             await _close(client, UNSUPPORTED_DATA, "protocol_error", "binary frames are not supported")

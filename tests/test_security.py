@@ -315,6 +315,31 @@ async def test_message_rate_within_limit_is_never_cut(aiohttp_client, make_confi
         assert not ws.closed
 
 
+async def test_websocket_ping_frame_flood_closes_1008(aiohttp_client, make_config, tmp_path):
+    # Control frames are client messages too: a flood of WebSocket PINGs (each answered with a
+    # PONG by the server) must hit the same rate limit as text messages.
+    cfg = auth_config(tmp_path, client_rate_limit=5.0, client_rate_burst=10)
+    client = await aiohttp_client(create_app(make_config(cfg)))
+    async with client.ws_connect("/ws", headers=bearer(TOKEN_ALL), autoping=False) as ws:
+        for _ in range(100):
+            with contextlib.suppress(ConnectionError):
+                await ws.ping(b"x")
+        msg = await recv_close(ws)
+        assert msg.data == 1008
+    await audited(tmp_path, "policy_violation", token="ops", reason="rate_limited")
+
+
+async def test_websocket_pings_within_limit_get_pongs(aiohttp_client, make_config):
+    client = await aiohttp_client(create_app(make_config({"broadcast": {"interval": 5.0}})))
+    async with client.ws_connect("/ws", autoping=False) as ws:
+        await recv_json(ws)
+        for i in range(5):
+            await ws.ping(b"p%d" % i)
+            msg = await ws.receive(timeout=5)
+            assert msg.type is WSMsgType.PONG and msg.data == b"p%d" % i
+        assert not ws.closed
+
+
 async def test_per_ip_connection_cap_gets_429(aiohttp_client, make_config, tmp_path):
     client = await aiohttp_client(create_app(make_config(auth_config(tmp_path, max_connections_per_ip=3))))
     st = client.app[STATE_KEY]
