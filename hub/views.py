@@ -222,8 +222,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if not _bearer_protocol_ok(request):
         return _reject(st, request, 400, "subprotocol",
                        f'a "bearer." token subprotocol must be offered together with "{SUBPROTOCOL}"')
+    # aiohttp refuses messages of max_msg_size bytes or more; server.max_message_bytes is the
+    # largest message allowed, so the limit handed to aiohttp is one more.
     ws = web.WebSocketResponse(
-        heartbeat=cfg.broadcast.heartbeat, compress=False, max_msg_size=cfg.server.max_message_bytes,
+        heartbeat=cfg.broadcast.heartbeat, compress=False, max_msg_size=cfg.server.max_message_bytes + 1,
         protocols=(SUBPROTOCOL,), timeout=5.0, autoping=False)  # PINGs count against the rate limit
     if not ws.can_prepare(request).ok:
         return json_error(400, "expected a WebSocket upgrade request on /ws")
