@@ -280,6 +280,36 @@ async def test_audit_records_events_without_tokens_or_bodies(authed, tmp_path):
         assert secret not in text
 
 
+async def test_hub_serve_log_never_holds_tokens_even_at_debug(tmp_path):
+    # The real CLI logging setup (access log, aiohttp and hub loggers) at its most verbose.
+    cfg = auth_config(tmp_path)
+    cfg["audit"] = {"path": str(tmp_path / "audit.jsonl")}
+    cfg["broadcast"] = {"interval": 0.2}
+    cfg["sources"] = {"prometheus": {"enabled": False}, "business": {"enabled": False}}
+    hub = HubProcess(cfg, tmp_path, env={"HUB_LOG_LEVEL": "DEBUG"})
+    await asyncio.to_thread(hub.start)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(hub.url + "/ws", protocols=(SUBPROTOCOL, "bearer." + TOKEN_ALL)) as ws:
+                await recv_json(ws)
+            async with session.ws_connect(hub.url + "/ws", headers=bearer(TOKEN_WALL)) as ws:
+                await recv_json(ws)
+            for kwargs in ({"protocols": ("bearer." + TOKEN_ALL,)}, {"headers": bearer(TOKEN_WRONG)}):
+                with pytest.raises(aiohttp.WSServerHandshakeError):
+                    await session.ws_connect(hub.url + "/ws", **kwargs)
+            for url in (f"/api/metrics/snapshot?access_token={TOKEN_ALL}", f"/ws?access_token={TOKEN_WALL}"):
+                async with session.get(hub.url + url) as resp:
+                    assert resp.status in (400, 401)
+            async with session.get(hub.url + "/api/metrics/snapshot", headers=bearer(TOKEN_ALL)) as resp:
+                assert resp.status == 200
+    finally:
+        await asyncio.to_thread(hub.stop)
+    log = hub.log_path.read_text() + (tmp_path / "audit.jsonl").read_text()
+    assert "auth_failure" in log and "hub serving" in log
+    for secret in (TOKEN_ALL, TOKEN_WALL, TOKEN_WRONG):
+        assert secret not in log
+
+
 # ----------------------------------------------------------------------------- abuse limits
 
 
