@@ -162,6 +162,47 @@ def sections_of(msg: dict[str, Any]) -> set[str]:
     return set(msg["data"])
 
 
+async def test_plaintext_token_in_config_still_works(aiohttp_client, make_config):
+    # Accepted (hub check-config warns about it: tests/test_cli.py), hashed before comparing.
+    client = await aiohttp_client(create_app(make_config({"auth": {"tokens": [
+        {"name": "legacy", "hash": "plain-legacy-token-value"}]}})))
+    await wait_for(lambda: client.app[STATE_KEY].feed.latest)
+    assert (await client.get("/api/metrics/snapshot", headers=bearer("plain-legacy-token-value"))).status == 200
+    assert (await client.get("/api/metrics/snapshot", headers=bearer("plain-legacy-token"))).status == 401
+
+
+def test_token_check_compares_every_entry_without_early_exit(monkeypatch):
+    # Constant time: the digest of the presented token is compared with every configured
+    # digest (hmac.compare_digest), whichever matches, so timing does not tell which one did.
+    from hub import auth
+    from hub.config import TokenConfig
+
+    tokens = tuple(TokenConfig(name=f"t{i}", hash=hash_token(f"token-{i}")) for i in range(4))
+    authn = auth.Authenticator(tokens)
+    calls: list[tuple[bytes, bytes]] = []
+    real = auth.hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+
+    class Req:
+        def __init__(self, token: str) -> None:
+            self.headers = {"Authorization": f"Bearer {token}"}
+
+    for presented, name in (("token-0", "t0"), ("token-3", "t3"), ("nope", None)):
+        calls.clear()
+        if name is None:
+            with pytest.raises(auth.AuthError):
+                authn.check(Req(presented))  # type: ignore[arg-type]
+        else:
+            assert authn.check(Req(presented)).name == name  # type: ignore[arg-type]
+        assert len(calls) == len(tokens)
+        assert all(len(a) == len(b) == 32 for a, b in calls)
+
+
 async def test_topic_limited_token_never_receives_other_sections(authed, tmp_path):
     st = authed.app[STATE_KEY]
     protos = (SUBPROTOCOL, "bearer." + TOKEN_WALL)
