@@ -123,6 +123,8 @@ class Scheduler:
                 for section in source.sections:
                     data[section] = result.data.get(section)
         for name, _sections in self.disabled:
+            if name in sources:  # an embedding replaced the configured source (e.g. the demo)
+                continue
             sources[name] = {"status": "disabled", "latency_ms": None, "collected_at": None, "error": None}
         self.seq += 1
         return {"type": "metrics_update", "seq": self.seq, "timestamp": utc_iso(), "data": data,

@@ -306,3 +306,17 @@ async def test_page_served_with_security_headers(aiohttp_client, make_config):
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["Referrer-Policy"] == "no-referrer"
     assert resp.headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+
+async def test_first_cpu_sample_is_unknown_not_noise():
+    # psutil's first cpu_percent over a few milliseconds is noise (seen: 40-400 % on 2 cores).
+    from hub.sources.process import ProcessSource
+
+    src = ProcessSource(active_connections=lambda: 0)
+    await src.start()
+    try:
+        first = (await src.collect()).data["application"]
+        assert first["cpuPercent"] is None
+        assert first["activeConnections"] == 0 and first["openFds"] > 0
+    finally:
+        await src.close()

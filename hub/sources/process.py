@@ -28,9 +28,11 @@ class ProcessSource(Source):
         self._started = time.monotonic()
         self._max_lag = 0.0
         self._lag_task: asyncio.Task[None] | None = None
+        self._cpu_primed_at = 0.0
 
     async def start(self) -> None:
         self._proc.cpu_percent(None)  # first call primes the counter and returns 0.0
+        self._cpu_primed_at = time.monotonic()
         self._lag_task = asyncio.create_task(self._probe_lag(), name="hub-loop-lag")
 
     async def _probe_lag(self) -> None:
@@ -56,13 +58,22 @@ class ProcessSource(Source):
                 "activeConnections": self._active(),
                 "memoryUsage": {"rss": mem.rss, "vms": mem.vms},
                 "uptime": round(time.monotonic() - self._started, 3),
-                "cpuPercent": proc.cpu_percent(None),
+                "cpuPercent": self._cpu(),
                 "openFds": fds,
                 "threads": proc.num_threads(),
                 "eventLoopLagMs": round(self._max_lag * 1000, 3),
             }
         self._max_lag = 0.0
         return SourceResult(data={"application": data})
+
+    def _cpu(self) -> float | None:
+        # psutil divides CPU time by the wall time since the previous call: over the few
+        # milliseconds between start() and the first tick that ratio is noise (e.g. 400 %),
+        # so the first sample is reported as unknown.
+        value = self._proc.cpu_percent(None)
+        if time.monotonic() - self._cpu_primed_at < 0.5:
+            return None
+        return value
 
     async def close(self) -> None:
         if self._lag_task is not None:

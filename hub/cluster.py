@@ -1,0 +1,372 @@
+"""Scale-out through Redis: one elected collector publishes each snapshot once; every replica fans out.
+
+Keys (prefix `p` = [cluster] key_prefix; the braces are a Redis Cluster hash tag keeping the keys in
+one slot, which the Lua scripts need):
+
+- `{p}:leader`    the collector lease: the owner's replica id, `SET NX PX`, extended by its owner only.
+- `{p}:seq`       the highest seq ever published (raised by every replica to its own highest on connect).
+- `{p}:snapshots` a stream capped at `stream_maxlen` entries, fields `seq`, `replica` (the collector)
+  and `data` (the snapshot JSON, sent to clients byte for byte).
+
+The leader collects on the monotonic grid and publishes through a script that checks, in one step,
+that it still owns the lease and that the seq is newer than `{p}:seq` (fencing: a paused ex-leader
+can never publish). Every replica, the leader included, reads the stream and delivers what it reads,
+so all replicas serve the same seq stream. When Redis is unreachable the replicas keep their clients
+and their history, report it, and reconnect with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets as _secrets
+import socket
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from hub.config import redact_url, scrub
+from hub.scheduler import describe
+
+if TYPE_CHECKING:
+    from hub.state import HubState
+
+log = logging.getLogger(__name__)
+
+#: The lease lasts one interval (at least this long) and is renewed / contended every quarter of it,
+#: so a dead leader is replaced within ~1.25 intervals plus one collection: inside two intervals.
+MIN_LEASE = 0.25
+POLL_FRACTION = 0.25
+#: XREAD blocks at most this long, so a half-open connection is noticed within a few seconds.
+BLOCK_MS = 2000
+#: Reconnect backoff: first retry after BACKOFF_MIN, doubling up to BACKOFF_MAX, with jitter.
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 2.0
+
+# KEYS: lease, seq, stream. ARGV: owner, lease ms, seq, data, maxlen.
+# Returns {1, id} published, {0, ""} lease not ours, {-1, current seq} seq not newer.
+PUBLISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, ''} end
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[3]) <= cur then return {-1, tostring(cur)} end
+redis.call('SET', KEYS[2], ARGV[3])
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[5], '*', 'seq', ARGV[3], 'replica', ARGV[1], 'data', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {1, id}
+"""
+# KEYS: lease. ARGV: owner, lease ms. Extends the lease only for its owner.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+# KEYS: lease. ARGV: owner. Deletes the lease only for its owner (graceful shutdown).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS: seq. ARGV: seq. Raises the stored seq to at least ARGV[1]; returns the stored value.
+FLOOR = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local want = tonumber(ARGV[1])
+if want > cur then redis.call('SET', KEYS[1], ARGV[1]); return want end
+return cur
+"""
+
+
+class LeaseLost(Exception):
+    """The lease now belongs to another replica (or expired): stop collecting."""
+
+
+def replica_id() -> str:
+    """A name unique to this process: host (the pod name in Kubernetes), pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_secrets.token_hex(3)}"
+
+
+class Cluster:
+    """Runs leader election, publishing (leader only) and stream consumption for one hub replica."""
+
+    def __init__(self, st: HubState, *, replica: str | None = None) -> None:
+        self.st = st
+        cfg = st.config
+        self.url = cfg.cluster.redis_url
+        self.interval = cfg.broadcast.interval
+        self.lease = max(self.interval, MIN_LEASE)
+        self.poll = self.lease * POLL_FRACTION
+        self.maxlen = cfg.cluster.stream_maxlen or cfg.broadcast.history_size
+        p = cfg.cluster.key_prefix
+        self.key_lease = f"{{{p}}}:leader"
+        self.key_seq = f"{{{p}}}:seq"
+        self.key_stream = f"{{{p}}}:snapshots"
+        self.replica = replica or replica_id()
+        self.collects = st.role == "all"
+        self.leader = False
+        self.redis_state = "connecting"
+        self.error: str | None = None
+        self._r: Redis | None = None
+        self._reader: Redis | None = None
+        self._lead_task: asyncio.Task[None] | None = None
+        self._failures: dict[str, int] = {}
+        st.metrics.cluster_redis_up.set(0)
+        st.metrics.cluster_leader.set(0)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """What /ready reports: {"redis": "up"|"down"|"connecting", "role", "leader", "replica", "error"}."""
+        return {"redis": self.redis_state, "role": self.st.role, "leader": self.leader,
+                "replica": self.replica, "error": self.error}
+
+    def _set_up(self) -> None:
+        if self.redis_state != "up":
+            log.info("cluster: Redis %s reachable", redact_url(self.url))
+        self.redis_state = "up"
+        self.error = None
+        self.st.metrics.cluster_redis_up.set(1)
+
+    async def _set_down(self, exc: BaseException) -> None:
+        # After a Redis restart every idle pooled connection is dead; close them all at once so
+        # the next commands reconnect instead of each failing on its own stale connection.
+        for client in (self._r, self._reader):
+            if client is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await client.connection_pool.disconnect(inuse_connections=False)
+        error = scrub(describe(exc), self.st.secrets)
+        if self.redis_state != "down" or error != self.error:
+            # Once per outage (or per new reason), not once per retry.
+            log.warning("cluster: Redis %s unreachable (%s); keeping %d clients, retrying",
+                        redact_url(self.url), error, len(self.st.feed.clients))
+        self.redis_state = "down"
+        self.error = error
+        self.st.metrics.cluster_redis_up.set(0)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _client(self, *, socket_timeout: float) -> Redis:
+        # No hidden retries inside redis-py: the loops below own retrying, backoff and reporting.
+        return Redis.from_url(self.url, socket_timeout=socket_timeout,
+                              socket_connect_timeout=min(max(self.lease / 2, 0.5), 5.0),
+                              retry=Retry(NoBackoff(), 0), decode_responses=False,
+                              client_name=f"hub-{self.st.role}")
+
+    async def run(self) -> None:
+        """Consume the stream and, for role "all", contend for the lease; until cancelled."""
+        log.info("cluster: replica %s (role %s) joining through Redis %s, key prefix %r",
+                 self.replica, self.st.role, redact_url(self.url), self.st.config.cluster.key_prefix)
+        self._r = self._client(socket_timeout=min(max(self.lease / 2, 0.5), 5.0))
+        self._reader = self._client(socket_timeout=BLOCK_MS / 1000 + 3.0)
+        self._publish = self._r.register_script(PUBLISH)
+        self._renew = self._r.register_script(RENEW)
+        self._release = self._r.register_script(RELEASE)
+        self._floor = self._r.register_script(FLOOR)
+        tasks = [asyncio.create_task(self._consume(), name="hub-cluster-consume")]
+        if self.collects:
+            tasks.append(asyncio.create_task(self._contend(), name="hub-cluster-lease"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await self._stop_leading()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            if self.collects:
+                # Hand over at once on a graceful stop instead of letting the lease run out
+                # (the script deletes the lease only if it is still ours).
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._release(keys=[self.key_lease], args=[self.replica])
+            for client in (self._r, self._reader):
+                with contextlib.suppress(RedisError, OSError):
+                    await client.aclose()
+
+    # ------------------------------------------------------------------ consuming
+
+    async def _consume(self) -> None:
+        """Load recent history from the stream, then deliver every new entry in order; reconnect on errors."""
+        backoff = BACKOFF_MIN
+        while True:
+            try:
+                last_id = await self._sync()
+                self._set_up()
+                backoff = BACKOFF_MIN
+                while True:
+                    assert self._reader is not None
+                    resp = await self._reader.xread({self.key_stream: last_id}, count=100, block=BLOCK_MS)
+                    for _stream, entries in resp or ():
+                        for entry_id, fields in entries:
+                            last_id = entry_id
+                            await self._deliver(fields)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                await self._set_down(exc)
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception:  # a bug must not end consumption for the life of the process
+                log.exception("cluster: consuming %s failed; retrying", self.key_stream)
+                await asyncio.sleep(BACKOFF_MAX)
+
+    async def _sync(self) -> bytes:
+        """Raise `{p}:seq` to our highest seq, deliver the newest `maxlen` entries; return the last id."""
+        assert self._r is not None
+        # If Redis came back empty, this keeps the next leader's seq above what any client has seen.
+        await self._floor(keys=[self.key_seq], args=[self.st.feed.seq])
+        entries = await self._r.xrevrange(self.key_stream, count=self.maxlen) or []
+        for _entry_id, fields in reversed(entries):
+            await self._deliver(fields)
+        return entries[0][0] if entries else b"0-0"
+
+    async def _deliver(self, fields: dict[bytes, bytes]) -> None:
+        raw = fields.get(b"data")
+        if raw is None:
+            return
+        try:
+            snapshot = orjson.loads(raw)
+            seq = int(snapshot["seq"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("cluster: skipping a malformed stream entry in %s", self.key_stream)
+            return
+        newer = seq > self.st.feed.seq
+        await self.st.feed.deliver(snapshot, encoded=raw)
+        if newer:
+            self._mirror_sources(snapshot)
+        if self.st.feed.latest is not None:
+            self.st.ready = True
+
+    def _mirror_sources(self, snapshot: dict[str, Any]) -> None:
+        # Every replica reports the source status of the snapshots it serves, so hub_source_up and
+        # hub_source_consecutive_failures agree on all replicas and continue across a failover.
+        # hub_collect_* stay per replica: they count the collections this process itself made.
+        m = self.st.metrics
+        sources = snapshot.get("sources")
+        if not isinstance(sources, dict):
+            return
+        for name, info in sources.items():
+            status = info.get("status") if isinstance(info, dict) else None
+            if status is None or status == "disabled":
+                continue
+            ok = status in ("ok", "partial")
+            self._failures[name] = 0 if ok else self._failures.get(name, 0) + 1
+            m.source_up.labels(name).set(1 if ok else 0)
+            m.source_failures.labels(name).set(self._failures[name])
+
+    # ------------------------------------------------------------------ leading
+
+    def _set_leader(self, value: bool) -> None:
+        if value != self.leader:
+            log.info("cluster: replica %s %s the collector", self.replica, "is now" if value else "is no longer")
+        self.leader = value
+        self.st.metrics.cluster_leader.set(1 if value else 0)
+
+    async def _contend(self) -> None:
+        """Every `poll` seconds: renew the lease if we hold it, otherwise try to take it."""
+        assert self._r is not None
+        backoff = BACKOFF_MIN
+        while True:
+            delay = self.poll
+            try:
+                if self.leader and self._lead_task is not None and not self._lead_task.done():
+                    renewed = await self._renew(keys=[self.key_lease], args=[self.replica, self._lease_ms()])
+                    if not renewed:
+                        log.warning("cluster: lease %s lost to another replica", self.key_lease)
+                        await self._stop_leading()
+                else:
+                    await self._stop_leading()
+                    # RENEW covers a lease we still hold after our collector stopped on an error.
+                    if (await self._r.set(self.key_lease, self.replica, nx=True, px=self._lease_ms())
+                            or await self._renew(keys=[self.key_lease], args=[self.replica, self._lease_ms()])):
+                        await self._start_leading()
+                self._set_up()
+                backoff = BACKOFF_MIN
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                await self._set_down(exc)
+                # Without Redis we cannot prove we still own the lease: stop collecting now
+                # (another replica may take over as soon as it expires).
+                await self._stop_leading()
+                delay = backoff * random.uniform(0.8, 1.2)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception:
+                log.exception("cluster: lease handling failed; retrying")
+                await self._stop_leading()
+                delay = BACKOFF_MAX
+            await asyncio.sleep(delay)
+
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    async def _start_leading(self) -> None:
+        assert self._r is not None
+        sched = self.st.scheduler
+        assert sched is not None
+        stored = int(await self._r.get(self.key_seq) or 0)
+        # Not our own sched.seq: a snapshot whose publish failed was never seen by anyone, and
+        # numbering after it would leave a gap. `stored` covers a publish whose reply was lost;
+        # feed.seq covers a Redis that came back empty.
+        sched.seq = max(stored, self.st.feed.seq)
+        self._set_leader(True)
+        self._lead_task = asyncio.create_task(self._lead(), name="hub-cluster-lead")
+
+    async def _stop_leading(self) -> None:
+        task, self._lead_task = self._lead_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._set_leader(False)
+
+    async def _lead(self) -> None:
+        """Collect now, then every interval on the monotonic grid, publishing each snapshot once."""
+        sched = self.st.scheduler
+        assert sched is not None
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = 0
+        try:
+            while True:
+                snapshot = await sched.collect()
+                await self._publish_once(snapshot)
+                n += 1
+                now = loop.time()
+                due = start + n * self.interval
+                if due < now:  # overran: skip missed slots rather than bursting
+                    n = int((now - start) // self.interval) + 1
+                    due = start + n * self.interval
+                await asyncio.sleep(due - now)
+        except LeaseLost:
+            log.warning("cluster: lease %s no longer ours; stopped collecting", self.key_lease)
+        except (RedisError, OSError) as exc:
+            await self._set_down(exc)
+        except Exception:
+            log.exception("cluster: collecting as leader failed; the lease loop will retry")
+        finally:
+            self._set_leader(False)
+
+    async def _publish_once(self, snapshot: dict[str, Any]) -> None:
+        """XADD `snapshot` if we still own the lease; renumber it once if another leader got further."""
+        sched = self.st.scheduler
+        assert sched is not None
+        for _attempt in range(2):
+            data = orjson.dumps(snapshot)
+            code, value = await self._publish(
+                keys=[self.key_lease, self.key_seq, self.key_stream],
+                args=[self.replica, self._lease_ms(), snapshot["seq"], data, self.maxlen])
+            if code == 1:
+                return
+            if code == 0:
+                raise LeaseLost
+            # Redis holds a higher seq (e.g. a replica that saw more pushed its floor): continue after it.
+            sched.seq = int(value) + 1
+            snapshot["seq"] = sched.seq
+        # Skipped: hand its seq to the next tick, so skipping never leaves a gap.
+        sched.seq = snapshot["seq"] - 1
+        log.warning("cluster: could not place snapshot seq=%s after the stored seq; skipped", snapshot["seq"])

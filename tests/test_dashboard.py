@@ -1,0 +1,597 @@
+"""The dashboard page in a real browser (Debian's Chromium via Playwright) against a real `hub serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.services import free_port
+from tests.services.browser import (  # noqa: F401  (fixtures)
+    PageWatch, chromium, open_page, override_document_csp, wait_for)
+
+ROOT = Path(__file__).resolve().parent.parent
+WEB = ROOT / "web"
+DOCS = ROOT / "docs"
+INTERVAL = 0.5
+PAGE_BUDGET = 150 * 1024
+# uPlot needs nothing beyond this: it styles elements through the CSSOM, which CSP leaves alone.
+STRICT_CSP = "default-src 'self'"
+# Chromium logs a refused WebSocket / fetch as a console error; only expected while a hub is down.
+NETWORK_ERROR = re.compile(r"WebSocket connection to .* failed|Failed to load resource|ERR_CONNECTION_REFUSED")
+
+
+class TcpProxy:
+    """A TCP forwarder in front of the hub that can drop every connection and refuse new ones.
+
+    It stands in for the network between browser and hub: cutting it is a real outage for the
+    browser (its sockets close) while the hub keeps running.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.refusing = False
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return   # listener closed
+            if self.refusing:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every proxied connection and refuse new ones."""
+        self.refusing = True
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for sock in conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def restore(self) -> None:
+        """Accept and forward connections again."""
+        self.refusing = False
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cut()
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)   # wakes the accept thread on Linux
+        self.listener.close()
+
+
+def _has_source(name: str) -> bool:
+    return importlib.util.find_spec(f"hub.sources.{name}") is not None
+
+
+class Hub:
+    """A `hub serve` subprocess on a fixed port with a temp config; restartable on the same port."""
+
+    def __init__(self, tmp: Path, *, extra: str = "", prometheus_url: str | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.dir = tmp
+        self.config = tmp / "config.toml"
+        # Prometheus (unless given) and MongoDB pointed at closed ports: those sources report `error`.
+        # A source whose module is not in this tree yet is disabled instead.
+        self.config.write_text(f"""
+[server]
+host = "127.0.0.1"
+port = {self.port}
+
+[broadcast]
+interval = {INTERVAL}
+heartbeat = 5.0
+
+[sources.prometheus]
+enabled = {str(_has_source("prometheus")).lower()}
+url = "{prometheus_url or f"http://127.0.0.1:{free_port()}"}"
+timeout = 0.4
+
+[sources.business]
+enabled = {str(_has_source("business")).lower()}
+mongodb_uri = "mongodb://127.0.0.1:{free_port()}/healthcare"
+timeout = 0.4
+{extra}
+""")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start and wait until /ready answers 200 (the first tick happened)."""
+        env = {k: v for k, v in os.environ.items()
+               if not (k.startswith("HUB_") and "__" in k) and k not in ("PROMETHEUS_URL", "MONGODB_URI")}
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.starts += 1
+        log = open(self.dir / f"hub-{self.starts}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", "serve", "--config", str(self.config)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"hub exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return httpx.get(self.url + "ready", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=20, what="hub /ready")
+
+    def stop(self) -> None:
+        """SIGTERM and wait (the hub closes clients with 1001 and exits)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def log(self) -> str:
+        """The current run's log."""
+        path = self.dir / f"hub-{self.starts}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def get(self, path: str, **kw: Any) -> Any:
+        """GET `path` as JSON."""
+        res = httpx.get(self.url + path.lstrip("/"), timeout=5.0, **kw)
+        res.raise_for_status()
+        return res.json()
+
+    def snapshot_by_seq(self, seq: int) -> dict[str, Any]:
+        """The snapshot with `seq` from /api/metrics/history."""
+        for item in self.get("/api/metrics/history")["items"]:
+            if item["seq"] == seq:
+                return item
+        pytest.fail(f"seq {seq} is not in the hub's history")
+
+
+@contextlib.contextmanager
+def running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, extra: str = "",
+                prometheus_url: str | None = None, port: int | None = None) -> Iterator[Hub]:
+    """A started Hub, stopped on exit."""
+    hub = Hub(tmp_path_factory.mktemp(name), extra=extra, prometheus_url=prometheus_url, port=port)
+    hub.start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """One hub for the read-only tests of this module."""
+    with running_hub(tmp_path_factory, "hub") as h:
+        yield h
+
+
+# Queries over Prometheus's own metrics (it scrapes itself), so the system panel has real
+# results without a healthcare backend; one scrape target is a closed port, so one is down.
+PROM_QUERIES = """
+[sources.prometheus.queries]
+uptime = 'up'
+requestRate = 'rate(prometheus_http_requests_total[1m])'
+responseTime = 'histogram_quantile(0.95, sum by (job, le) (rate(prometheus_http_request_duration_seconds_bucket[1m])))'
+"""
+
+
+@pytest.fixture(scope="module")
+def prom_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """A hub reading a real Prometheus that scrapes itself, the hub, and one dead target."""
+    from tests.services.prom import start_prometheus
+
+    hub_port = free_port()
+    prom = start_prometheus(tmp_path_factory.mktemp("prometheus"), targets={
+        "hub": [f"127.0.0.1:{hub_port}"], "healthcare-gone": [f"127.0.0.1:{free_port()}"]})
+    try:
+        with running_hub(tmp_path_factory, "prom-hub", PROM_QUERIES, prometheus_url=prom.url,
+                         port=hub_port) as h:
+            def system_ready() -> bool:
+                snap = h.get("/api/metrics/snapshot")
+                sys_ = snap["data"]["system"] or {}
+                ups = {r["metric"].get("job"): r["value"][1] for r in sys_.get("uptime", [])}
+                return (ups.get("hub") == "1" and ups.get("healthcare-gone") == "0"
+                        and bool(sys_.get("requestRate")) and bool(snap["data"]["alerts"]))
+
+            wait_for(system_ready, timeout=30, interval=0.25, what="Prometheus results in the hub")
+            yield h
+    finally:
+        prom.kill()
+
+
+def wait_ticks(hub: Hub, n: int) -> int:
+    """Wait until the hub has produced at least `n` snapshots; return the latest seq."""
+    return wait_for(lambda: (s := hub.get("/api/metrics/snapshot")["seq"]) >= n and s,
+                    timeout=20, what=f"{n} ticks")
+
+
+def load(watch: PageWatch, hub: Hub) -> Any:
+    """Open the dashboard, wait until it shows live data; return the page's HTTP response."""
+    res = watch.page.goto(hub.url)
+    wait_for(lambda: watch.js("window.hubDebug && hubDebug.lastSeq > 0 && hubDebug.conn === 'live'"),
+             what="the page to show live data")
+    return res
+
+
+def shown(watch: PageWatch) -> dict[str, Any]:
+    """What the page shows, read in one evaluation so all values belong to the same seq."""
+    return watch.js("""{
+        seq: Number(document.getElementById('conn-seq').dataset.raw),
+        conn: document.getElementById('conn-state').textContent,
+        age: document.getElementById('conn-age').textContent,
+        rss: document.getElementById('v-rss').dataset.raw,
+        rssText: document.getElementById('v-rss').textContent,
+        uptime: document.getElementById('v-uptime').dataset.raw,
+        conns: document.getElementById('v-conns').dataset.raw,
+        sources: Object.fromEntries([...document.querySelectorAll('#sources li')].map((li) => [
+            li.dataset.source,
+            {status: li.querySelector('.badge').textContent, error: li.querySelector('.src-error').textContent}])),
+        nodata: Object.fromEntries([...document.querySelectorAll('section.panel')].map((s) => [
+            s.id, s.querySelector('.nodata').hidden ? null : s.querySelector('.nodata').textContent])),
+    }""")
+
+
+def assert_clean(watch: PageWatch, *, allow_network_errors: bool = False) -> None:
+    """No uncaught exceptions, no CSP violations, no console errors (bar expected network ones)."""
+    assert watch.page_errors == []
+    assert watch.csp_violations() == []
+    errors = [e for e in watch.console_errors if not (allow_network_errors and NETWORK_ERROR.search(e))]
+    assert errors == []
+
+
+# ----------------------------------------------------------------------------- static checks
+
+
+def test_page_weight_and_markup_safety() -> None:
+    files = [WEB / "index.html", WEB / "app.js", WEB / "style.css", WEB / "favicon.svg",
+             WEB / "vendor" / "uPlot.iife.min.js", WEB / "vendor" / "uPlot.min.css"]
+    total = sum(f.stat().st_size for f in files)
+    assert total < PAGE_BUDGET, f"page weight {total} bytes is over {PAGE_BUDGET}"
+    js = (WEB / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in js, f"app.js uses {sink}"
+    html = (WEB / "index.html").read_text()
+    assert "<style" not in html and " style=" not in html, "inline styles are blocked by the CSP"
+    assert re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html) is None, "inline scripts are blocked by the CSP"
+    assert re.search(r"\son[a-z]+=", html) is None, "inline event handlers are blocked by the CSP"
+    pinned = re.search(r"uPlot \(v([\d.]+)\)", (WEB / "vendor" / "uPlot.iife.min.js").read_text()[:200])
+    assert pinned and pinned.group(1) in (WEB / "vendor" / "README.md").read_text()
+
+
+# ----------------------------------------------------------------------------- against a real hub
+
+
+def test_history_fills_charts_on_first_paint(hub: Hub, open_page: Any) -> None:
+    before = wait_ticks(hub, 4)
+    watch = open_page()
+    watch.page.goto(hub.url)
+    first = wait_for(lambda: watch.js("window.hubDebug && hubDebug.lastSeq > 0 && "
+                                      "{batch: hubDebug.firstBatch, lengths: hubDebug.seriesLengths()}"),
+                     what="the first data")
+    # The first message was the history, not one snapshot, and every chart drew all of it at once.
+    assert first["batch"] >= before
+    assert len(first["lengths"]) == 5
+    assert all(n >= first["batch"] > 1 for n in first["lengths"].values()), first
+    assert_clean(watch)
+
+
+def test_live_values_are_those_of_the_latest_seq_and_follow_ticks(hub: Hub, open_page: Any) -> None:
+    watch = open_page()
+    load(watch, hub)
+    now = shown(watch)
+    assert now["conn"] == "live"
+    snap = hub.snapshot_by_seq(now["seq"])
+    app = snap["data"]["application"]
+    assert int(now["rss"]) == app["memoryUsage"]["rss"]
+    assert now["rssText"] == f"{app['memoryUsage']['rss'] / 1048576:.1f} MiB"
+    assert float(now["uptime"]) == app["uptime"]
+    assert int(now["conns"]) == app["activeConnections"]
+    # A new tick replaces them with the next snapshot's values.
+    later = wait_for(lambda: (s := shown(watch))["seq"] > now["seq"] and s, what="a new tick on the page")
+    snap2 = hub.snapshot_by_seq(later["seq"])
+    assert float(later["uptime"]) == snap2["data"]["application"]["uptime"] > float(now["uptime"])
+    assert int(later["rss"]) == snap2["data"]["application"]["memoryUsage"]["rss"]
+    assert later["conn"] == "live"
+    assert later["age"] == "updated just now"
+    # Live updates were appended to the charts, each seq once.
+    seqs = watch.js("hubDebug.seqs()")
+    assert seqs == sorted(set(seqs)) and later["seq"] in seqs
+    assert_clean(watch)
+
+
+def test_dark_colour_scheme(hub: Hub, open_page: Any) -> None:
+    watch = open_page(width=1366, height=768, color_scheme="dark")
+    load(watch, hub)
+    assert watch.js("getComputedStyle(document.body).backgroundColor") == "rgb(15, 20, 26)"
+    assert watch.js("getComputedStyle(document.body).color") == "rgb(230, 235, 241)"
+    assert_clean(watch)
+
+
+def test_source_badges_show_status_and_error(hub: Hub, open_page: Any) -> None:
+    watch = open_page()
+    load(watch, hub)
+    now = shown(watch)
+    snap = hub.snapshot_by_seq(now["seq"])
+    for name, src in snap["sources"].items():
+        assert now["sources"][name]["status"] == src["status"]
+        if src["error"]:
+            assert src["error"] in now["sources"][name]["error"]
+    assert now["sources"]["process"]["status"] == "ok"
+    assert now["nodata"]["process"] is None
+    # Prometheus and MongoDB are unreachable (or not built yet: disabled); the panels say so.
+    prom, biz = snap["sources"]["prometheus"], snap["sources"]["business"]
+    for panel, src, name in (("traffic", prom, "prometheus"), ("targets", prom, "prometheus"),
+                             ("alerts", prom, "prometheus"), ("business", biz, "business")):
+        if src["status"] == "error":
+            assert src["error"], f"{name} reports error without a message"
+            assert now["nodata"][panel] == f"no data — {name}: {src['error']}"
+        else:
+            assert src["status"] == "disabled"
+            assert now["nodata"][panel] == f"no data — {name}: disabled"
+    assert_clean(watch)
+
+
+def test_stale_when_ticks_stop_and_live_again(hub: Hub, open_page: Any) -> None:
+    watch = open_page()
+    load(watch, hub)
+    assert hub.proc is not None
+    hub.proc.send_signal(signal.SIGSTOP)   # the socket stays open, but nothing arrives
+    try:
+        wait_for(lambda: watch.js("hubDebug.conn") == "stale", timeout=6, what="the stale badge")
+    finally:
+        hub.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: watch.js("hubDebug.conn") == "live", timeout=10, what="live again")
+    assert watch.js("hubDebug.connects") == 1   # same socket, no reconnect
+    assert_clean(watch)
+
+
+def test_offline_badge_then_live_again(hub: Hub, open_page: Any) -> None:
+    watch = open_page()
+    load(watch, hub)
+    ctx = watch.page.context
+    seq0 = watch.js("hubDebug.lastSeq")
+    ctx.set_offline(True)
+    try:
+        wait_for(lambda: watch.js("hubDebug.conn") == "offline", timeout=5, what="the offline badge")
+        wait_ticks(hub, seq0 + 3)   # the hub goes on while the browser is offline
+    finally:
+        ctx.set_offline(False)
+    wait_for(lambda: watch.js("hubDebug.conn") == "live" and watch.js("hubDebug.lastSeq") >= seq0 + 3,
+             timeout=10, what="live again after going online")
+    seqs = watch.js("hubDebug.seqs()")
+    assert seqs == list(range(seqs[0], seqs[-1] + 1)), "a gap was left in the charts"
+    assert_clean(watch, allow_network_errors=True)
+
+
+def test_network_cut_reconnects_with_backoff_and_backfills_the_gap(hub: Hub, open_page: Any) -> None:
+    with TcpProxy(hub.port) as proxy:
+        watch = open_page()
+        watch.page.goto(proxy.url)
+        wait_for(lambda: watch.js("window.hubDebug && hubDebug.conn === 'live'"), what="live through the proxy")
+        seq0 = watch.js("hubDebug.lastSeq")
+        proxy.cut()   # the hub keeps ticking; the browser loses its connection
+        wait_for(lambda: watch.js("hubDebug.conn") == "reconnecting", timeout=5, what="the reconnecting badge")
+        wait_ticks(hub, seq0 + 6)
+        wait_for(lambda: watch.js("hubDebug.attempt") >= 2, timeout=10, what="backing off")
+        proxy.restore()
+        # The browser's `online` event resets the backoff and reconnects at once.
+        watch.page.context.set_offline(True)
+        watch.page.context.set_offline(False)
+        wait_for(lambda: watch.js("hubDebug.connects === 2 && hubDebug.conn === 'live'"),
+                 timeout=10, what="live again after the cut")
+        assert watch.js("hubDebug.attempt") == 0
+        assert watch.js("hubDebug.restarts") == 0
+        seqs = watch.js("hubDebug.seqs()")
+        assert seqs[-1] >= seq0 + 6
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)), "the gap was not backfilled from history"
+        assert_clean(watch, allow_network_errors=True)
+
+
+def test_hub_restart_reconnecting_then_live_without_reload(tmp_path_factory: pytest.TempPathFactory,
+                                                           open_page: Any) -> None:
+    with running_hub(tmp_path_factory, "restart") as own:
+        watch = open_page()
+        load(watch, own)
+        watch.page.evaluate("() => { window.__noReload = 1; }")
+        own.stop()
+        wait_for(lambda: watch.js("hubDebug.conn") == "reconnecting", timeout=5, what="the reconnecting badge")
+        own.start()
+        wait_for(lambda: watch.js("hubDebug.conn") == "live", timeout=40, what="live after the restart")
+        assert watch.js("window.__noReload") == 1, "the page was reloaded"
+        assert watch.js("hubDebug.restarts") == 1
+        # The new hub starts again at seq 1; the page follows it instead of waiting for seq > before.
+        now = wait_for(lambda: (s := shown(watch))["seq"] >= 2 and s, what="new-hub ticks")
+        snap = own.snapshot_by_seq(now["seq"])
+        assert int(now["rss"]) == snap["data"]["application"]["memoryUsage"]["rss"]
+        seqs = watch.js("hubDebug.seqs()")
+        new = seqs[max(i for i in range(1, len(seqs)) if seqs[i] < seqs[i - 1]):]
+        assert new == list(range(1, len(new) + 1)), "the new hub's history was not backfilled"
+        assert_clean(watch, allow_network_errors=True)
+
+
+def test_token_prompt_then_subprotocol_auth(tmp_path_factory: pytest.TempPathFactory, open_page: Any) -> None:
+    token = "wall-" + hashlib.sha256(b"dashboard test").hexdigest()[:24]
+    digest = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    extra = f'\n[auth]\ntokens = [{{name = "wall", hash = "{digest}"}}]\n'
+    with running_hub(tmp_path_factory, "auth", extra) as own:
+        watch = open_page()
+        prompts: list[str] = []
+
+        def answer(dialog: Any) -> None:
+            prompts.append(dialog.type)
+            dialog.accept(token)
+
+        watch.page.on("dialog", answer)
+        load(watch, own)
+        assert prompts == ["prompt"]
+        assert watch.page.evaluate("() => sessionStorage.getItem('hub.token')") == token
+        # A reload reuses the stored token: no second prompt.
+        watch.page.reload()
+        wait_for(lambda: watch.js("window.hubDebug && hubDebug.conn === 'live'"), what="live after reload")
+        assert prompts == ["prompt"]
+        # The 401 of the first probe is the only error the console may show.
+        watch.console_errors[:] = [e for e in watch.console_errors if "401" not in e]
+        assert_clean(watch)
+
+        # A wrong token: one automatic prompt only, then a button to try again.
+        other = open_page()
+        answers = iter(["wrong-token", token])
+        other.page.on("dialog", lambda d: d.accept(next(answers)))
+        other.page.goto(own.url)
+        wait_for(lambda: other.js("window.hubDebug && hubDebug.conn") == "unauthorized", what="unauthorized")
+        assert other.page.is_visible("#auth-btn")
+        assert other.page.evaluate("() => sessionStorage.getItem('hub.token')") is None
+        other.page.click("#auth-btn")
+        wait_for(lambda: other.js("hubDebug.conn") == "live", what="live after entering the right token")
+        assert other.page.is_hidden("#auth")
+
+
+def test_bounded_window_dedup_and_text_only_rendering(hub: Hub, open_page: Any) -> None:
+    """Over 360 snapshots, duplicates and markup in data, fed through a mocked /ws.
+
+    A mock server here: a real hub needs minutes of ticks to exceed the 360-point window and
+    cannot be made to emit duplicate seqs or HTML in an alert summary on demand.
+    """
+    template = hub.get("/api/metrics/snapshot")
+    evil = '<img src=x onerror="window.__pwned=1">'
+    start = time.time() - 400 * 10
+
+    def snap(seq: int) -> dict[str, Any]:
+        ts = datetime.fromtimestamp(start + seq * 10, timezone.utc).isoformat(timespec="milliseconds")
+        return {**template, "seq": seq, "timestamp": ts.replace("+00:00", "Z"),
+                "data": {**template["data"], "alerts": [
+                    {"name": "Evil" + evil, "state": "firing", "severity": "critical",
+                     "activeAt": ts, "summary": evil, "labels": {}}]},
+                "sources": {**template["sources"], "business": {
+                    "status": "error", "latency_ms": 1.0, "collected_at": ts, "error": evil}}}
+
+    def server(ws: Any) -> None:
+        ws.send(json.dumps({"type": "history", "items": [snap(i) for i in range(1, 361)]}))
+        for seq in [*range(361, 381), 380, 10, *range(381, 401)]:
+            ws.send(json.dumps({"type": "metrics_update", **snap(seq)}))
+
+    watch = open_page()
+    watch.page.route_web_socket(re.compile(r"/ws\b"), server)
+    watch.page.goto(hub.url)
+    wait_for(lambda: watch.js("window.hubDebug && hubDebug.lastSeq") == 400, what="seq 400 on the page")
+    assert watch.js("hubDebug.points") == 360
+    assert set(watch.js("hubDebug.seriesLengths()").values()) == {360}
+    assert watch.js("hubDebug.seqs()") == list(range(41, 401))   # oldest dropped, duplicates ignored
+    assert watch.js("hubDebug.restarts") == 0
+    # Markup in data is shown as text, never parsed.
+    assert watch.js("document.querySelector('#alert-list .summary').textContent") == evil
+    assert watch.js("document.querySelector('#sources li[data-source=business] .src-error').textContent") == evil
+    assert watch.js("document.querySelectorAll('main img, header img').length") == 0
+    assert watch.js("window.__pwned") is None
+    assert_clean(watch)
+
+
+def test_system_panel_from_real_prometheus(prom_hub: Hub, open_page: Any) -> None:
+    watch = open_page()
+    load(watch, prom_hub)
+    page = watch.js("""{
+        seq: Number(document.getElementById('conn-seq').dataset.raw),
+        targets: [...document.querySelectorAll('#target-list li')].map((li) => [
+            li.querySelector('.name').textContent, li.querySelector('.badge').textContent]),
+        down: Number(document.getElementById('v-targets').dataset.raw),
+        rate: Number(document.getElementById('v-rate').dataset.raw),
+        alerts: [...document.querySelectorAll('#alert-list li.alert')].map((li) => [
+            li.querySelector('.name').textContent, li.className]),
+        nodata: document.querySelector('#traffic .nodata').hidden,
+        rateSeries: window.hubDebug.seriesLengths()['chart-rate'],
+    }""")
+    snap = prom_hub.snapshot_by_seq(page["seq"])
+    system, alerts = snap["data"]["system"], snap["data"]["alerts"]
+    assert snap["sources"]["prometheus"]["status"] == "ok"
+    assert page["nodata"] is True
+    # Targets: every `up` series, the dead one first and marked down.
+    up = {r["metric"]["instance"]: r["value"][1] == "1" for r in system["uptime"]}
+    assert sorted(page["targets"]) == sorted([inst, "up" if ok else "down"] for inst, ok in up.items())
+    assert page["targets"][0][1] == "down" and page["down"] == sum(not ok for ok in up.values()) == 1
+    # Request rate: the sum of the query's series for that seq.
+    total = sum(float(r["value"][1]) for r in system["requestRate"])
+    assert page["rate"] == pytest.approx(total)
+    assert page["rateSeries"] > 1
+    # Alerts from Prometheus's rules, coloured by severity.
+    assert [a["name"] for a in alerts] == [name for name, _ in page["alerts"]]
+    classes = dict(page["alerts"])
+    assert "sev-critical" in classes["HubTestAlwaysFiring"] and "state-firing" in classes["HubTestAlwaysFiring"]
+    assert "sev-info" in classes["HubTestAlwaysPending"] and "state-pending" in classes["HubTestAlwaysPending"]
+    assert_clean(watch)
+
+
+def test_strict_csp_and_screenshot(prom_hub: Hub, open_page: Any, tmp_path: Path) -> None:
+    """Served under `default-src 'self'` alone, the page draws everything; takes a screenshot.
+
+    With HUB_SCREENSHOT=1 the screenshot replaces docs/dashboard.png (so `make test` leaves the tree clean).
+    """
+    watch = open_page(width=1920, height=1080)
+    override_document_csp(watch, STRICT_CSP)
+    wait_ticks(prom_hub, 12)
+    res = load(watch, prom_hub)
+    assert res is not None and res.headers["content-security-policy"] == STRICT_CSP
+    assert watch.js("hubDebug.firstBatch") > 1
+    assert watch.js("document.querySelectorAll('.uplot canvas').length") >= 5
+    # One live tick after the history, so the page's own connection is counted on screen.
+    seq = watch.js("hubDebug.lastSeq")
+    wait_for(lambda: watch.js("hubDebug.lastSeq") >= seq + 2, what="two live ticks")
+    assert int(watch.js("document.getElementById('v-conns').dataset.raw")) >= 1
+    shot = DOCS / "dashboard.png" if os.environ.get("HUB_SCREENSHOT") == "1" else tmp_path / "dashboard.png"
+    watch.page.screenshot(path=str(shot))
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_clean(watch)
