@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from hub.state import STATE_KEY
 from tests.conftest import recv_json, recv_type, wait_for
 from tests.services import free_port, need_program
 from tests.services.hubproc import HubProcess
+from tests.services.prom import PrometheusServer, prometheus_server  # noqa: F401
 
 TOKEN_ALL = "tok-all-Zq8vWk2Jm4Lp9Rt6Yx3Ns7Bc1Df5Gh0"
 TOKEN_WALL = "tok-wall-Hb6Nc2Xv9Qm4Kp8Lr1Tz5Wy3Sd7Fg0"
@@ -514,60 +514,6 @@ def half_handshakes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HalfHa
 # ----------------------------------------------------------------------------- real dependencies
 
 
-class Prometheus:
-    """A real `prometheus` on a free port, scraping itself, with its TSDB in a temp dir."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.binary = need_program("prometheus", hint="Debian/Ubuntu package 'prometheus'")
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-        # JSON is valid YAML.
-        (workdir / "prometheus.yml").write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "prometheus",
-                                "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}]}]}))
-
-    def start(self) -> None:
-        log = open(self.workdir / "prometheus.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(
-                [self.binary, f"--config.file={self.workdir / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                 "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir)
-        finally:
-            log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.workdir / "prometheus.log").read_text()[-2000:]
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"GET /-/ready HTTP/1.0\r\n\r\n")
-                    if b" 200 " in s.recv(64):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("prometheus did not become ready within 30 s")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
-    server = Prometheus(tmp_path / "prometheus")
-    server.start()
-    yield server
-    server.kill()
-
-
 class DelayProxy:
     """TCP proxy that holds every chunk from the upstream for `delay` seconds: accepts, answers slowly."""
 
@@ -754,8 +700,9 @@ def status(m: dict[str, Any], source: str) -> str:
 # ----------------------------------------------------------------------------- fault tolerance
 
 
-async def test_slow_prometheus_tick_on_time_with_error(aiohttp_client, make_config, prometheus):
-    need_module("hub.sources.prometheus")
+async def test_slow_prometheus_tick_on_time_with_error(aiohttp_client, make_config,
+                                                       prometheus_server: PrometheusServer):
+    prometheus = prometheus_server
     proxy = await DelayProxy(prometheus.port).start()
     cfg = make_config({"broadcast": {"interval": INTERVAL},
                        "sources": {"prometheus": {"enabled": True, "url": f"http://127.0.0.1:{proxy.port}",
@@ -805,8 +752,8 @@ async def test_mongodb_stopped_then_restarted_business_recovers(aiohttp_client, 
 
 
 async def test_prometheus_and_mongodb_down_at_once_ticks_keep_coming(aiohttp_client, make_config,
-                                                                     prometheus, mongo):
-    need_module("hub.sources.prometheus")
+                                                                     prometheus_server: PrometheusServer, mongo):
+    prometheus = prometheus_server
     need_module("hub.sources.business")
     mongo.insert([appointment(5, "cardiology")])
     cfg = make_config({"broadcast": {"interval": INTERVAL},
