@@ -31,7 +31,7 @@ RATE, BURST = 20.0, 40
 TOPICS = ("system", "application", "business", "alerts")
 #: documented close codes for bad input (docs/security.md)
 BAD_INPUT_CODES = {1002, 1003, 1007, 1008, 1009}
-FUZZ = settings(max_examples=60, deadline=None, database=None,
+FUZZ = settings(max_examples=100, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -329,6 +329,7 @@ def test_protocol_shaped_messages_get_their_documented_answer(hub, batch):
 @FUZZ
 @given(batch=st.lists(texts, min_size=1, max_size=6))
 @example(batch=[padded(MAX_BYTES - 1), padded(MAX_BYTES), padded(MAX_BYTES + 1)])
+@example(batch=["[" * 2000 + "]" * 2000, '{"type":"ping","id":' + "[" * 1500 + "]" * 1500 + "}"])  # deep nesting
 @example(batch=['{"type":"subscribe","topics":["system","system","alerts"]}', '{"type":"ping","id":true}',
                 '{"type":"ping","id":{"a":1}}', "null", '{"type":1}', "\ufeff{}", '{"type":"ping"} x'])
 def test_text_messages_get_their_documented_answer(hub, batch):
