@@ -30,7 +30,7 @@ from hub.auth import SUBPROTOCOL, hash_token
 from hub.state import STATE_KEY
 from tests.conftest import recv_json, recv_type, wait_for
 from tests.services import free_port, need_program
-from tests.services.hubproc import HubProcess
+from tests.services.hubproc import ROOT, HubProcess
 from tests.services.prom import PrometheusServer, prometheus_server  # noqa: F401
 
 TOKEN_ALL = "tok-all-Zq8vWk2Jm4Lp9Rt6Yx3Ns7Bc1Df5Gh0"
@@ -349,6 +349,18 @@ async def test_hub_serve_log_never_holds_tokens_even_at_debug(tmp_path):
     assert "auth_failure" in log and "hub serving" in log
     for secret in (TOKEN_ALL, TOKEN_WALL, TOKEN_WRONG):
         assert secret not in log
+
+
+def test_unwritable_audit_path_is_a_config_error_not_a_traceback(tmp_path):
+    cfg = tmp_path / "hub.toml"
+    cfg.write_text(f'[audit]\npath = "{tmp_path / "missing-dir" / "audit.jsonl"}"\n'
+                   "[sources.prometheus]\nenabled = false\n[sources.business]\nenabled = false\n")
+    res = subprocess.run([sys.executable, "-m", "hub", "serve", "--config", str(cfg), "--port", "0"],
+                         capture_output=True, text=True, timeout=30, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 2, res.stderr
+    assert "audit.path: cannot open" in res.stderr and "No such file or directory" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 # ----------------------------------------------------------------------------- abuse limits
