@@ -189,8 +189,8 @@ async def run(args: argparse.Namespace) -> int:
                                                             stay=(args.min_stay, args.max_stay)))
                            for _ in range(args.clients)]
                 t0 = time.monotonic()
-                print(f"soak: hub pid {pid}, {args.clients} churning clients staying {args.min_stay}-{args.max_stay} s, "
-                      f"tick {args.interval} s, "
+                print(f"soak: hub pid {pid}, {args.clients} churning clients staying "
+                      f"{args.min_stay}-{args.max_stay} s, tick {args.interval} s, "
                       f"{args.seconds} s, sample every {args.sample} s; idle RSS {idle_rss:.1f} MB, "
                       f"{idle_fds} fds", flush=True)
                 print(f"{'t_s':>7} {'rss_mb':>8} {'fds':>6} {'ws':>6} {'connects':>9}", flush=True)
