@@ -632,9 +632,10 @@ def mongo(tmp_path: Path) -> Iterator[Mongo]:
     server.stop()
 
 
-def need_module(name: str) -> None:
-    """Skip until a sibling piece of the hub (a source being written in parallel) is importable."""
-    pytest.importorskip(name, reason=f"{name} is not in this tree yet")
+@pytest.fixture
+def business_source() -> None:
+    """Skip until hub.sources.business (written in parallel) is in the tree; list it before `mongo`."""
+    pytest.importorskip("hub.sources.business", reason="hub.sources.business is not in this tree yet")
 
 
 def appointment(minutes_ago: float, specialty: str, **extra: Any) -> dict[str, Any]:
@@ -739,8 +740,8 @@ async def test_slow_prometheus_tick_on_time_with_error(aiohttp_client, make_conf
         await proxy.close()
 
 
-async def test_mongodb_stopped_then_restarted_business_recovers(aiohttp_client, make_config, mongo):
-    need_module("hub.sources.business")
+async def test_mongodb_stopped_then_restarted_business_recovers(aiohttp_client, make_config, business_source,
+                                                                mongo):
     mongo.insert([appointment(5, "cardiology") for _ in range(3)])
     cfg = make_config({"broadcast": {"interval": INTERVAL},
                        "sources": {"business": {"enabled": True, "mongodb_uri": mongo.uri, "timeout": 0.4}}})
@@ -764,9 +765,9 @@ async def test_mongodb_stopped_then_restarted_business_recovers(aiohttp_client, 
 
 
 async def test_prometheus_and_mongodb_down_at_once_ticks_keep_coming(aiohttp_client, make_config,
-                                                                     prometheus_server: PrometheusServer, mongo):
+                                                                     business_source, mongo,
+                                                                     prometheus_server: PrometheusServer):
     prometheus = prometheus_server
-    need_module("hub.sources.business")
     mongo.insert([appointment(5, "cardiology")])
     cfg = make_config({"broadcast": {"interval": INTERVAL},
                        "sources": {"prometheus": {"enabled": True, "url": prometheus.url, "timeout": 0.3,
@@ -825,8 +826,8 @@ def seeded_strings(doc: Any, *, skip: str = "doctor.specialty", path: str = "") 
         yield doc
 
 
-async def test_only_aggregates_leave_the_hub_and_small_cells_fold(aiohttp_client, make_config, mongo, tmp_path):
-    need_module("hub.sources.business")
+async def test_only_aggregates_leave_the_hub_and_small_cells_fold(aiohttp_client, make_config, business_source,
+                                                                 mongo, tmp_path):
     docs: list[dict[str, Any]] = []
     n = 0
     for specialty, count in CELLS.items():
