@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from hub.config import ConfigError
 from hub.scheduler import utc_iso
 
 
@@ -19,7 +20,10 @@ class Audit:
         self._log = logging.getLogger(f"{name}.{id(self)}")
         self._log.propagate = False
         self._log.setLevel(logging.INFO)
-        handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+        try:
+            handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+        except OSError as exc:  # a config problem: report it like one, not as a traceback
+            raise ConfigError(f"audit.path: cannot open {path!r} for appending: {exc.strerror}") from None
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._handler = handler
         self._log.addHandler(handler)

@@ -13,7 +13,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub.auth import SUBPROTOCOL, AuthError, Principal
+from hub.auth import BEARER_PROTOCOL_PREFIX, SUBPROTOCOL, AuthError, Principal
 from hub.broadcast import ALL_TOPICS, Client, text_frame
 from hub.config import TIME_RANGES
 from hub.scheduler import utc_iso
@@ -221,9 +221,14 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     cap = cfg.server.max_connections_per_ip
     if cap and st.per_ip[ip] >= cap:
         return _reject(st, request, 429, "per_ip", "too many connections from this address")
+    if not _bearer_protocol_ok(request):
+        return _reject(st, request, 400, "subprotocol",
+                       f'a "bearer." token subprotocol must be offered together with "{SUBPROTOCOL}"')
+    # aiohttp refuses messages of max_msg_size bytes or more; server.max_message_bytes is the
+    # largest message allowed, so the limit handed to aiohttp is one more.
     ws = web.WebSocketResponse(
-        heartbeat=cfg.broadcast.heartbeat, compress=False, max_msg_size=cfg.server.max_message_bytes,
-        protocols=(SUBPROTOCOL,), timeout=5.0)
+        heartbeat=cfg.broadcast.heartbeat, compress=False, max_msg_size=cfg.server.max_message_bytes + 1,
+        protocols=(SUBPROTOCOL,), timeout=5.0, autoping=False)  # PINGs count against the rate limit
     if not ws.can_prepare(request).ok:
         return json_error(400, "expected a WebSocket upgrade request on /ws")
 
@@ -254,6 +259,14 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             st.metrics.disconnects.labels(reason).inc()
             st.audit.event("disconnect", request, token=who.name, code=client.close_code or ws.close_code, reason=reason)
     return ws
+
+
+def _bearer_protocol_ok(request: web.Request) -> bool:
+    """False when a "bearer." subprotocol is offered without hub.v1."""
+    # aiohttp logs the client's whole subprotocol list at WARNING when none matches ours,
+    # which would put the token into the hub's log; refuse before aiohttp sees it.
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    return SUBPROTOCOL in offered or not any(p.startswith(BEARER_PROTOCOL_PREFIX) for p in offered)
 
 
 def _disconnect_reason(ws: web.WebSocketResponse) -> str:
@@ -309,12 +322,17 @@ async def _receive_loop(st: HubState, request: web.Request, client: Client) -> N
     bucket = TokenBucket(st.config.server.client_rate_limit, st.config.server.client_rate_burst)
     while True:
         msg = await ws.receive()
-        if msg.type is WSMsgType.TEXT:
+        if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.PING:
             if not bucket.take():
                 st.audit.event("policy_violation", request, token=client.token_name, reason="rate_limited")
                 await _close(client, POLICY_VIOLATION, "rate_limited", "message rate limit exceeded")
                 return
-            await _handle_text(st, request, client, msg.data)
+            if msg.type is WSMsgType.TEXT:
+                await _handle_text(st, request, client, msg.data)
+            else:
+                await ws.pong(msg.data)
+        elif msg.type is WSMsgType.PONG:
+            continue  # heartbeat replies; aiohttp resets the heartbeat on any received data
         elif msg.type is WSMsgType.BINARY:
             st.audit.event("policy_violation", request, token=client.token_name, reason="binary_frame")
             await _close(client, UNSUPPORTED_DATA, "protocol_error", "binary frames are not supported")
