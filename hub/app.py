@@ -113,6 +113,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
                   audit=Audit(path=config.audit.path), role=role, secrets=secrets_of(config))
     sources, disabled = build_sources(st)
     sources += list(extra_sources)
+    feed.source_sections = {s.name: s.sections for s in sources} | dict(disabled)
     if role == "edge":
         sources = []
     st.sources = sources

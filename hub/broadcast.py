@@ -44,12 +44,21 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-def filter_snapshot(snapshot: dict[str, Any], topics: tuple[str, ...] | None) -> dict[str, Any]:
-    """`snapshot` with `data` reduced to `topics` (None: unchanged)."""
+def filter_snapshot(snapshot: dict[str, Any], topics: tuple[str, ...] | None,
+                    source_sections: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """`snapshot` with `data` reduced to `topics` (None: unchanged).
+
+    `sources` keeps only the sources that fill one of `topics` (and sources not in
+    `source_sections`), so a topic-limited token never sees another source's error text.
+    """
     if topics is None:
         return snapshot
     data = snapshot["data"]
-    return {**snapshot, "data": {k: data[k] for k in topics if k in data}}
+    out = {**snapshot, "data": {k: data[k] for k in topics if k in data}}
+    if source_sections and isinstance(snapshot.get("sources"), dict):
+        out["sources"] = {name: entry for name, entry in snapshot["sources"].items()
+                          if name not in source_sections or set(source_sections[name]) & set(topics)}
+    return out
 
 
 @dataclass(eq=False, slots=True)
@@ -101,6 +110,8 @@ class Feed:
         self.metrics = metrics
         self._evictions: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        #: source name -> data sections it fills, for filtering `sources` per topic set
+        self.source_sections: dict[str, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -125,11 +136,13 @@ class Feed:
         """A JSON array of the entries' snapshots, filtered to `topics`, from cached encodings."""
         if topics is None:
             return b"[" + b",".join(e.encoded for e in entries) + b"]"
-        return orjson.dumps([filter_snapshot(e.snapshot, topics) for e in entries])
+        return orjson.dumps([filter_snapshot(e.snapshot, topics, self.source_sections) for e in entries])
 
     def encode_one(self, entry: Entry, topics: tuple[str, ...] | None) -> bytes:
         """One snapshot as JSON, filtered to `topics`."""
-        return entry.encoded if topics is None else orjson.dumps(filter_snapshot(entry.snapshot, topics))
+        if topics is None:
+            return entry.encoded
+        return orjson.dumps(filter_snapshot(entry.snapshot, topics, self.source_sections))
 
     # ------------------------------------------------------------------ clients
 

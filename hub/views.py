@@ -64,13 +64,21 @@ def _int_param(request: web.Request, name: str, *, default: int, lo: int, hi: in
 
 @web.middleware
 async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Adds CSP, nosniff and no-referrer to every HTTP response."""
-    resp = await handler(request)
+    """Adds CSP, nosniff and no-referrer to every HTTP response, raised errors included."""
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:
+        _secure(exc)
+        raise
     if not resp.prepared:
-        resp.headers.setdefault("Content-Security-Policy", CSP)
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        _secure(resp)
     return resp
+
+
+def _secure(resp: web.StreamResponse) -> None:
+    resp.headers.setdefault("Content-Security-Policy", CSP)
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "no-referrer")
 
 
 def principal(request: web.Request) -> Principal:

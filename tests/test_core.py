@@ -320,3 +320,47 @@ async def test_first_cpu_sample_is_unknown_not_noise():
         assert first["activeConnections"] == 0 and first["openFds"] > 0
     finally:
         await src.close()
+
+
+class LeakySource(Source):
+    """Fails with an error text that names an internal host."""
+
+    name = "leaky"
+    sections = ("business",)
+    timeout = 1.0
+
+    async def collect(self) -> SourceResult:
+        raise SourceError("cannot reach db1.internal:27017")
+
+
+async def test_topic_limited_token_sees_neither_other_sections_nor_their_errors(aiohttp_client, make_config):
+    from hub.auth import hash_token
+
+    cfg = make_config({"auth": {"tokens": [{"name": "wall", "hash": hash_token("t0k"), "topics": ["application"]}]}})
+    client = await aiohttp_client(create_app(cfg, extra_sources=[LeakySource()]))
+    st = client.app[STATE_KEY]
+    await wait_for(lambda: st.feed.latest)
+    headers = {"Authorization": "Bearer t0k"}
+    async with client.ws_connect("/ws?history=5", headers=headers) as ws:
+        hist = await recv_json(ws)
+        await ws.send_str('{"type":"subscribe","topics":["business","application"]}')
+        ack = await recv_type(ws, "subscribed")
+        assert ack == {"type": "subscribed", "topics": ["application"], "denied": ["business"]}
+        live = await recv_type(ws, "metrics_update")
+    snap = await (await client.get("/api/metrics/snapshot", headers=headers)).read()
+    hist_http = await (await client.get("/api/metrics/history", headers=headers)).read()
+    for m in [*hist["items"], live, orjson.loads(snap), *orjson.loads(hist_http)["items"]]:
+        assert set(m["data"]) == {"application"}
+        assert set(m["sources"]) == {"process"}, m["sources"]
+    for raw in (snap, hist_http):
+        assert b"db1.internal" not in raw
+
+
+async def test_401_carries_security_headers(aiohttp_client, make_config):
+    from hub.auth import hash_token
+
+    client = await aiohttp_client(create_app(make_config({"auth": {"tokens": [{"name": "a", "hash": hash_token("x")}]}})))
+    resp = await client.get("/api/metrics/snapshot")
+    assert resp.status == 401
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Content-Security-Policy"].startswith("default-src 'self'")
