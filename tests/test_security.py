@@ -29,8 +29,8 @@ from hub.app import create_app
 from hub.auth import SUBPROTOCOL, hash_token
 from hub.state import STATE_KEY
 from tests.conftest import recv_json, recv_type, wait_for
-from tests.services import free_port, need_program
 from tests.services.hubproc import ROOT, HubProcess
+from tests.services.mongo import MongoServer, mongo_server_fn  # noqa: F401
 from tests.services.prom import PrometheusServer, prometheus_server  # noqa: F401
 
 TOKEN_ALL = "tok-all-Zq8vWk2Jm4Lp9Rt6Yx3Ns7Bc1Df5Gh0"
@@ -569,67 +569,10 @@ class DelayProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def secantus_command() -> list[str]:
-    """The SecantusDB server command (a dev dependency, run as a separate program)."""
-    local = Path(sys.executable).with_name("secantusd-py")
-    if local.is_file():
-        return [str(local)]
-    return [need_program("secantusd-py", hint="pip install SecantusDB (dev dependency)")]
-
-
-class Mongo:
-    """A SecantusDB (MongoDB wire protocol) process on a fixed port; stop() and start() keep the data."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.cmd = secantus_command()
-        self.workdir = workdir
-        self.port = free_port()
-        self.uri = f"mongodb://127.0.0.1:{self.port}/healthcare"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "secantus.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(
-                [*self.cmd, "--host", "127.0.0.1", "--port", str(self.port),
-                 "--storage-path", str(self.workdir / "data"), "--log-level", "WARNING", "--cache-size", "128M"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir)
-        finally:
-            log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.workdir / "secantus.log").read_text()[-2000:]
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("SecantusDB did not accept connections within 30 s")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            self.proc = None
-
-    def insert(self, docs: list[dict[str, Any]], collection: str = "appointments") -> None:
-        from pymongo import MongoClient
-
-        with MongoClient(self.uri, serverSelectionTimeoutMS=10_000) as client:
-            client.get_default_database()[collection].insert_many(docs)
-
-
 @pytest.fixture
-def mongo(tmp_path: Path) -> Iterator[Mongo]:
-    server = Mongo(tmp_path / "mongo")
-    server.start()
-    yield server
-    server.stop()
+def mongo(mongo_server_fn: MongoServer) -> MongoServer:  # noqa: F811
+    """A SecantusDB server of this test's own (stop() and start() keep the data)."""
+    return mongo_server_fn
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +119,13 @@ class MongoServer:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+    def insert(self, docs: list[dict[str, Any]], collection: str = "appointments") -> None:
+        """Insert `docs` with a synchronous client (test set-up; the hub itself never writes)."""
+        from pymongo import MongoClient
+
+        with MongoClient(self.uri, serverSelectionTimeoutMS=10_000) as client:
+            client.get_default_database()[collection].insert_many(docs)
 
     def log_tail(self, n: int = 2000) -> str:
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import free_port, need_program
+from tests.services import end_process, free_port, need_program
 
 #: Rules loaded into every test Prometheus: one alert that fires at the first evaluation
 #: and one that stays pending for the whole test (its `for` is an hour).
@@ -161,15 +161,7 @@ class PrometheusServer:
         self._end(signal.SIGTERM)
 
     def _end(self, sig: int) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        end_process(self.proc, sig)
         self.proc = None
 
     # ---------------------------------------------------------------- API helpers

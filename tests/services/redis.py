@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import free_port, need_program
+from tests.services import end_process, free_port, need_program
 
 READY_TIMEOUT = 10.0
 
@@ -78,15 +78,7 @@ class RedisServer:
 
     def stop(self, *, kill: bool = True) -> None:
         """End the server (SIGKILL by default: a crash) and wait until it is gone."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        end_process(self.proc, signal.SIGKILL if kill else signal.SIGTERM)
         self.proc = None
 
     def log_tail(self, n: int = 20) -> str:
