@@ -126,8 +126,8 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     elif role == "edge":
         raise ValueError("role 'edge' needs [cluster] redis_url: an edge replica never collects")
 
-    app = web.Application(middlewares=[views.security_headers],
-                          client_max_size=config.server.max_message_bytes)
+    app = web.Application(client_max_size=config.server.max_message_bytes)
+    app.on_response_prepare.append(views.security_headers)
     app[CONFIG_KEY] = config
     app[STATE_KEY] = st
     app[METRICS_KEY] = metrics

@@ -10,7 +10,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -79,7 +79,6 @@ class Client:
     #: the close code the hub sent, when the hub ended the connection
     close_code: int | None = None
     last_seq: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def set_topics(self, subscribed: tuple[str, ...] | None) -> tuple[str, ...]:
         """Set the subscription; return the effective topics (never outside `allowed`)."""

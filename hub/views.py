@@ -62,23 +62,15 @@ def _int_param(request: web.Request, name: str, *, default: int, lo: int, hi: in
 # ----------------------------------------------------------------------------- middleware
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Adds CSP, nosniff and no-referrer to every HTTP response, raised errors included."""
-    try:
-        resp = await handler(request)
-    except web.HTTPException as exc:
-        _secure(exc)
-        raise
-    if not resp.prepared:
-        _secure(resp)
-    return resp
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: CSP, nosniff and no-referrer on every HTTP response, errors included.
 
-
-def _secure(resp: web.StreamResponse) -> None:
-    resp.headers.setdefault("Content-Security-Policy", CSP)
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    resp.headers.setdefault("Referrer-Policy", "no-referrer")
+    A signal rather than a middleware: a middleware's frame would stay alive for the whole
+    life of every WebSocket connection, and memory per connection is what fan-out is judged on.
+    """
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
 
 
 def principal(request: web.Request) -> Principal:
