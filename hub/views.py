@@ -68,6 +68,8 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     A signal rather than a middleware: a middleware's frame would stay alive for the whole
     life of every WebSocket connection, and memory per connection is what fan-out is judged on.
     """
+    if isinstance(response, web.WebSocketResponse):
+        return  # a 101 has no document to protect; its headers would be kept per connection
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
