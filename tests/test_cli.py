@@ -122,3 +122,51 @@ def test_sigint_exits_0(tmp_path):
     hub.proc.send_signal(signal.SIGINT)
     assert hub.proc.wait(timeout=10) == 0, hub.log()
     hub.stop()
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_default_config_serves_without_prometheus_and_mongodb(tmp_path):
+    """The shipped config.toml, nothing else running: /ws, /metrics, /health work; the two sources say error."""
+    from tests.services import free_port
+
+    port = free_port()
+    log = tmp_path / "hub.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--config", str(ROOT / "config.toml"),
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        async with session.get(url + "/ready") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientConnectionError:
+                        pass
+                    await asyncio.sleep(0.1)
+            assert (await (await session.get(url + "/health")).json()) == {"status": "ok"}
+            async with session.ws_connect(url + "/ws") as ws:
+                snap = json.loads((await ws.receive(timeout=10)).data)
+            assert snap["type"] == "metrics_update"
+            assert snap["sources"]["process"]["status"] == "ok" and snap["data"]["application"]
+            for name, port_, sections in (("prometheus", 9090, ("system", "alerts")),
+                                          ("business", 27017, ("business",))):
+                if not _port_open(port_):  # nothing there: the source must say so, readably
+                    assert snap["sources"][name]["status"] == "error", snap["sources"][name]
+                    assert snap["sources"][name]["error"]
+                    assert all(snap["data"][s] is None for s in sections)
+            text = await (await session.get(url + "/metrics")).text()
+            assert "hub_ws_connections" in text and 'hub_collect_errors_total{source="prometheus"}' in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, log.read_text()[-3000:]
