@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -53,14 +54,17 @@ async def recv_type(ws: aiohttp.ClientWebSocketResponse, kind: str, *, timeout: 
                 return m
 
 
-async def wait_for(pred: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02) -> Any:
-    """Poll `pred` until truthy (returning its value) or fail after `timeout` seconds."""
+async def wait_for(pred: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02,
+                   what: str = "condition") -> Any:
+    """Poll `pred` (sync or async) until truthy, returning its value; fail after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         value = pred()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)

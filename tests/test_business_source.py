@@ -22,6 +22,7 @@ from hub.doctor import run_doctor
 from hub.simulator import run_simulator
 from hub.sources.base import SourceError
 from hub.sources.business import WINDOWS, BusinessSource, fold_small_cells, query_deadline
+from tests.conftest import wait_for
 from tests.services import free_port
 from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
 
@@ -162,17 +163,6 @@ async def insert(server: MongoServer, collection: str, docs: list[dict[str, Any]
             await coll.insert_many([dict(d) for d in docs])
 
 
-async def until(predicate: Any, *, timeout: float, what: str, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(step)
-
-
 # ----------------------------------------------------------------------------- correctness
 
 
@@ -303,7 +293,7 @@ async def test_cache_expires_after_ttl(mongo_server: MongoServer) -> None:
         async def refreshed() -> bool:
             return (await src.metrics_for("24h")) is not first
 
-        await until(refreshed, timeout=1.0 + MARGIN, what="cache expiry")
+        await wait_for(refreshed, timeout=1.0 + MARGIN, what="cache expiry")
         assert counter.aggregates >= 2
     finally:
         await src.close()
@@ -340,7 +330,7 @@ async def test_outage_raises_quickly_and_recovers_with_same_source(mongo_server_
                 return True
             return False
 
-        await until(api_fails, timeout=ttl + timeout + MARGIN, what="API to report the outage")
+        await wait_for(api_fails, timeout=ttl + timeout + MARGIN, what="API to report the outage")
         assert time.monotonic() - outage < ttl + 2 * timeout + MARGIN
 
         server.start()
@@ -351,7 +341,7 @@ async def test_outage_raises_quickly_and_recovers_with_same_source(mongo_server_
             except SourceError:
                 return False
 
-        await until(recovered, timeout=15, what="recovery after restart", step=0.2)
+        await wait_for(recovered, timeout=15, what="recovery after restart", interval=0.2)
         after = (await src.collect()).data["business"]
         assert after["appointments"] == before["appointments"]
         assert (await src.metrics_for("24h"))["timeRange"] == "24h"
@@ -376,7 +366,7 @@ async def test_start_does_not_fail_when_server_is_down(mongo_server_fn: MongoSer
             except SourceError:
                 return None  # the driver re-checks a down server at most every 0.5 s
 
-        assert (await until(up, timeout=10, what="first success")).data["business"]["appointments"]["total"] == 0
+        assert (await wait_for(up, timeout=10, what="first success")).data["business"]["appointments"]["total"] == 0
     finally:
         await src.close()
 
@@ -436,7 +426,7 @@ async def test_hub_app_business_tick_endpoint_outage_and_recovery(mongo_server_f
         s = await snap()
         return s if s and s["sources"]["business"]["status"] == status else None
 
-    ok = await until(lambda: business_status("ok"), timeout=10, what="a tick with business data")
+    ok = await wait_for(lambda: business_status("ok"), timeout=10, what="a tick with business data")
     want = expected_metrics(make_docs(dt.datetime.now(UTC), seed=5), dt.datetime.now(UTC) - WINDOWS["24h"])
     assert ok["data"]["business"]["appointments"]["total"] == want["total"]
     assert ok["data"]["business"]["timeRange"] == "24h"
@@ -452,7 +442,7 @@ async def test_hub_app_business_tick_endpoint_outage_and_recovery(mongo_server_f
     assert (await r.json())["allowed"] == ["1h", "24h", "7d", "30d"]
 
     server.stop()
-    down = await until(lambda: business_status("error"), timeout=2 * interval + MARGIN, what="an error tick")
+    down = await wait_for(lambda: business_status("error"), timeout=2 * interval + MARGIN, what="an error tick")
     assert down["data"]["business"] is None
     assert down["sources"]["process"]["status"] == "ok" and down["data"]["application"] is not None
     seq = down["seq"]
@@ -461,21 +451,21 @@ async def test_hub_app_business_tick_endpoint_outage_and_recovery(mongo_server_f
         s = await business_status("error")
         return bool(s) and f"MongoDB not reachable at 127.0.0.1:{server.port}" in s["sources"]["business"]["error"]
 
-    await until(readable, timeout=3 * interval + MARGIN, what="a readable outage reason")
+    await wait_for(readable, timeout=3 * interval + MARGIN, what="a readable outage reason")
 
     async def ticks_go_on() -> bool:  # the other sources stay on time while MongoDB is down
         return (await snap())["seq"] >= seq + 2
 
-    await until(ticks_go_on, timeout=3 * interval + MARGIN, what="ticks during the outage")
+    await wait_for(ticks_go_on, timeout=3 * interval + MARGIN, what="ticks during the outage")
 
     async def api_503() -> bool:
         r = await client.get("/api/metrics/business?timeRange=7d")
         return r.status == 503 and "MongoDB" in (await r.json())["error"]
 
-    await until(api_503, timeout=interval + timeout + MARGIN, what="503 from the endpoint")
+    await wait_for(api_503, timeout=interval + timeout + MARGIN, what="503 from the endpoint")
 
     server.start()
-    back = await until(lambda: business_status("ok"), timeout=15, what="recovery without restarting the hub")
+    back = await wait_for(lambda: business_status("ok"), timeout=15, what="recovery without restarting the hub")
     assert back["data"]["business"]["appointments"]["total"] == want["total"]
 
 
@@ -527,14 +517,14 @@ async def test_simulator_seeds_writes_and_serves_backend_metrics(mongo_server_fn
                 return (await coll.count_documents({}) > seeded["total"] + 5
                         and await coll.count_documents({"cancelledAt": {"$exists": True}}) > 0)
 
-            await until(changed, timeout=20, what="live appointment events", step=0.2)
+            await wait_for(changed, timeout=20, what="live appointment events", interval=0.2)
         async with httpx.AsyncClient() as http:
             async def scraped() -> str:
                 r = await http.get(f"http://127.0.0.1:{port}/metrics")
                 assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
                 return r.text if 'route="/api/appointments",status="201"' in r.text else ""
 
-            text = await until(scraped, timeout=10, what="backend metrics")
+            text = await wait_for(scraped, timeout=10, what="backend metrics")
         assert 'http_requests_total{method="GET",route="/api/doctors",status="200"}' in text
         assert "http_request_duration_seconds_bucket{" in text and 'le="+Inf"' in text
         assert "job=" not in text  # Prometheus adds the job label from its scrape config
