@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from hub.app import create_app
-from hub.broadcast import SLICE, text_frame
+from hub.broadcast import SLICE, SNDBUF_BYTES, text_frame
 from hub.sources.base import Source, SourceResult
 from hub.state import STATE_KEY
 from tests.conftest import recv_json, wait_for
@@ -83,38 +83,40 @@ def _raw_ws_connect(port: int, *, rcvbuf: int | None = None) -> socket.socket:
     return sock
 
 
-def _read_frames_until_close(sock: socket.socket, *, timeout: float) -> int | None:
-    """Read frames off `sock` until a close frame; return its code (None if the socket just ended)."""
+def _read_frames_until_close(sock: socket.socket, *, timeout: float) -> tuple[int | None, int]:
+    """Read frames off `sock` until a close frame: (its code or None if the socket just ended, bytes read)."""
     sock.settimeout(timeout)
     buf = b""
+    total = 0
 
     def need(n: int) -> bool:
-        nonlocal buf
+        nonlocal buf, total
         while len(buf) < n:
             chunk = sock.recv(1 << 16)
             if not chunk:
                 return False
             buf += chunk
+            total += len(chunk)
         return True
 
     while True:
         if not need(2):
-            return None
+            return None, total
         opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
         hdr = 2
         if length == 126:
             if not need(4):
-                return None
+                return None, total
             length, hdr = struct.unpack("!H", buf[2:4])[0], 4
         elif length == 127:
             if not need(10):
-                return None
+                return None, total
             length, hdr = struct.unpack("!Q", buf[2:10])[0], 10
         if not need(hdr + length):
-            return None
+            return None, total
         payload, buf = buf[hdr:hdr + length], buf[hdr + length:]
         if opcode == 0x8:
-            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+            return (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None), total
 
 
 async def test_slow_consumer_closed_1013_others_unaffected(aiohttp_client, make_config):
@@ -132,9 +134,12 @@ async def test_slow_consumer_closed_1013_others_unaffected(aiohttp_client, make_
             for i in range(1, 4):
                 assert (await recv_json(good))["seq"] == first + i
             assert len(st.feed.clients) == 1
-            # Unsent bytes stayed bounded: the limit plus at most one frame and the capped kernel buffers.
-            code = await asyncio.to_thread(_read_frames_until_close, slow, timeout=10)
+            code, backlog = await asyncio.to_thread(_read_frames_until_close, slow, timeout=10)
             assert code == 1013
+            # Unsent bytes stayed bounded: the limit, one more frame and the capped kernel buffers
+            # (SO_SNDBUF 64 KiB, which Linux doubles, plus the 4 KiB receive buffer). Without the
+            # cap the kernel would have queued megabytes before the transport buffer saw any.
+            assert backlog <= 256 * 1024 + 65 * 1024 + 2 * SNDBUF_BYTES + 64 * 1024, backlog
     finally:
         slow.close()
 
