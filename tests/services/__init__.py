@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 import socket
 
 import pytest
@@ -46,3 +47,11 @@ def end_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout)
+
+
+def log_tail(path: Path, n: int) -> str:
+    """The last `n` lines of the log at `path`, or "(no log)"."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import end_process, free_port, need_program
+from tests.services import end_process, free_port, log_tail, need_program
 
 #: Rules loaded into every test Prometheus: one alert that fires at the first evaluation
 #: and one that stays pending for the whole test (its `for` is an hour).
@@ -180,10 +180,7 @@ class PrometheusServer:
         return body["data"]
 
     def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, n)
 
 
 def start_prometheus(workdir: Path, **kwargs: Any) -> PrometheusServer:

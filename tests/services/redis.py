@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import end_process, free_port, need_program
+from tests.services import end_process, free_port, log_tail, need_program
 
 READY_TIMEOUT = 10.0
 
@@ -82,10 +82,7 @@ class RedisServer:
         self.proc = None
 
     def log_tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, n)
 
 
 def start_redis(workdir: Path, **kwargs: object) -> RedisServer:
