@@ -29,7 +29,7 @@ import psutil
 from pymongo import AsyncMongoClient
 
 from hub.config import BusinessSourceConfig
-from hub.simulator import history
+from hub_demo.simulator import history
 from hub.sources.business import WINDOWS, BusinessSource, build_pipeline, shape_result
 from tests.services.mongo import MongoServer
 

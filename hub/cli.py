@@ -98,8 +98,12 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the hub with a simulated healthcare backend, MongoDB-wire store and (if installed) Prometheus."""
-    from hub.demo import run_demo
-
+    try:
+        from hub_demo.demo import run_demo
+    except ImportError as exc:  # the demo ships beside the product package, with the `demo` extra
+        print(f"hub demo: the demo is not installed ({exc}); install it with: pip install 'hub[demo]'",
+              file=sys.stderr)
+        return 1
     return run_demo(host=args.host, port=args.port, interval=args.interval)
 
 

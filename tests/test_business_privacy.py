@@ -48,7 +48,7 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
     await src.start()
     try:
         out = {w: await src.metrics_for(w) for w in WINDOWS}
-        await src.collect()
+        await src.collect(src.timeout)
     finally:
         await src.close()
     text = json.dumps(out)
@@ -84,7 +84,7 @@ async def test_read_only_user_is_enough_for_source_and_doctor(mongo_server_fn: M
     src = source_for(server, uri=uri)
     await src.start()
     try:
-        assert (await src.collect()).data["business"]["appointments"]["total"] > 0
+        assert (await src.collect(src.timeout)).data["business"]["appointments"]["total"] > 0
     finally:
         await src.close()
     out = io.StringIO()

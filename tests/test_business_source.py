@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient, monitoring
 from hub.app import create_app
 from hub.config import BusinessFields, BusinessSourceConfig, build_config
 from hub.doctor import run_doctor
-from hub.simulator import run_simulator
+from hub_demo.simulator import run_simulator
 from hub.sources.base import SourceError
 from hub.sources.business import WINDOWS, BusinessSource, fold_small_cells, query_deadline
 from tests.conftest import wait_for
@@ -216,7 +216,7 @@ async def test_collect_fills_business_section_and_rejects_unknown_range(mongo_se
     src = source_for(mongo_server, time_range="7d")
     await src.start()
     try:
-        res = await src.collect()
+        res = await src.collect(src.timeout)
         assert set(res.data) == {"business"} and res.error is None
         assert res.data["business"]["timeRange"] == "7d"
         assert src.name == "business" and src.sections == ("business",) and src.timeout == 2.0
@@ -275,7 +275,7 @@ async def test_burst_of_requests_makes_one_query(mongo_server: MongoServer) -> N
         await src.metrics_for("30d")
         assert counter.aggregates == 2  # cached per window
         # The tick never serves the cache: it always queries, and its result refreshes the cache.
-        tick = (await src.collect()).data["business"]
+        tick = (await src.collect(src.timeout)).data["business"]
         assert counter.aggregates == 3
         assert await src.metrics_for(src.cfg.time_range) is tick and counter.aggregates == 3
     finally:
@@ -309,7 +309,7 @@ async def test_outage_raises_quickly_and_recovers_with_same_source(mongo_server_
     src = source_for(server, ttl=ttl, timeout=timeout)
     await src.start()
     try:
-        before = (await src.collect()).data["business"]
+        before = (await src.collect(src.timeout)).data["business"]
         assert before["appointments"]["total"] > 0
         await src.metrics_for("24h")  # warm the API cache
         server.stop()
@@ -317,7 +317,7 @@ async def test_outage_raises_quickly_and_recovers_with_same_source(mongo_server_
 
         t0 = time.monotonic()
         with pytest.raises(SourceError) as err:
-            await src.collect()  # the tick never hides an outage behind the cache
+            await src.collect(src.timeout)  # the tick never hides an outage behind the cache
         assert time.monotonic() - t0 < timeout + MARGIN
         reason = str(err.value)
         assert f"127.0.0.1:{server.port}" in reason and len(reason) <= 300
@@ -337,12 +337,12 @@ async def test_outage_raises_quickly_and_recovers_with_same_source(mongo_server_
 
         async def recovered() -> bool:
             try:
-                return bool(await src.collect())
+                return bool(await src.collect(src.timeout))
             except SourceError:
                 return False
 
         await wait_for(recovered, timeout=15, what="recovery after restart", interval=0.2)
-        after = (await src.collect()).data["business"]
+        after = (await src.collect(src.timeout)).data["business"]
         assert after["appointments"] == before["appointments"]
         assert (await src.metrics_for("24h"))["timeRange"] == "24h"
     finally:
@@ -357,12 +357,12 @@ async def test_start_does_not_fail_when_server_is_down(mongo_server_fn: MongoSer
     assert time.monotonic() - t0 < 0.5
     try:
         with pytest.raises(SourceError, match="MongoDB not reachable at 127.0.0.1"):
-            await src.collect()
+            await src.collect(src.timeout)
         mongo_server_fn.start()
 
         async def up() -> Any:
             try:
-                return await src.collect()
+                return await src.collect(src.timeout)
             except SourceError:
                 return None  # the driver re-checks a down server at most every 0.5 s
 
@@ -389,9 +389,9 @@ async def test_password_never_in_errors_or_logs(mongo_server_fn: MongoServer, ca
         await s.start()
     try:
         # A read-only user suffices; the collection does not exist yet, which reads as empty.
-        assert (await good.collect()).data["business"]["appointments"]["total"] == 0
+        assert (await good.collect(good.timeout)).data["business"]["appointments"]["total"] == 0
         with pytest.raises(SourceError) as err:
-            await bad.collect()
+            await bad.collect(bad.timeout)
         assert "authentication failed" in str(err.value)
         server.kill()  # unreachable with a password in the URI: the message names the host, never the password
         with pytest.raises(SourceError) as err2:

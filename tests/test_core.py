@@ -20,7 +20,7 @@ class RaisingSource(Source):
     sections = ()
     timeout = 1.0
 
-    async def collect(self) -> SourceResult:
+    async def collect(self, budget: float) -> SourceResult:
         raise SourceError("backend exploded")
 
 
@@ -32,7 +32,7 @@ class HangingSource(Source):
     def __init__(self) -> None:
         self.calls = 0
 
-    async def collect(self) -> SourceResult:
+    async def collect(self, budget: float) -> SourceResult:
         self.calls += 1
         await asyncio.Event().wait()  # never set: hangs until cancelled by the scheduler
         raise AssertionError("unreachable")
@@ -48,7 +48,7 @@ class GateSource(Source):
     def __init__(self) -> None:
         self.gate = asyncio.Event()
 
-    async def collect(self) -> SourceResult:
+    async def collect(self, budget: float) -> SourceResult:
         await self.gate.wait()
         return SourceResult(data={})
 
@@ -315,7 +315,7 @@ async def test_first_cpu_sample_is_unknown_not_noise():
     src = ProcessSource(active_connections=lambda: 0)
     await src.start()
     try:
-        first = (await src.collect()).data["application"]
+        first = (await src.collect(src.timeout)).data["application"]
         assert first["cpuPercent"] is None
         assert first["activeConnections"] == 0 and first["openFds"] > 0
     finally:
@@ -329,7 +329,7 @@ class LeakySource(Source):
     sections = ("business",)
     timeout = 1.0
 
-    async def collect(self) -> SourceResult:
+    async def collect(self, budget: float) -> SourceResult:
         raise SourceError("cannot reach db1.internal:27017")
 
 

@@ -28,7 +28,7 @@ class BulkySource(Source):
     def __init__(self, size: int) -> None:
         self.size = size
 
-    async def collect(self) -> SourceResult:
+    async def collect(self, budget: float) -> SourceResult:
         return SourceResult(data={"business": {"pad": "x" * self.size}})
 
 

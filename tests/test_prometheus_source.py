@@ -42,7 +42,7 @@ async def poll(source: PrometheusSource, ok: Callable[[SourceResult], bool],
     last: Any = None
     while time.monotonic() < end:
         try:
-            last = await source.collect()
+            last = await source.collect(source.timeout)
             if ok(last):
                 return last
         except SourceError as exc:
@@ -103,7 +103,7 @@ async def test_alerts_disabled_omits_the_section(shared_prometheus: PrometheusSe
     source = make_source(shared_prometheus.url, alerts=False)
     assert source.sections == ("system",)
     try:
-        res = await source.collect()
+        res = await source.collect(source.timeout)
         assert set(res.data) == {"system"} and res.error is None
     finally:
         await source.close()
@@ -112,7 +112,7 @@ async def test_alerts_disabled_omits_the_section(shared_prometheus: PrometheusSe
 async def test_bad_promql_gives_partial_with_prometheus_error_text(shared_prometheus: PrometheusServer) -> None:
     source = make_source(shared_prometheus.url, queries={"good": "vector(1)", "broken": "sum(("})
     try:
-        res = await source.collect()
+        res = await source.collect(source.timeout)
         assert list(res.data["system"]) == ["good"]
         assert res.data["alerts"] is not None
         assert res.error is not None
@@ -140,7 +140,7 @@ async def test_all_queries_failing_raises(shared_prometheus: PrometheusServer) -
     source = make_source(shared_prometheus.url, queries={"a": "sum((", "b": "rate(up)"})
     try:
         with pytest.raises(SourceError) as err:
-            await source.collect()
+            await source.collect(source.timeout)
         msg = str(err.value)
         assert "query 'a'" in msg and "query 'b'" in msg and "bad_data" in msg
     finally:
@@ -152,17 +152,17 @@ async def test_killed_prometheus_fails_fast_and_restart_recovers(prometheus_serv
     source = make_source(prom.url, queries={"one": "vector(1)"}, timeout=3)
     await source.start()
     try:
-        res = await source.collect()
+        res = await source.collect(source.timeout)
         assert res.error is None and res.data["system"]["one"]
 
         prom.kill()
-        err, took = await timed(source.collect())
+        err, took = await timed(source.collect(source.timeout))
         assert isinstance(err, SourceError), err
         assert str(err) == f"cannot reach Prometheus at {prom.url}: connection refused"
         assert took < 1.0  # refused connections fail at once, not at the budget
 
         await prom.astart()  # same port, same TSDB directory
-        res = await source.collect()  # the same source object: its pool must drop dead connections
+        res = await source.collect(source.timeout)  # the same source object: its pool must drop dead connections
         assert res.error is None and res.data["system"]["one"]
         assert res.data["alerts"] is not None
     finally:
@@ -209,11 +209,11 @@ async def test_connections_are_kept_alive_across_collects(fake_prom: Any) -> Non
     url = await fake_prom(handler)
     source = make_source(url, queries={"a": "vector(1)", "b": "vector(2)"})
     try:
-        await source.collect()
+        await source.collect(source.timeout)
         first = set(peers)
         peers.clear()
-        await source.collect()
-        await source.collect()
+        await source.collect(source.timeout)
+        await source.collect(source.timeout)
         assert len(peers) == 6 and set(peers) <= first  # three requests a tick, no new connection
     finally:
         await source.close()
@@ -229,7 +229,7 @@ async def test_slow_prometheus_times_out_within_budget(fake_prom: Any) -> None:
     url = await fake_prom(slow)
     source = make_source(url, timeout=0.5, queries={"a": "vector(1)", "b": "vector(2)"})
     try:
-        err, took = await timed(source.collect())
+        err, took = await timed(source.collect(source.timeout))
         assert isinstance(err, SourceError)
         assert str(err) == f"timed out after 0.5 s waiting for Prometheus at {url}"
         assert 0.5 <= took < 0.5 + 0.3
@@ -250,7 +250,7 @@ async def test_one_slow_query_is_partial(fake_prom: Any) -> None:
     url = await fake_prom(handler)
     source = make_source(url, timeout=0.5, queries={"fast": "vector(1)", "slow": "slow"})
     try:
-        res, took = await timed(source.collect())
+        res, took = await timed(source.collect(source.timeout))
         assert took < 0.8
         assert list(res.data["system"]) == ["fast"] and res.data["alerts"] == []
         assert res.error == f"query 'slow' failed: no answer from Prometheus at {url} within the 0.5 s budget"
@@ -268,7 +268,7 @@ async def test_503_non_json_body(fake_prom: Any) -> None:
     source = make_source(url)
     try:
         with pytest.raises(SourceError) as err:
-            await source.collect()
+            await source.collect(source.timeout)
         assert str(err.value) == (f"HTTP 503 from Prometheus at {url}: not a Prometheus API answer "
                                   "(text/html; charset=utf-8): '<html><body>Service Unavailable</body></html>'")
     finally:
@@ -284,7 +284,7 @@ async def test_503_prometheus_error_body_is_quoted(fake_prom: Any) -> None:
     source = make_source(url)
     try:
         with pytest.raises(SourceError) as err:
-            await source.collect()
+            await source.collect(source.timeout)
         assert str(err.value) == (f"HTTP 503 from Prometheus at {url}: "
                                   "timeout: query timed out in expression evaluation")
     finally:
@@ -300,7 +300,7 @@ async def test_alerts_endpoint_failing_keeps_system(fake_prom: Any) -> None:
     url = await fake_prom(handler)
     source = make_source(url)
     try:
-        res = await source.collect()
+        res = await source.collect(source.timeout)
         assert res.data["system"]["one"] and res.data["alerts"] is None
         assert res.error is not None and res.error.startswith("alerts failed: HTTP 404")
     finally:
@@ -314,7 +314,7 @@ async def test_prometheus_warnings_are_passed_on(fake_prom: Any) -> None:
     url = await fake_prom(handler)
     source = make_source(url, queries={"a": "vector(1)"})
     try:
-        res = await source.collect()
+        res = await source.collect(source.timeout)
         assert res.error is None
         assert res.warnings == ("query 'a': remote read partially failed", "remote read partially failed")
     finally:
@@ -324,7 +324,7 @@ async def test_prometheus_warnings_are_passed_on(fake_prom: Any) -> None:
 async def test_dns_failure_is_readable() -> None:
     source = make_source("http://prometheus.hub-test.invalid:9090", timeout=3)
     try:
-        err, took = await timed(source.collect())
+        err, took = await timed(source.collect(source.timeout))
         assert isinstance(err, SourceError)
         assert str(err).startswith("cannot reach Prometheus at http://prometheus.hub-test.invalid:9090: "
                                    "DNS lookup failed")
@@ -353,9 +353,9 @@ async def test_bearer_token_is_sent_and_never_shown(fake_prom: Any) -> None:
     good = make_source(url, bearer_token=TOKEN)
     bad = make_source(url, bearer_token=TOKEN + "x")  # the echoed header contains TOKEN
     try:
-        assert (await good.collect()).error is None
+        assert (await good.collect(good.timeout)).error is None
         with pytest.raises(SourceError) as err:
-            await bad.collect()
+            await bad.collect(bad.timeout)
         msg = str(err.value)
         assert msg.startswith(f"HTTP 401 from Prometheus at {url}")
         assert TOKEN not in msg and "***" in msg
@@ -371,7 +371,7 @@ async def test_basic_auth_is_sent_and_never_shown(fake_prom: Any) -> None:
     url = await fake_prom(echoing_auth_handler(f"Basic {cred}"))
     good = make_source(url, basic_auth_user="ops", basic_auth_password=PASSWORD)
     try:
-        assert (await good.collect()).error is None
+        assert (await good.collect(good.timeout)).error is None
     finally:
         await good.close()
 
@@ -380,9 +380,9 @@ async def test_basic_auth_is_sent_and_never_shown(fake_prom: Any) -> None:
     in_url = make_source(f"http://ops:{PASSWORD}@{host}", queries={"a": "vector(1)"})
     wrong = make_source(url, basic_auth_user="ops", basic_auth_password=PASSWORD + "!")
     try:
-        assert (await in_url.collect()).error is None
+        assert (await in_url.collect(in_url.timeout)).error is None
         with pytest.raises(SourceError) as err:
-            await wrong.collect()
+            await wrong.collect(wrong.timeout)
         assert PASSWORD not in str(err.value) and "ops:" not in str(err.value)
         assert str(err.value).startswith(f"HTTP 401 from Prometheus at {url}:")
     finally:
@@ -393,7 +393,7 @@ async def test_basic_auth_is_sent_and_never_shown(fake_prom: Any) -> None:
     down = make_source(f"http://ops:{PASSWORD}@127.0.0.1:{free_port()}")
     try:
         with pytest.raises(SourceError) as err:
-            await down.collect()
+            await down.collect(down.timeout)
         assert PASSWORD not in str(err.value) and "ops" not in str(err.value)
     finally:
         await down.close()
@@ -434,11 +434,11 @@ async def test_tls_ca_file_and_verification(aiohttp_server: Any, tls_files: tupl
     untrusted = make_source(url)
     unverified = make_source(url, tls_verify=False)
     try:
-        assert (await trusted.collect()).error is None
+        assert (await trusted.collect(trusted.timeout)).error is None
         with pytest.raises(SourceError) as err:
-            await untrusted.collect()
+            await untrusted.collect(untrusted.timeout)
         assert str(err.value).startswith(f"cannot reach Prometheus at {url}: TLS certificate verification failed")
-        assert (await unverified.collect()).error is None
+        assert (await unverified.collect(unverified.timeout)).error is None
     finally:
         for s in (trusted, untrusted, unverified):
             await s.close()

@@ -34,7 +34,7 @@ async def _ticks(kind: str, url: str, ticks: int) -> float:
         await source.start()
 
         async def tick() -> Any:
-            result = await source.collect()
+            result = await source.collect(source.timeout)
             assert result.error is None, result.error
             return result
 

@@ -31,15 +31,20 @@ class Source(abc.ABC):
     name: str = ""
     #: keys of the snapshot's "data" object this source fills (null when it fails)
     sections: tuple[str, ...] = ()
-    #: per-collection time budget in seconds (the scheduler caps it below the interval)
+    #: the time this source asks for per collection, in seconds; the scheduler owns the budget
+    #: and grants min(timeout, its share of the interval)
     timeout: float = 5.0
 
     async def start(self) -> None:
         """Open long-lived clients; must not fail when the dependency is down."""
 
     @abc.abstractmethod
-    async def collect(self) -> SourceResult:
-        """Collect once. Raise on failure (SourceError for a readable reason)."""
+    async def collect(self, budget: float) -> SourceResult:
+        """Collect once within `budget` seconds. Raise on failure (SourceError for a readable reason).
+
+        The scheduler cancels the collection a little after `budget`; a source that stops its own
+        work at `budget` keeps what finished and reports a readable reason instead.
+        """
 
     async def close(self) -> None:
         """Release clients; called once at shutdown."""

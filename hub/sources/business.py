@@ -315,7 +315,7 @@ class BusinessSource(Source):
 
     # ------------------------------------------------------------------ collection
 
-    async def collect(self) -> SourceResult:
+    async def collect(self, budget: float) -> SourceResult:
         """One fresh query per tick (its result also feeds the API cache)."""
         data = await self._get(self.cfg.time_range, max_age=0.0)
         return SourceResult(data={"business": data})

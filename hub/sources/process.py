@@ -46,7 +46,7 @@ class ProcessSource(Source):
             if lag > self._max_lag:
                 self._max_lag = lag
 
-    async def collect(self) -> SourceResult:
+    async def collect(self, budget: float = 1.0) -> SourceResult:
         proc = self._proc
         with proc.oneshot():
             mem = proc.memory_info()

@@ -27,10 +27,6 @@ KEEPALIVE_EXPIRY = 30.0
 MAX_ALERTS = 200
 #: How much of an unexpected response body is quoted in an error message.
 BODY_EXCERPT = 200
-#: The scheduler's own guard is set this much later than our budget, so that our readable
-#: "timed out after X s" message wins the race instead of a bare cancellation.
-SCHEDULER_GRACE = 0.25
-
 _STATE_ORDER = {"firing": 0, "pending": 1}
 
 
@@ -49,8 +45,7 @@ class PrometheusSource(Source):
     def __init__(self, cfg: PrometheusSourceConfig, *, secrets: Iterable[str] = ()) -> None:
         self._cfg = cfg
         self.sections = ("system", "alerts") if cfg.alerts else ("system",)
-        self.budget = cfg.timeout
-        self.timeout = cfg.timeout + SCHEDULER_GRACE
+        self.timeout = cfg.timeout
         base = cfg.url.rstrip("/")
         self._query_url = f"{base}/api/v1/query"
         self._alerts_url = f"{base}/api/v1/alerts"
@@ -87,7 +82,7 @@ class PrometheusSource(Source):
             headers=headers,
             auth=auth,
             verify=verify,
-            # Per-read bound only; the whole collection is bounded by `self.budget` in collect().
+            # Per-read bound only; the whole collection is bounded by the scheduler's budget in collect().
             timeout=httpx.Timeout(cfg.timeout),
             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n,
                                 keepalive_expiry=KEEPALIVE_EXPIRY),
@@ -102,7 +97,8 @@ class PrometheusSource(Source):
 
     # ------------------------------------------------------------------ collect
 
-    async def collect(self) -> SourceResult:
+    async def collect(self, budget: float) -> SourceResult:
+        """Every query and the alerts concurrently; what finished within `budget` is kept."""
         if self._client is None:
             await self.start()
         names = list(self._cfg.queries)
@@ -113,7 +109,7 @@ class PrometheusSource(Source):
         every = [*tasks.values(), *([alerts_task] if alerts_task else [])]
         t0 = time.monotonic()
         try:
-            done, pending = await asyncio.wait(every, timeout=self.budget)
+            done, pending = await asyncio.wait(every, timeout=budget)
         finally:
             # Also reached when the scheduler cancels us: never leave requests running.
             for task in every:
@@ -122,7 +118,7 @@ class PrometheusSource(Source):
             await asyncio.gather(*pending, return_exceptions=True)
         elapsed = time.monotonic() - t0
         timed_out = _Failure(f"no answer from Prometheus at {self._safe_url} "
-                             f"within the {self.budget:g} s budget")
+                             f"within the {budget:g} s budget")
 
         def outcome(task: asyncio.Task[Any]) -> Any:
             if task in pending:
@@ -137,7 +133,7 @@ class PrometheusSource(Source):
         failed = {name: r for name, r in results.items() if isinstance(r, _Failure)}
         if len(failed) == len(results):
             if all(f is timed_out for f in failed.values()):
-                raise SourceError(f"timed out after {self.budget:g} s waiting for Prometheus "
+                raise SourceError(f"timed out after {budget:g} s waiting for Prometheus "
                                   f"at {self._safe_url}")
             messages = {f.message for f in failed.values()}
             if len(messages) == 1:  # e.g. Prometheus down: say it once, not once per query

@@ -61,7 +61,7 @@ class MissingPrometheus(Source):
     sections = ("system", "alerts")
     timeout = 1.0
 
-    async def collect(self) -> SourceResult:
+    async def collect(self, budget: float) -> SourceResult:
         raise SourceError(PROMETHEUS_MISSING)
 
 
@@ -137,7 +137,7 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 async def _serve(*, host: str, port: int, interval: float, mongo_port: int, sim_port: int,
                  prom_port: int | None) -> None:
     from hub.app import create_app
-    from hub.simulator import run_simulator
+    from hub_demo.simulator import run_simulator
 
     raw: dict[str, Any] = {
         "server": {"host": host, "port": port},
