@@ -16,11 +16,8 @@ from prometheus_client import (
 )
 
 from hub import __version__
+from hub.client import CloseReason
 
-DISCONNECT_REASONS = (
-    "normal", "going_away", "slow_consumer", "dead_peer", "protocol_error",
-    "too_large", "rate_limited", "error", "shutdown",
-)
 
 
 class HubMetrics:
@@ -51,14 +48,19 @@ class HubMetrics:
                                      "Consecutive failed collections of the source.", ["source"], registry=r)
         self.ticks = Counter("hub_ticks_total", "Snapshots produced or received.", registry=r)
         self.seq = Gauge("hub_seq", "seq of the latest snapshot.", registry=r)
+        self.tick_failures = Counter("hub_tick_failures_total",
+                                     "Ticks that failed as a whole (no snapshot went out).", registry=r)
+        self.history_bytes = Gauge("hub_history_bytes", "Encoded bytes of the snapshots kept in history.",
+                                   registry=r)
+        self.history_entries = Gauge("hub_history_entries", "Snapshots kept in history.", registry=r)
         self.cluster_redis_up = Gauge("hub_cluster_redis_up",
                                       "1 when Redis is reachable (cluster mode), -1 when not clustered.", registry=r)
         self.cluster_leader = Gauge("hub_cluster_leader", "1 when this replica holds the collector lease.",
                                     registry=r)
         self.info = Info("hub", "Hub build and runtime.", registry=r)
         self.cluster_redis_up.set(-1)
-        for reason in DISCONNECT_REASONS:
-            self.disconnects.labels(reason)  # export zeros so rate() works from the start
+        for reason in CloseReason:
+            self.disconnects.labels(reason.value)  # export zeros so rate() works from the start
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
 

@@ -49,3 +49,19 @@ def iso_of(d: dt.datetime) -> str:
     """`d` (timezone-aware) as ISO 8601 UTC with milliseconds and a Z."""
     d = d.astimezone(dt.timezone.utc)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+#: how much of a dependency's error text reaches logs, snapshots and /metrics
+MAX_REASON_CHARS = 300
+
+
+def safe_text(text: str, *, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` on one line, control characters escaped, at most `limit` characters (with an ellipsis).
+
+    Every error text that comes from a dependency goes through this before it is logged or sent,
+    so a 3 MB or multi-line answer can neither bloat snapshots nor forge log lines.
+    """
+    if text.isprintable() and len(text) <= limit:
+        return text
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[: limit * 4])
+    return out if len(out) <= limit else out[: limit - 1] + "…"
