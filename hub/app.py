@@ -16,6 +16,7 @@ from hub.auth import Authenticator
 from hub.broadcast import Feed
 from hub.config import Config, secrets_of
 from hub.metrics import HubMetrics
+from hub.page import Page, check_page
 from hub.scheduler import Scheduler
 from hub.sources.base import Source
 from hub.state import CONFIG_KEY, METRICS_KEY, STATE_KEY, HubState
@@ -87,17 +88,6 @@ async def _on_shutdown(app: web.Application) -> None:
     await app[STATE_KEY].feed.close_all(code=1001, message=b"server shutdown")
 
 
-def _add_page_routes(app: web.Application) -> None:
-    # The page's own files by name (no directory listing, no traversal), vendored files under /vendor.
-    if not views.WEB_DIR.is_dir():
-        return
-    for path in sorted(views.WEB_DIR.iterdir()):
-        if path.is_file() and path.name != "index.html" and not path.name.startswith("."):
-            app.router.add_get(f"/{path.name}", views.static_file(path))
-    if (views.WEB_DIR / "vendor").is_dir():
-        app.router.add_static("/vendor/", views.WEB_DIR / "vendor", show_index=False, follow_symlinks=False)
-
-
 def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Source] = ()) -> web.Application:
     """Build the hub application for `config`; `role` "edge" never collects (cluster mode).
 
@@ -131,7 +121,9 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app[CONFIG_KEY] = config
     app[STATE_KEY] = st
     app[METRICS_KEY] = metrics
-    app.router.add_get("/", views.index)
+    page = Page.locate()
+    check_page(page)
+    app.router.add_get("/", page.index)
     app.router.add_get("/ws", views.ws_handler)
     app.router.add_get("/health", views.health)
     app.router.add_get("/ready", views.ready)
@@ -139,7 +131,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app.router.add_get("/api/metrics/snapshot", views.snapshot)
     app.router.add_get("/api/metrics/history", views.history)
     app.router.add_get("/api/metrics/business", views.business)
-    _add_page_routes(app)
+    page.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_on_shutdown)
     return app

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from hub import __version__
 from hub.config import Config, ConfigError, load_config, redacted_dict
 
 log = logging.getLogger("hub")
@@ -110,6 +111,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `hub`."""
     parser = argparse.ArgumentParser(prog="hub", description="Real-time WebSocket monitoring hub")
+    parser.add_argument("--version", action="version", version=f"hub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     help_config = "config file (default: $HUB_CONFIG or ./config.toml)"
 

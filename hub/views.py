@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,7 +21,6 @@ from hub.state import STATE_KEY, HubState
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 #: uPlot sets styles only through the CSSOM (el.style.x = ...), which CSP does not restrict, so
 #: nothing beyond 'self' is needed (tests/test_dashboard.py serves the page under exactly that).
 CSP = "default-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -89,20 +87,6 @@ def principal(request: web.Request) -> Principal:
 
 
 # ----------------------------------------------------------------------------- HTTP
-
-
-async def index(request: web.Request) -> web.StreamResponse:
-    """The dashboard page."""
-    return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-
-def static_file(path: Path) -> Any:
-    """A handler serving the one file at `path`."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
-
-    return handler
 
 
 async def health(request: web.Request) -> web.Response:
