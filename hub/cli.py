@@ -105,6 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"hub demo: the demo is not installed ({exc}); install it with: pip install 'hub[demo]'",
               file=sys.stderr)
         return 1
+    _install_uvloop()  # `make run` is the demo: it runs on the same loop as `hub serve`
     return run_demo(host=args.host, port=args.port, interval=args.interval)
 
 
