@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 
 from aiohttp import web
 
@@ -24,6 +23,7 @@ from hub.config import Config, secrets_of
 from hub.context import CONFIG_KEY, HUB, METRICS_KEY, Hub
 from hub.feed import Feed
 from hub.metrics import HubMetrics
+from hub.page import Page, check_page
 from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
 from hub.sources.base import Source
@@ -126,33 +126,15 @@ async def _on_shutdown(app: web.Application) -> None:
     await app[HUB].broadcaster.close_all(code=1001, message=b"server shutdown")
 
 
-async def index(request: web.Request) -> web.StreamResponse:
-    """`/`: a WebSocket upgrade is served exactly like `/ws` (the seed's server took any path);
-    anything else gets the dashboard page."""
-    if ws.is_upgrade(request):
-        return await ws.ws_handler(request)
-    return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+def _index(page: Page):  # type: ignore[no-untyped-def]
+    async def index(request: web.Request) -> web.StreamResponse:
+        """`/`: a WebSocket upgrade is served exactly like `/ws` (the seed's server took any path);
+        anything else gets the dashboard page."""
+        if ws.is_upgrade(request):
+            return await ws.ws_handler(request)
+        return await page.index(request)
 
-
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-
-
-def _static_file(path: Path):  # type: ignore[no-untyped-def]
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
-
-    return handler
-
-
-def _add_page_routes(app: web.Application) -> None:
-    # The page's own files by name (no directory listing, no traversal), vendored files under /vendor.
-    if not WEB_DIR.is_dir():
-        return
-    for path in sorted(WEB_DIR.iterdir()):
-        if path.is_file() and path.name != "index.html" and not path.name.startswith("."):
-            app.router.add_get(f"/{path.name}", _static_file(path))
-    if (WEB_DIR / "vendor").is_dir():
-        app.router.add_static("/vendor/", WEB_DIR / "vendor", show_index=False, follow_symlinks=False)
+    return index
 
 
 def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Source] = ()) -> web.Application:
@@ -201,7 +183,9 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
     app[HUB] = hub
-    app.router.add_get("/", index)
+    page = Page.locate()
+    check_page(page)
+    app.router.add_get("/", _index(page))
     app.router.add_get("/ws", ws.ws_handler)
     app.router.add_get("/health", views.health)
     app.router.add_get("/ready", views.ready)
@@ -209,7 +193,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app.router.add_get("/api/metrics/snapshot", views.snapshot)
     app.router.add_get("/api/metrics/history", views.history)
     app.router.add_get("/api/metrics/business", views.business)
-    _add_page_routes(app)
+    page.add_routes(app)
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
     app.cleanup_ctx.append(_lifecycle(sources))

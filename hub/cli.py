@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from hub import __version__
 from hub.config import Config, ConfigError, load_config, redacted_dict
 
 log = logging.getLogger("hub")
@@ -104,12 +105,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"hub demo: the demo is not installed ({exc}); install it with: pip install 'hub[demo]'",
               file=sys.stderr)
         return 1
+    _install_uvloop()  # `make run` is the demo: it runs on the same loop as `hub serve`
     return run_demo(host=args.host, port=args.port, interval=args.interval)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `hub`."""
     parser = argparse.ArgumentParser(prog="hub", description="Real-time WebSocket monitoring hub")
+    parser.add_argument("--version", action="version", version=f"hub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     help_config = "config file (default: $HUB_CONFIG or ./config.toml)"
 
