@@ -18,7 +18,11 @@ from prometheus_client import generate_latest
 
 from hub.metrics import HubMetrics
 from hub.sources.health import HealthSource
+from tests.conftest import wait_for
 from tests.services import free_port, need_program
+from tests.services.mongo import MongoServer, mongo_server_fn  # noqa: F401  (fixture)
+from tests.services.prom import start_prometheus
+from tests.test_prometheus_rules import DEPLOY
 
 
 @asynccontextmanager
@@ -238,3 +242,78 @@ async def test_metrics_exposition_has_the_gauges(target: tuple[Target, str]) -> 
     text = generate_latest(metrics.registry).decode()
     assert 'hub_health_check_up{check="backend"} 0.0' in text
     assert 'hub_health_check_latency_seconds{check="backend"}' in text
+
+
+# ---------------------------------------------------------------------- database check (real SecantusDB)
+
+
+async def test_database_check_pings_mongodb_and_follows_it_down_and_up(mongo_server_fn: MongoServer) -> None:
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server_fn.uri, serverSelectionTimeoutMS=500)
+
+    async def ping() -> None:  # what the lead wires: a ping of the business source's client
+        await client.admin.command("ping")
+
+    src = HealthSource(checks={}, database_ping=ping, timeout=2.0, failures_before_down=1)
+    try:
+        h = (await src.collect(3.0)).data["health"]
+        assert h["details"] == {"database": True} and h["checks"]["database"]["latency_ms"] is not None
+        mongo_server_fn.kill()
+        c = (await src.collect(3.0)).data["health"]["checks"]["database"]
+        assert c["up"] is False and c["status"] is None and c["latency_ms"] is None
+        assert c["error"].startswith("database ping failed: ") or c["error"] == "timed out after 2 s", c
+        assert len(c["error"]) <= 300
+        mongo_server_fn.start()
+
+        async def up_again() -> bool:
+            return (await src.collect(3.0)).data["health"]["details"]["database"]
+
+        await wait_for(up_again, timeout=20, interval=0.1, what="the database check to recover")
+    finally:
+        await src.close()
+        await client.close()
+
+
+# ---------------------------------------------------------------------- a real Prometheus fires the alert
+
+
+async def test_prometheus_fires_hub_health_check_down(target: tuple[Target, str], tmp_path: Path) -> None:
+    """A real Prometheus with deploy/prometheus/hub-alerts.yml scrapes a /metrics fed by the source.
+
+    The lead wires /metrics into create_app; this serves the same HubMetrics registry from a tiny
+    aiohttp app, which is all Prometheus sees of the hub anyway.
+    """
+    _t, url = target
+    metrics = HubMetrics()
+    src = HealthSource(checks={"frontend": f"{url}/fail", "backend": f"{url}/ok"}, failures_before_down=1,
+                       metrics=metrics)
+
+    async def exposition(_r: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", exposition)
+    prom = None
+    try:
+        await src.collect(2.0)
+        async with serve(app) as hub_url:
+            prom = await asyncio.to_thread(
+                start_prometheus, tmp_path / "prom", targets={"hub": [hub_url.removeprefix("http://")]},
+                extra_rule_files=[DEPLOY / "hub-alerts.yml"])
+
+            async def alerts(state: str) -> list[dict[str, Any]]:
+                data = await asyncio.to_thread(prom.api, "alerts")
+                return [a for a in data["alerts"]
+                        if a["labels"]["alertname"] == "HubHealthCheckDown" and a["state"] == state]
+
+            pending = await wait_for(lambda: alerts("pending"), timeout=20, interval=0.5, what="pending")
+            firing = await wait_for(lambda: alerts("firing"), timeout=60, interval=0.5,
+                                    what="HubHealthCheckDown firing")
+    finally:
+        await src.close()
+        if prom is not None:
+            prom.kill()
+    assert [a["labels"]["check"] for a in pending] == ["frontend"]
+    assert [(a["labels"]["check"], a["labels"]["severity"], a["labels"]["job"]) for a in firing] == [
+        ("frontend", "critical", "hub")]
