@@ -317,3 +317,36 @@ async def test_prometheus_fires_hub_health_check_down(target: tuple[Target, str]
     assert [a["labels"]["check"] for a in pending] == ["frontend"]
     assert [(a["labels"]["check"], a["labels"]["severity"], a["labels"]["job"]) for a in firing] == [
         ("frontend", "critical", "hub")]
+
+
+# ---------------------------------------------------------------------- the demo's simulator
+
+
+async def test_simulator_health_endpoints_fail_during_its_incidents() -> None:
+    import random
+
+    from hub_demo.simulator import _Backend, _serve_metrics
+
+    backend = _Backend(random.Random(1))
+    # the first frontend outage is scheduled within the demo's first minutes
+    assert 40 <= backend.next_outage - time.monotonic() <= 80
+    port = free_port()
+    runner = await _serve_metrics(backend, "127.0.0.1", port)
+    src = HealthSource(checks={"frontend": f"http://127.0.0.1:{port}/health",
+                               "backend": f"http://127.0.0.1:{port}/api/health"}, failures_before_down=1)
+
+    async def details() -> dict[str, bool]:
+        return (await src.collect(2.0)).data["health"]["details"]
+
+    try:
+        assert await details() == {"frontend": True, "backend": True}
+        backend.next_outage = time.monotonic()  # the outage is due: the next traffic batch starts it
+        backend.traffic(0.0, 0.25)
+        assert await details() == {"frontend": False, "backend": True}
+        backend.outage_until = 0.0
+        backend.incident_until = time.monotonic() + 60  # a latency incident
+        assert await details() == {"frontend": True, "backend": False}
+        assert (await src.collect(2.0)).data["health"]["checks"]["backend"]["error"] == "HTTP 503"
+    finally:
+        await src.close()
+        await runner.cleanup()
