@@ -78,7 +78,7 @@ def slack_payload(n: Notification) -> dict[str, Any]:
         "attachments": [{
             "color": COLORS.get(n.severity, COLORS["warning"]),
             "title": f"{n.severity.upper()} Alert",
-            "text": n.text,
+            "text": _slack_escape(n.text),
             "footer": FOOTER,
             "ts": int(n.ts),
         }],
@@ -230,7 +230,9 @@ class Notifier:
                 self._failed(n, str(exc), attempt)
                 return
             except _Retry as exc:
-                wait = exc.delay if exc.delay is not None else delay
+                # Never sooner than Slack asks, nor sooner than the backoff: a "Retry-After: 0"
+                # answered forever must not turn into a busy loop.
+                wait = max(exc.delay, delay) if exc.delay is not None else delay
                 delay = min(delay * 2, self._retry_max)
                 left = self._give_up_after - (time.monotonic() - start)
                 if wait > left:
@@ -291,6 +293,11 @@ class Notifier:
 
     def _clean(self, text: str) -> str:
         return scrub(text, self._secrets)
+
+
+def _slack_escape(text: str) -> str:
+    """Slack reads <...> as links and mentions; a reason quoting one must show as typed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -252,3 +252,18 @@ def test_invalid_webhook_url_is_refused_without_echoing_it() -> None:
     with pytest.raises(ValueError, match=r"notify.slack_webhook_url: must be an http\(s\) URL") as exc:
         Notifier(slack_webhook_url="hooks.example/services/xoxb-secret")
     assert "xoxb-secret" not in str(exc.value)
+
+
+async def test_retry_after_zero_still_backs_off_and_text_is_escaped(slack: Receiver) -> None:
+    slack.script = [(429, {"Retry-After": "0"}, "")] * 3
+    notifier = Notifier(slack_webhook_url=slack.url, retry_initial=0.1)
+    await notifier.start()
+    try:
+        notifier.notify(Notification.down("web", "TLS error (<unknown> & more)"))
+        await wait_for(lambda: slack.delivered, timeout=10, what="delivery")
+    finally:
+        await notifier.close()
+    times = [t for t, _s, _b in slack.attempts]
+    assert [b - a >= 0.1 * 2 ** i * 0.95 for i, (a, b) in enumerate(zip(times, times[1:]))] == [True] * 3
+    assert slack.delivered[0]["attachments"][0]["text"] == \
+        "Health check failed: web: TLS error (&lt;unknown&gt; &amp; more)"
