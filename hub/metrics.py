@@ -63,6 +63,20 @@ class HubMetrics:
             self.disconnects.labels(reason.value)  # export zeros so rate() works from the start
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        # Health checks and notifications (issue 15)
+        self.health_check_up = Gauge(
+            "hub_health_check_up",
+            "1 when the health check counts as up; 0 after sources.health.failures_before_down failures in a row.",
+            ["check"], registry=r)
+        self.health_check_latency = Gauge(
+            "hub_health_check_latency_seconds",
+            "Duration of the check's last attempt, failed ones included (a timeout reads as the timeout).",
+            ["check"], registry=r)
+        self.notifications = Counter(
+            "hub_notifications_total",
+            "Notifications by channel and result: sent, retried (an attempt to be repeated), "
+            "failed (given up), dropped (never attempted).",
+            ["channel", "result"], registry=r)
 
     def set_info(self) -> None:
         """Record version, Python and event-loop implementation (uvloop or asyncio)."""
