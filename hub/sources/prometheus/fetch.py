@@ -32,22 +32,25 @@ def too_big(server: str, limit: int, declared: int | None = None) -> str:
             f"({limit} bytes); aggregate the query (e.g. sum by (job) (...)) or raise the limit")
 
 
+@dataclass(slots=True)
+class Answer:
+    """A whole answer as read, not yet parsed."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
 async def fetch(client: httpx.AsyncClient, url: str, params: dict[str, str] | None, *,
-                limit: int, server: str, clean: Callable[[str], str]) -> dict[str, Any] | Failure:
-    """GET `url` reading at most `limit` decoded bytes; the success body, or a `Failure`.
+                limit: int, server: str, clean: Callable[[str], str]) -> Answer | Failure:
+    """GET `url` reading at most `limit` decoded bytes; the raw answer, or a `Failure`.
 
     `server` names Prometheus in messages; `clean` scrubs secrets from the dependency's own text
     before it is capped (so a secret is never cut in half and left half-visible).
     """
-
-    def quote(text: str) -> str:
-        return safe_text(clean(text))
-
     chunks: list[bytes] = []
     try:
         async with client.stream("GET", url, params=params) as resp:
-            status = resp.status_code
-            ctype = quote(resp.headers.get("content-type", "no content type"))
             declared = _declared_length(resp)
             if declared is not None and declared > limit:
                 return Failure(too_big(server, limit, declared))  # refused before reading the body
@@ -58,26 +61,35 @@ async def fetch(client: httpx.AsyncClient, url: str, params: dict[str, str] | No
                 if total > limit:
                     return Failure(too_big(server, limit))  # leaving the block closes the connection
                 chunks.append(chunk)
+            return Answer(resp.status_code, resp.headers.get("content-type", "no content type"),
+                          b"".join(chunks))
     except httpx.DecodingError as exc:
-        return Failure(f"answer from Prometheus at {server} cannot be decoded: {quote(str(exc))}")
+        return Failure(f"answer from Prometheus at {server} cannot be decoded: {safe_text(clean(str(exc)))}")
     except httpx.HTTPError as exc:
-        return Failure(f"cannot reach Prometheus at {server}: {quote(transport_reason(exc))}")
-    raw = b"".join(chunks)
-    del chunks
-    where = f"HTTP {status} from Prometheus at {server}"
+        return Failure(f"cannot reach Prometheus at {server}: {safe_text(clean(transport_reason(exc)))}")
+
+
+def decode(answer: Answer, *, server: str, clean: Callable[[str], str]) -> dict[str, Any] | Failure:
+    """The success body of a Prometheus API answer, or a `Failure` quoting Prometheus's own (capped) words."""
+
+    def quote(text: str) -> str:
+        return safe_text(clean(text))
+
+    where = f"HTTP {answer.status} from Prometheus at {server}"
+    ctype = quote(answer.content_type)
     try:
         # orjson refuses what JSON cannot carry (NaN, Infinity, lone surrogates, nesting beyond
         # 1024) and reads integers beyond 64 bits as floats, so what it returns always re-encodes
         # except for nesting beyond orjson's write limit, which shape.py never passes on.
-        body = orjson.loads(raw)
+        body = orjson.loads(answer.body)
     except orjson.JSONDecodeError as exc:
         if "json" in ctype:
             return Failure(f"{where}: answer is not valid JSON ({quote(str(exc))})")
-        excerpt = " ".join(raw[:BODY_EXCERPT].decode("utf-8", "replace").split())
+        excerpt = " ".join(answer.body[:BODY_EXCERPT].decode("utf-8", "replace").split())
         return Failure(f"{where}: not a Prometheus API answer ({ctype}): {quote(repr(excerpt))}")
     if not isinstance(body, dict):
         return Failure(f"{where}: not a Prometheus API answer (JSON {type(body).__name__})")
-    if body.get("status") == "success" and status == 200:
+    if body.get("status") == "success" and answer.status == 200:
         return body
     if body.get("status") == "error":
         # Prometheus's own words, e.g. "bad_data: 1:5: parse error: unexpected <op:*>"
@@ -132,6 +144,10 @@ def strip_userinfo(url: str) -> str:
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))

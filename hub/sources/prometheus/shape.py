@@ -77,23 +77,29 @@ def keep(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     """The `n` series an operator most needs to see, in their original order.
 
     First NaN and ±Inf (a broken ratio, a quantile past the top bucket), then zeros (an `up` or
-    `probe_success` that is 0, traffic that stopped), then the largest absolute values. Ties are
-    broken by the label set, so the same series are kept tick after tick and charts do not flicker.
+    `probe_success` that is 0, traffic that stopped), then the largest absolute values. Ties at
+    the cut are broken by the label set, so the same series are kept tick after tick whatever
+    order Prometheus answers in, and charts do not flicker.
     """
-
-    def rank(i: int) -> tuple[int, float, tuple[tuple[str, str], ...]]:
-        row = rows[i]
-        sample = row["value"] if "value" in row else (row["values"][-1] if row["values"] else None)
-        labels = tuple(sorted(row["metric"].items()))
-        if sample is None:
-            return 3, 0.0, labels
-        v = float(sample[1])
-        if math.isnan(v) or math.isinf(v):
-            return 0, 0.0, labels
-        return (1, 0.0, labels) if v == 0 else (2, -abs(v), labels)
-
-    chosen = sorted(range(len(rows)), key=rank)[:n]
+    ranks = [_rank(row) for row in rows]
+    order = sorted(range(len(rows)), key=ranks.__getitem__)
+    edge = ranks[order[n - 1]]
+    chosen = [i for i in order[:n] if ranks[i] < edge]
+    # Only the series tied with the last kept one need their labels compared: cheap even for 100k.
+    tied = [i for i in order if ranks[i] == edge]
+    tied.sort(key=lambda i: sorted(rows[i]["metric"].items()))
+    chosen += tied[: n - len(chosen)]
     return [rows[i] for i in sorted(chosen)]
+
+
+def _rank(row: dict[str, Any]) -> tuple[int, float]:
+    sample = row["value"] if "value" in row else (row["values"][-1] if row["values"] else None)
+    if sample is None:
+        return 3, 0.0
+    v = float(sample[1])
+    if math.isnan(v) or math.isinf(v):
+        return 0, 0.0
+    return (1, 0.0) if v == 0 else (2, -abs(v))
 
 
 def _series(entry: Any, kind: str, issues: Issues) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import httpx
 
 from hub.config import PrometheusSourceConfig, redact_url, scrub
 from hub.sources.base import Source, SourceError, SourceResult
-from hub.sources.prometheus.fetch import Failure, fetch, strip_userinfo
+from hub.sources.prometheus.fetch import Answer, Failure, decode, fetch, strip_userinfo
 from hub.sources.prometheus.shape import BadAnswer, shape_alerts, shape_result, text_warnings
 from hub.vocab import safe_text
 
@@ -174,7 +174,15 @@ class PrometheusSource(Source):
                             warnings=tuple(dict.fromkeys(self._clean(w) for w in warnings)))
 
     async def _query(self, expr: str) -> tuple[Any, list[str], tuple[int, int] | None] | Failure:
-        body = await self._get(self._query_url, {"query": expr})
+        got = await self._fetch(self._query_url, {"query": expr})
+        if isinstance(got, Failure):
+            return got
+        # Parsing and checking a fleet-sized answer is CPU work (tens of ms per 10k series): in a
+        # worker thread the loop keeps serving clients between the GIL's switch intervals.
+        return await asyncio.to_thread(self._shape_query, got)
+
+    def _shape_query(self, got: Answer) -> tuple[Any, list[str], tuple[int, int] | None] | Failure:
+        body = self._decode(got)
         if isinstance(body, Failure):
             return body
         try:
@@ -184,7 +192,13 @@ class PrometheusSource(Source):
         return result, text_warnings(body, self._clean) + warns, cut
 
     async def _alerts(self) -> tuple[list[dict[str, Any]], list[str]] | Failure:
-        body = await self._get(self._alerts_url, None)
+        got = await self._fetch(self._alerts_url, None)
+        if isinstance(got, Failure):
+            return got
+        return await asyncio.to_thread(self._shape_alerts, got)
+
+    def _shape_alerts(self, got: Answer) -> tuple[list[dict[str, Any]], list[str]] | Failure:
+        body = self._decode(got)
         if isinstance(body, Failure):
             return body
         try:
@@ -193,12 +207,16 @@ class PrometheusSource(Source):
             return Failure(f"answer from {self._safe_url}: {exc}")
         return alerts, text_warnings(body, self._clean) + warns
 
-    async def _get(self, url: str, params: dict[str, str] | None) -> dict[str, Any] | Failure:
-        """GET one API endpoint; the parsed success body, or a readable `Failure`."""
+    async def _fetch(self, url: str, params: dict[str, str] | None) -> Answer | Failure:
+        """GET one API endpoint with the byte limit; the raw answer, or a readable `Failure`."""
         assert self._client is not None
         got = await fetch(self._client, url, params, limit=self._max_bytes, server=self._safe_url,
                           clean=self._clean)
         return Failure(self._clean(got.message)) if isinstance(got, Failure) else got
+
+    def _decode(self, got: Answer) -> dict[str, Any] | Failure:
+        body = decode(got, server=self._safe_url, clean=self._clean)
+        return Failure(self._clean(body.message)) if isinstance(body, Failure) else body
 
     def _clean(self, text: str) -> str:
         return scrub(text, self._secrets)
