@@ -73,6 +73,13 @@ async def test_max_series_cut_keeps_every_down_target(serve: Any) -> None:
     encodes(res)
 
 
+async def test_more_targets_down_than_max_series_says_so(serve: Any) -> None:
+    url = await serve(json_handler(lambda q: vector(series(20, lambda i: "0" if i % 2 else "1"))))
+    res = await collect(url, queries={"uptime": "up"}, max_series=4)
+    assert [s["value"][1] for s in res.data["system"]["uptime"]] == ["0"] * 4
+    assert any(w.startswith("query 'uptime': 6 series with a NaN, Inf or 0 value were cut too") for w in res.warnings)
+
+
 async def test_max_series_keeps_nan_then_largest_in_prometheus_order(serve: Any) -> None:
     def value(i: int) -> str:
         return {3: "NaN", 5: "+Inf"}.get(i, str(i))

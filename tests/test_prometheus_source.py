@@ -538,3 +538,39 @@ async def test_closed_loop_kill_and_restart(tmp_path: Path, aiohttp_server: Any,
         await ws.close()
     finally:
         prom.kill()
+
+
+# ------------------------------------------------------------------ docs/prometheus.md's examples
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "prometheus.md"
+
+
+def doc_blocks(lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", DOCS.read_text(), re.S | re.M)
+
+
+async def test_documented_queries_and_recording_rules_are_valid(shared_prometheus: PrometheusServer,
+                                                                tmp_path: Path) -> None:
+    import tomllib
+
+    import yaml
+
+    queries: dict[str, str] = {}
+    for block in doc_blocks("toml"):
+        queries.update(tomllib.loads(block).get("sources", {}).get("prometheus", {}).get("queries", {}))
+    rules = [block for block in doc_blocks("yaml") if block.startswith("groups:")]
+    assert "requestRate" in queries and len(rules) == 1
+    for group in yaml.safe_load(rules[0])["groups"]:
+        queries.update({r["record"]: r["expr"] for r in group["rules"]})
+    # Prometheus parses and runs each one (no data for these metrics here: empty results, no error).
+    source = make_source(shared_prometheus.url, queries=queries, alerts=False)
+    try:
+        res = await source.collect(source.timeout)
+        assert res.error is None, res.error
+    finally:
+        await source.close()
+    path = tmp_path / "rules.yml"
+    path.write_text(rules[0])
+    promtool = need_program("promtool", hint="Debian/Ubuntu package 'prometheus'")
+    out = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -67,14 +67,18 @@ def shape_result(data: Any, *, max_series: int) -> tuple[Any, list[str], tuple[i
         raise BadAnswer(f"data.result is not a list (resultType {kind})")
     rows = [row for entry in result if (row := _series(entry, kind, issues)) is not None]
     cut = None
+    warnings = issues.warnings()
     if len(rows) > max_series:
         cut = (len(rows), max_series)
-        rows = keep(rows, max_series)
-    return rows, issues.warnings(), cut
+        rows, urgent = keep(rows, max_series)
+        if urgent:
+            warnings.append(f"{urgent} series with a NaN, Inf or 0 value were cut too: "
+                            "more series are in trouble than max_series allows")
+    return rows, warnings, cut
 
 
-def keep(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """The `n` series an operator most needs to see, in their original order.
+def keep(rows: list[dict[str, Any]], n: int) -> tuple[list[dict[str, Any]], int]:
+    """(The `n` series an operator most needs to see, in their original order; how many NaN/Inf/0 series did not fit).
 
     First NaN and ±Inf (a broken ratio, a quantile past the top bucket), then zeros (an `up` or
     `probe_success` that is 0, traffic that stopped), then the largest absolute values. Ties at
@@ -89,7 +93,8 @@ def keep(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     tied = [i for i in order if ranks[i] == edge]
     tied.sort(key=lambda i: sorted(rows[i]["metric"].items()))
     chosen += tied[: n - len(chosen)]
-    return [rows[i] for i in sorted(chosen)]
+    urgent = sum(1 for i in order[n:] if ranks[i][0] < 2)
+    return [rows[i] for i in sorted(chosen)], urgent
 
 
 def _rank(row: dict[str, Any]) -> tuple[int, float]:
