@@ -55,13 +55,24 @@ def iso_of(d: dt.datetime) -> str:
 MAX_REASON_CHARS = 300
 
 
-def safe_text(text: str, *, limit: int = MAX_REASON_CHARS) -> str:
-    """`text` on one line, control characters escaped, at most `limit` characters (with an ellipsis).
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
-    Every error text that comes from a dependency goes through this before it is logged or sent,
-    so a 3 MB or multi-line answer can neither bloat snapshots nor forge log lines.
-    """
-    if text.isprintable() and len(text) <= limit:
-        return text
-    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[: limit * 4])
-    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+def _escape(c: str) -> str:
+    if c.isprintable() or c == " ":
+        return c
+    # Not printable: C0/C1 controls (a \n forges log lines), zero-width and bidi controls (text that
+    # reads differently than it is), separators, unassigned code points and lone surrogates (not
+    # encodable as UTF-8, so they would break JSON). Python's own definition, so nothing is missed.
+    n = ord(c)
+    return _NAMED.get(c) or (f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+
+
+def safe_text(text: str, *, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` as one printable line of at most `limit` characters: controls escaped (\\n, \\x1b), long text cut with '…'."""
+    # Only the first `limit` characters can survive (escaping never shortens), so a 3 MB error
+    # string costs no more than a short one.
+    head = text[: limit + 1]
+    if not head.isprintable():
+        head = "".join(map(_escape, head))
+    return head if len(head) <= limit else head[: max(limit - 1, 0)] + "…"
