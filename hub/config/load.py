@@ -1,0 +1,324 @@
+"""One generic loader: TOML, environment and CLI overrides all pass through the schema's Specs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hub.config.checks import CHECKS
+from hub.config.schema import Config
+from hub.config.spec import Spec, spec_of
+from hub.secrets import redact_url, redact_webhook
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key (and the variable or option that set it)."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+# --------------------------------------------------------------------------- showing values safely
+
+
+def _kind(value: Any) -> str:
+    """A value's TOML kind, for messages that must not show the value itself."""
+    for tp, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+                     (dict, "a table"), (list, "a list")):
+        if isinstance(value, tp):
+            return name
+    return f"a {type(value).__name__}"
+
+
+def _show(value: Any, spec: Spec | None) -> str:
+    """`value` as it may appear in an error message: secrets never, huge values shortened."""
+    secret = spec.secret if spec else None
+    if secret == "value":
+        return f"{_kind(value)} (not shown: secret)"
+    if isinstance(value, str) and secret == "url":
+        shown = redact_url(value)
+        # Only a URL whose user info was recognised is safe to show; anything else may be a bare password.
+        return repr(shown[:200]) if "://" in shown and "@" not in shown.replace(":***@", "") else \
+            "a value (not shown: it may hold a password)"
+    if isinstance(value, str) and secret == "webhook":
+        return repr(redact_webhook(value))
+    if isinstance(value, bool) or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if abs(value) < 10**30 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 200 else repr(value[:200]) + "..."
+    return _kind(value)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def _fail(path: str, why: str, value: Any, spec: Spec | None) -> ConfigError:
+    return ConfigError(f"{path}: {why}, got {_show(value, spec)}", key=path)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _scalar(path: str, tp: Any, value: Any, spec: Spec | None) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(path, "expected true or false", value, spec)
+        return value
+    if tp in (int, float):
+        ok = int if tp is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, ok):
+            raise _fail(path, "expected an integer" if tp is int else "expected a number", value, spec)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _fail(path, "must be a finite number", value, spec)
+        unit = f" {spec.unit}" if spec and spec.unit else ""
+        if spec and spec.lo is not None and value < spec.lo:
+            raise _fail(path, f"must be >= {_num(spec.lo)}{unit}", value, spec)
+        if spec and spec.gt is not None and value <= spec.gt:
+            raise _fail(path, f"must be > {_num(spec.gt)}{unit}", value, spec)
+        if spec and spec.hi is not None and value > spec.hi:
+            raise _fail(path, f"must be <= {_num(spec.hi)}{unit}", value, spec)
+        return tp(value)  # safe now: the bounds keep it far from float overflow
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(path, "expected a string", value, spec)
+        if spec and spec.nonempty and not value:
+            raise ConfigError(f"{path}: must not be empty", key=path)
+        if spec and spec.choices is not None and value not in spec.choices:
+            raise _fail(path, f"must be one of {', '.join(spec.choices)}", value, spec)
+        if spec and spec.check:
+            why = CHECKS[spec.check](value)
+            if why:
+                raise _fail(path, why, value, spec)
+        return value
+    raise ConfigError(f"{path}: unsupported type {tp!r}", key=path)  # pragma: no cover - schema bug
+
+
+def _convert(path: str, tp: Any, value: Any, spec: Spec | None) -> Any:
+    """Convert one TOML value to the annotated type, or raise ConfigError naming `path`."""
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, got {_kind(value)}", key=path)
+        return _build(tp, value, path)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        item_tp = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_kind(value)}", key=path)
+        if spec and len(value) < spec.min_items:
+            raise ConfigError(f"{path}: must hold at least {spec.min_items} item(s)", key=path)
+        return tuple(_convert(f"{path}[{i}]", item_tp, v, spec) for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, got {_kind(value)}", key=path)
+        if spec and len(value) < spec.min_items:
+            raise ConfigError(f"{path}: must hold at least {spec.min_items} entry(ies)", key=path)
+        v_tp = typing.get_args(tp)[1]
+        out = {}
+        for k, v in value.items():
+            if not k.strip():
+                raise ConfigError(f"{path}: names must not be empty", key=path)
+            out[k] = _convert(f"{path}.{k}", v_tp, v, spec)
+        return types.MappingProxyType(out)
+    return _scalar(path, tp, value, spec)
+
+
+def _fields(cls: type) -> dict[str, tuple[Any, Spec | None]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], spec_of(f)) for f in dataclasses.fields(cls)}
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    fields = _fields(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        path = f"{prefix}.{name}" if prefix else name
+        if name not in fields:
+            raise ConfigError(f"{path}: unknown key (known keys here: {', '.join(sorted(fields))})", key=path)
+        tp, spec = fields[name]
+        kwargs[name] = _convert(path, tp, value, spec)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{prefix or 'config'}: missing required key(s) {', '.join(missing)}", key=prefix)
+    return cls(**kwargs)
+
+
+def _relations(cfg: Config) -> None:
+    """The few rules that tie two keys together."""
+    p = cfg.sources.prometheus
+    if bool(p.basic_auth_user) != bool(p.basic_auth_password):
+        raise ConfigError("sources.prometheus.basic_auth_user/basic_auth_password: set both or neither",
+                          key="sources.prometheus.basic_auth_user")
+    if p.bearer_token and p.basic_auth_user:
+        raise ConfigError("sources.prometheus: bearer_token and basic_auth_user are mutually exclusive",
+                          key="sources.prometheus.bearer_token")
+    names: set[str] = set()
+    for i, tok in enumerate(cfg.auth.tokens):
+        if tok.name in names:
+            raise ConfigError(f"auth.tokens[{i}].name: duplicate token name, got {tok.name!r}",
+                              key=f"auth.tokens[{i}].name")
+        names.add(tok.name)
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _lookup(parts: list[str]) -> tuple[Any, Spec | None] | None:
+    """(type, spec) of the key at a dotted path, or None if the path is not a key (sections are not keys)."""
+    tp: Any = Config
+    spec: Spec | None = None
+    for part in parts:
+        if not dataclasses.is_dataclass(tp):
+            return None
+        fields = _fields(tp)
+        if part not in fields:
+            return None
+        tp, spec = fields[part]
+    return None if dataclasses.is_dataclass(tp) else (tp, spec)
+
+
+def _is_secret_or_container(tp: Any, spec: Spec | None) -> bool:
+    return bool(spec and spec.secret) or typing.get_origin(tp) is not None or tp is Mapping
+
+
+def _parse_env(name: str, key: str, tp: Any, spec: Spec | None, text: str) -> Any:
+    if tp is str:
+        return text
+    try:
+        parsed = tomllib.loads(f"v = {text}")
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        # The text itself is echoed only for plain scalar keys: a list or table may hold secrets.
+        shown = "" if _is_secret_or_container(tp, spec) else f" {_show(text, spec)}"
+        raise ConfigError(f"{name} ({key}): cannot parse{shown} as a TOML value ({exc})", key=key) from None
+    if set(parsed) != {"v"}:
+        raise ConfigError(f"{name} ({key}): must hold exactly one TOML value", key=key)
+    return parsed["v"]
+
+
+#: the seed's own variable names; applied first so the HUB_* spellings win
+SEED_VARIABLES = (("PROMETHEUS_URL", "sources.prometheus.url"), ("MONGODB_URI", "sources.business.mongodb_uri"))
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
+    """The (path, value, variable name) overrides in `environ`; a HUB_SECTION__TYPO is a ConfigError."""
+    found: list[tuple[list[str], Any, str]] = []
+    for name, key in SEED_VARIABLES:
+        if environ.get(name):
+            found.append((key.split("."), environ[name], name))
+    sections = {f.name for f in dataclasses.fields(Config)}
+    for name, text in sorted(environ.items()):
+        if not name.startswith("HUB_") or "__" not in name:
+            continue
+        parts = [p.lower() for p in name[4:].split("__")]
+        if parts[0] not in sections:
+            continue  # not ours (e.g. a HUB_FOO__BAR of another tool); a typo in a section name is not caught
+        found_key = _lookup(parts)
+        key = ".".join(parts)
+        if found_key is None:
+            raise ConfigError(f"{name}: {key} is not a config key (see config.toml for the keys)", key=key)
+        tp, spec = found_key
+        found.append((parts, _parse_env(name, key, tp, spec, text), name))
+    return found
+
+
+def _set_path(raw: dict[str, Any], parts: list[str], value: Any, label: str) -> None:
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            key = ".".join(parts[: i + 1])
+            raise ConfigError(f"{key}: expected a table, got {_kind(node)} (while applying {label})", key=key)
+    node[parts[-1]] = value
+
+
+def _labelled(exc: ConfigError, labels: Mapping[str, str]) -> ConfigError:
+    """`exc` prefixed with the variable or option that set its key, if one did."""
+    for key, label in labels.items():
+        if exc.key == key or exc.key.startswith((key + ".", key + "[")):
+            return ConfigError(f"{label}: {exc}", key=exc.key)
+    return exc
+
+
+def _build_all(data: dict[str, Any], labels: Mapping[str, str]) -> Config:
+    try:
+        cfg = _build(Config, data, "")
+        _relations(cfg)
+    except ConfigError as exc:
+        raise _labelled(exc, labels) from None
+    return cfg
+
+
+def build_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> Config:
+    """Build and validate a Config from a parsed TOML mapping plus environment overrides."""
+    data = _deepcopy(raw)
+    labels: dict[str, str] = {}
+    for parts, value, name in env_overrides(os.environ if environ is None else environ):
+        _set_path(data, parts, value, name)
+        labels[".".join(parts)] = name
+    return _build_all(data, labels)
+
+
+def with_overrides(cfg: Config, overrides: Mapping[str, Any], *,
+                   labels: Mapping[str, str] | None = None) -> Config:
+    """`cfg` with dotted keys replaced (e.g. {"server.port": 0}), validated exactly like the file.
+
+    `labels` names where each override came from (e.g. {"server.port": "--port"}) for error messages.
+    """
+    from hub.config.dump import to_raw
+
+    data = to_raw(cfg)
+    names = {key: (labels or {}).get(key, key) for key in overrides}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if _lookup(parts) is None:
+            raise ConfigError(f"{names[key]}: {key} is not a config key", key=key)
+        _set_path(data, parts, value, names[key])
+    return _build_all(data, {k: v for k, v in names.items() if v != k})
+
+
+def _deepcopy(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """`$HUB_CONFIG` if set, else ./config.toml."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("HUB_CONFIG") or "config.toml")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Load, override from the environment and validate; raise ConfigError on any problem."""
+    p = Path(path) if path is not None else default_config_path(environ)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text "
+                          f"(byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {str(exc)[:200]}") from None
+    return build_config(raw, environ=environ)
