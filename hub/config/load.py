@@ -21,9 +21,10 @@ from hub.secrets import redact_url, redact_webhook
 class ConfigError(ValueError):
     """A config problem; the message names the key (and the variable or option that set it)."""
 
-    def __init__(self, message: str, *, key: str = "") -> None:
+    def __init__(self, message: str, *, key: str = "", related: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.key = key
+        self.keys = (key, *related) if key else related  # every key the problem involves
 
 
 # --------------------------------------------------------------------------- showing values safely
@@ -159,10 +160,12 @@ def _relations(cfg: Config) -> None:
     p = cfg.sources.prometheus
     if bool(p.basic_auth_user) != bool(p.basic_auth_password):
         raise ConfigError("sources.prometheus.basic_auth_user/basic_auth_password: set both or neither",
-                          key="sources.prometheus.basic_auth_user")
+                          key="sources.prometheus", related=("sources.prometheus.basic_auth_user",
+                                                             "sources.prometheus.basic_auth_password"))
     if p.bearer_token and p.basic_auth_user:
         raise ConfigError("sources.prometheus: bearer_token and basic_auth_user are mutually exclusive",
-                          key="sources.prometheus.bearer_token")
+                          key="sources.prometheus", related=("sources.prometheus.bearer_token",
+                                                             "sources.prometheus.basic_auth_user"))
     names: set[str] = set()
     for i, tok in enumerate(cfg.auth.tokens):
         if tok.name in names:
@@ -244,9 +247,10 @@ def _set_path(raw: dict[str, Any], parts: list[str], value: Any, label: str) -> 
 
 def _labelled(exc: ConfigError, labels: Mapping[str, str]) -> ConfigError:
     """`exc` prefixed with the variable or option that set its key, if one did."""
-    for key, label in labels.items():
-        if exc.key == key or exc.key.startswith((key + ".", key + "[")):
-            return ConfigError(f"{label}: {exc}", key=exc.key)
+    found = [label for key, label in labels.items()
+             for k in exc.keys if k == key or k.startswith((key + ".", key + "["))]
+    if found:
+        return ConfigError(f"{', '.join(dict.fromkeys(found))}: {exc}", key=exc.key, related=exc.keys[1:])
     return exc
 
 
