@@ -1,8 +1,8 @@
 """Configuration: every key declared once (schema), loaded from TOML and the environment (load), frozen."""
 
+from hub.config.convert import ConfigError
 from hub.config.dump import redacted_dict, to_raw
 from hub.config.load import (
-    ConfigError,
     build_config,
     default_config_path,
     env_overrides,
