@@ -19,13 +19,15 @@ from hub.admission import Admission, parse_networks
 from hub.audit import Audit
 from hub.auth import Authenticator, AuthFailures
 from hub.broadcast import Broadcaster
-from hub.config import Config, secrets_of
+from hub.config import Config
+from hub.secrets import secrets_of
 from hub.context import CONFIG_KEY, HUB, METRICS_KEY, Hub
 from hub.feed import Feed
 from hub.metrics import HubMetrics
 from hub.page import Page, check_page
 from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
+from hub.notify import Notifier
 from hub.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ AUDIT_SWEEP = 15.0
 
 
 def build_sources(config: Config, *, secrets: list[str], metrics: HubMetrics, broadcaster: Broadcaster,
+                  notifier: Notifier | None = None,
                   extra: Sequence[Source] = ()) -> tuple[list[Source], list[tuple[str, tuple[str, ...]]]]:
     """The sources to collect and (name, sections) of the disabled ones.
 
@@ -60,9 +63,20 @@ def build_sources(config: Config, *, secrets: list[str], metrics: HubMetrics, br
     if src.business.enabled:
         from hub.sources.business import BusinessSource
 
-        enabled.append(BusinessSource(src.business, cache_ttl=config.broadcast.interval, secrets=secrets))
+        business = BusinessSource(src.business, cache_ttl=config.broadcast.interval, secrets=secrets)
+        enabled.append(business)
     else:
+        business = None
         disabled.append(("business", ("business",)))
+    if src.health.enabled:
+        from hub.sources.health import HealthSource
+
+        h = src.health
+        enabled.append(HealthSource(checks=h.checks, timeout=h.timeout, failures_before_down=h.failures_before_down,
+                                    ca_file=h.ca_file, database_ping=business.ping if business else None,
+                                    metrics=metrics, notifier=notifier, secrets=secrets))
+    else:
+        disabled.append(("health", ("health",)))
     replaced = {s.name for s in extra}
     enabled = [s for s in enabled if s.name not in replaced] + list(extra)
     disabled = [(n, secs) for n, secs in disabled if n not in replaced]
@@ -97,14 +111,18 @@ async def _sweep_auth_failures(hub: Hub) -> None:
                             window_seconds=60)
 
 
-def _lifecycle(sources: Sequence[Source]):  # type: ignore[no-untyped-def]
+def _lifecycle(sources: Sequence[Source], notifier: Notifier | None):  # type: ignore[no-untyped-def]
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        """Start sources and the publisher; on cleanup cancel the tasks, then close sources."""
+        """Start the notifier, sources and the publisher; on cleanup stop them in reverse."""
         hub = app[HUB]
         hub.metrics.set_info()
+        if notifier is not None:
+            await notifier.start()
         try:
             await _start_sources(sources)
         except BaseException:
+            if notifier is not None:
+                await notifier.close()
             hub.audit.close()
             raise
         tasks = [asyncio.create_task(hub.publisher.run(), name="hub-publisher"),
@@ -116,6 +134,8 @@ def _lifecycle(sources: Sequence[Source]):  # type: ignore[no-untyped-def]
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await _close_sources(sources)
+        if notifier is not None:
+            await notifier.close()  # delivers what is queued, briefly
         hub.audit.close()
 
     return lifecycle
@@ -148,11 +168,15 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     metrics = HubMetrics()
     metrics.max_connections.set(config.server.max_connections)
     # Sources first (they declare their sections), then the feed that filters by them.
-    feed = Feed(history_size=b.history_size, history_max_bytes=getattr(b, "history_max_bytes", 64 << 20),
+    feed = Feed(history_size=b.history_size, history_max_bytes=b.history_max_bytes,
                 source_sections={})
     broadcaster = Broadcaster(feed=feed, max_client_buffer_bytes=b.max_client_buffer_bytes, metrics=metrics)
+    audit = Audit(path=config.audit.path)
+    # Only a collecting replica's health source sees transitions, so only it notifies.
+    notifier = (Notifier(slack_webhook_url=config.notify.slack_webhook_url, audit=audit.event, metrics=metrics)
+                if config.notify.slack_webhook_url else None)
     sources, disabled = build_sources(config, secrets=secrets, metrics=metrics, broadcaster=broadcaster,
-                                      extra=extra_sources)
+                                      notifier=notifier, extra=extra_sources)
     feed.source_sections = {s.name: s.sections for s in sources} | dict(disabled)
     business = next((s for s in sources if s.name == "business" and hasattr(s, "metrics_for")), None)
     collected = [s for s in sources if role == "all"]
@@ -172,10 +196,10 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     s = config.server
     hub = Hub(config=config, role=role, metrics=metrics, feed=feed, broadcaster=broadcaster, publisher=publisher,
               auth=Authenticator(config.auth.tokens),
-              auth_failures=AuthFailures(getattr(s, "auth_failures_per_minute", 10)),
-              audit=Audit(path=config.audit.path),
+              auth_failures=AuthFailures(s.auth_failures_per_minute),
+              audit=audit,
               admission=Admission(max_connections=s.max_connections, max_per_ip=s.max_connections_per_ip),
-              trusted_proxies=parse_networks(getattr(s, "trusted_proxies", ())), secrets=secrets,
+              trusted_proxies=parse_networks(s.trusted_proxies), secrets=secrets,
               business=business)  # type: ignore[arg-type]
 
     app = web.Application(client_max_size=s.max_message_bytes)
@@ -196,6 +220,6 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     page.add_routes(app)
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
-    app.cleanup_ctx.append(_lifecycle(sources))
+    app.cleanup_ctx.append(_lifecycle(sources, notifier))
     app.on_shutdown.append(_on_shutdown)
     return app

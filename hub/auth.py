@@ -115,7 +115,7 @@ WINDOW = 60.0
 class AuthFailures:
     """Failed authentications per client address, in fixed one-minute windows.
 
-    After `per_minute` failures an address is refused (429) until its window ends. Only the first
+    After `per_minute` failures (0: never) an address is refused (429) until its window ends. Only the first
     failure of a window is audited on its own; the rest are reported once, as a count, when the
     window ends, so brute force can neither guess quickly nor flood the audit log.
     """
@@ -131,7 +131,7 @@ class AuthFailures:
         w = self._windows.get(ip)
         if w is None or self.clock() - w[0] >= WINDOW:
             return False
-        if w[1] >= self.per_minute:
+        if self.per_minute and w[1] >= self.per_minute:
             w[2] += 1
             return True
         return False

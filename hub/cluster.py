@@ -35,7 +35,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from hub.broadcast import Broadcaster
-from hub.config import ClusterConfig, redact_url, scrub
+from hub.config import ClusterConfig
+from hub.secrets import redact_url, scrub
 from hub.feed import Entry
 from hub.metrics import HubMetrics
 from hub.publish import LocalPublisher, Publisher, new_epoch

@@ -147,6 +147,7 @@ class Feed:
         self.points: collections.deque[dict[str, Any]] = collections.deque(maxlen=history_size)
         #: source name -> data sections it fills, for filtering `sources` per topic set
         self.source_sections = dict(source_sections)
+        self.default_epoch = ""
 
     @property
     def latest(self) -> Entry | None:
@@ -160,8 +161,8 @@ class Feed:
 
     @property
     def epoch(self) -> str:
-        """epoch of the newest snapshot ("" before the first)."""
-        return self.history[-1].epoch if self.history else ""
+        """epoch of the newest snapshot (before the first: the publisher's, when it knows it)."""
+        return self.history[-1].epoch if self.history else self.default_epoch
 
     def append(self, entry: Entry, data: Mapping[str, Any]) -> bool:
         """Keep `entry` as the latest; False (ignored) unless it is newer within the same epoch.

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from hub.secrets import RedactFilter, clean
+
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
 
@@ -41,7 +43,6 @@ FOOTER = "Healthcare DevOps Pipeline"
 #: unreachable for a long time, and newer messages are dropped (counted) rather than using memory.
 MAX_QUEUE = 256
 #: Longest error text kept in audit lines and logs.
-MAX_REASON = 300
 #: Slack acknowledges within a second or two; a slow answer is retried like a 5xx.
 REQUEST_TIMEOUT = 10.0
 
@@ -83,28 +84,6 @@ def slack_payload(n: Notification) -> dict[str, Any]:
             "ts": int(n.ts),
         }],
     }
-
-
-class RedactFilter(logging.Filter):
-    """Rewrites records that contain any of `secrets` (httpx logs full request URLs at INFO)."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if any(s in msg for s in self.secrets):
-            record.msg, record.args = scrub(msg, self.secrets), ()
-        return True
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret replaced by '***', cut to MAX_REASON characters."""
-    for s in secrets:
-        if s and s in text:
-            text = text.replace(s, "***")
-    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
 
 
 class _Retry(Exception):
@@ -292,7 +271,7 @@ class Notifier:
             logger.exception("notifier: audit callback failed")
 
     def _clean(self, text: str) -> str:
-        return scrub(text, self._secrets)
+        return clean(text, self._secrets)
 
 
 def _slack_escape(text: str) -> str:

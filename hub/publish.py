@@ -102,6 +102,7 @@ class LocalPublisher(Publisher):
         self.interval = interval
         self.epoch = epoch or new_epoch()
         self.seq = 0
+        broadcaster.feed.default_epoch = self.epoch
 
     async def tick(self) -> None:
         """Collect, number and deliver one snapshot; a failure is counted, and the next tick still comes."""

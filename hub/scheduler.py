@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from hub.metrics import HubMetrics
-from hub.config import scrub
+from hub.secrets import scrub
 from hub.sources.base import Source, SourceError, SourceResult
 from hub.vocab import TOPICS, safe_text, utc_iso
 

@@ -7,7 +7,7 @@ import time
 from typing import Any, TypedDict
 
 #: the sections of `data` in every metrics_update, in their wire order; also the subscribable topics
-TOPICS: tuple[str, ...] = ("system", "application", "business", "alerts")
+TOPICS: tuple[str, ...] = ("system", "application", "business", "alerts", "health")
 
 #: the seed's business windows, for `sources.business.time_range` and `?timeRange=`
 WINDOWS: dict[str, dt.timedelta] = {

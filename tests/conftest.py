@@ -24,7 +24,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 TEST_BASE: dict[str, Any] = {
     "broadcast": {"interval": 0.2, "heartbeat": 5.0},
-    "sources": {"prometheus": {"enabled": False}, "business": {"enabled": False}},
+    "sources": {"prometheus": {"enabled": False}, "business": {"enabled": False}, "health": {"enabled": False}},
 }
 
 

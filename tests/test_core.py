@@ -62,7 +62,7 @@ async def test_snapshot_on_connect(aiohttp_client, make_config):
         assert first["type"] == "metrics_update"
         assert first["seq"] >= st.feed.latest.seq - 1
         assert set(first) == {"type", "seq", "epoch", "timestamp", "data", "sources"}
-        assert set(first["data"]) == {"system", "application", "business", "alerts"}
+        assert set(first["data"]) == {"system", "application", "business", "alerts", "health"}
         assert first["data"]["system"] is None and first["data"]["business"] is None
         app = first["data"]["application"]
         for key in ("activeConnections", "memoryUsage", "uptime", "cpuPercent", "openFds", "threads",

@@ -243,7 +243,7 @@ async def test_topic_limited_token_never_receives_other_sections(authed, tmp_pat
     await audited(tmp_path, "policy_violation", token="wallboard", reason="topic business not allowed")
     # the unlimited token gets every section
     snap = await (await authed.get("/api/metrics/snapshot", headers=bearer(TOKEN_ALL))).json()
-    assert sections_of(snap) == {"system", "application", "business", "alerts"}
+    assert sections_of(snap) == {"system", "application", "business", "alerts", "health"}
 
 
 async def test_cross_site_websocket_hijacking_refused_even_with_valid_token(authed, tmp_path):

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from hub.notify import Notification, RedactFilter, scrub
+from hub.notify import Notification
+from hub.secrets import RedactFilter, clean, scrub
 from hub.sources.base import Source, SourceResult
 from hub.vocab import utc_iso
 
@@ -221,7 +222,7 @@ class HealthSource(Source):
         return {"healthy": all(details.values()), "details": details, "checks": checks}
 
     def _clean(self, text: str) -> str:
-        return scrub(text, self._secrets)
+        return clean(text, self._secrets)
 
 
 def _transport_reason(exc: httpx.HTTPError) -> str:

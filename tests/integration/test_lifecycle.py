@@ -137,6 +137,7 @@ async def test_every_message_carries_an_epoch_that_changes_when_seq_restarts(aio
     epochs, firsts = [], []
     for _ in range(2):
         client = await aiohttp_client(create_app(make_config({"broadcast": {"interval": 0.1}})))
+        await wait_for(lambda: client.app[HUB].feed.seq >= 2)
         async with client.ws_connect("/ws?history=5") as ws:
             hist = await recv_json(ws)
             live = await recv_json(ws)

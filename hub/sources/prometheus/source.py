@@ -13,7 +13,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from hub.config import PrometheusSourceConfig, redact_url, scrub
+from hub.config import PrometheusSourceConfig
+from hub.secrets import redact_url, scrub
 from hub.sources.base import Source, SourceError, SourceResult
 from hub.sources.prometheus.fetch import Answer, Failure, decode, fetch, strip_userinfo
 from hub.sources.prometheus.shape import BadAnswer, shape_alerts, shape_result, text_warnings
@@ -25,8 +26,6 @@ logger = logging.getLogger(__name__)
 #: tick reuses the previous tick's connections, shorter than common proxy idle limits (60 s).
 KEEPALIVE_EXPIRY = 30.0
 #: defaults of sources.prometheus.max_series / max_response_bytes (see docs/prometheus.md)
-DEFAULT_MAX_SERIES = 10_000
-DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 class PrometheusSource(Source):
@@ -38,9 +37,8 @@ class PrometheusSource(Source):
         self._cfg = cfg
         self.sections = ("system", "alerts") if cfg.alerts else ("system",)
         self.timeout = cfg.timeout
-        # getattr: these keys join PrometheusSourceConfig separately; plain attributes once they have.
-        self._max_series: int = getattr(cfg, "max_series", DEFAULT_MAX_SERIES)
-        self._max_bytes: int = getattr(cfg, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+        self._max_series = cfg.max_series
+        self._max_bytes = cfg.max_response_bytes
         base = cfg.url.rstrip("/")
         self._query_url = f"{base}/api/v1/query"
         self._alerts_url = f"{base}/api/v1/alerts"
