@@ -52,22 +52,18 @@ def _install_uvloop() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the hub until SIGTERM/SIGINT."""
-    from aiohttp import web
-
     from hub.app import create_app
+    from hub.serve import BindError, bind, run
 
     cfg = _load(args.config, host=args.host, port=args.port)
-    host, port = cfg.server.host, cfg.server.port
     try:
         app = create_app(cfg, role=args.role)
-    except ValueError as exc:
+        sock = bind(cfg.server.host, cfg.server.port)
+    except (ValueError, BindError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _install_uvloop()
-    log.info("hub serving on http://%s:%s (role %s)", host, port, args.role)
-    # backlog: aiohttp's default of 128 resets connections during a reconnect storm of wall screens.
-    web.run_app(app, host=host, port=port, shutdown_timeout=3.0, print=None, backlog=2048,
-                access_log=logging.getLogger("aiohttp.access"))
+    run(app, cfg, sock, role=args.role)
     return 0
 
 
