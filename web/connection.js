@@ -10,6 +10,7 @@ const BACKOFF_BASE_MS = 1000;
 const BACKOFF_CAP_MS = 30000;
 const WATCHDOG_MIN_S = 20;       // never replace a silent socket sooner than this
 const PING_AFTER_S = 5;          // ask a silent socket for a pong at most this often
+const HISTORY_SLACK_S = 5;       // extra history asked for on a reconnect, in seconds of ticks
 // RFC 7230 tchar: what may travel in Sec-WebSocket-Protocol.
 const TOKEN_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
 
@@ -78,10 +79,13 @@ function wsUrl(history) {
 }
 
 // After a gap, ask only for what was missed (plus a margin); the first load asks for all.
+// The margin covers the ticks that pass while the handshake is under way: two ticks, and at
+// least HISTORY_SLACK_S seconds of them (a slow proxy or a busy hub, at short intervals).
 function historyCount() {
   if (!state.last) return MAX_POINTS;
   const gap = (performance.now() - state.lastAt) / 1000;
-  return Math.max(2, Math.min(MAX_POINTS, Math.ceil(gap / state.interval) + 2));
+  const margin = Math.max(2, Math.ceil(HISTORY_SLACK_S / state.interval));
+  return Math.max(2, Math.min(MAX_POINTS, Math.ceil(gap / state.interval) + margin));
 }
 
 function openSocket() {
