@@ -1,4 +1,9 @@
-"""The app factory: `create_app(config)` wires config, sources, scheduler, feed, metrics and routes."""
+"""The app factory: `create_app(config)` builds every component once and wires the routes.
+
+Reading order for a new maintainer: sources (hub.sources) -> Scheduler (hub.scheduler: budgets,
+isolation, encoding) -> Publisher (hub.publish / hub.cluster: seq and epoch) -> Broadcaster
+(hub.broadcast: feed, frames, fan-out) -> clients (hub.ws: the protocol; hub.views: HTTP).
+"""
 
 from __future__ import annotations
 
@@ -6,140 +11,215 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 from aiohttp import web
 
-from hub import views
+from hub import views, ws
+from hub.admission import Admission, parse_networks
 from hub.audit import Audit
-from hub.auth import Authenticator
-from hub.broadcast import Feed
-from hub.config import Config, secrets_of
+from hub.auth import Authenticator, AuthFailures
+from hub.broadcast import Broadcaster
+from hub.config import Config
+from hub.secrets import secrets_of
+from hub.context import CONFIG_KEY, HUB, METRICS_KEY, Hub
+from hub.feed import Feed
 from hub.metrics import HubMetrics
+from hub.page import Page, check_page
+from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
+from hub.notify import Notifier
 from hub.sources.base import Source
-from hub.state import CONFIG_KEY, METRICS_KEY, STATE_KEY, HubState
 
 log = logging.getLogger(__name__)
 
 ROLES = ("all", "edge")
+#: how often ended auth-failure windows are summarised into the audit log
+AUDIT_SWEEP = 15.0
 
 
-def build_sources(st: HubState) -> tuple[list[Source], list[tuple[str, tuple[str, ...]]]]:
-    """The enabled sources for `st.config`, and (name, sections) of the disabled ones."""
-    cfg = st.config
+def build_sources(config: Config, *, secrets: list[str], metrics: HubMetrics, broadcaster: Broadcaster,
+                  notifier: Notifier | None = None,
+                  extra: Sequence[Source] = ()) -> tuple[list[Source], list[tuple[str, tuple[str, ...]]]]:
+    """The sources to collect and (name, sections) of the disabled ones.
+
+    An `extra` source (embedding, tests, the demo) replaces a configured or disabled one of the
+    same name; otherwise it is collected beside them.
+    """
+    src = config.sources
     enabled: list[Source] = []
     disabled: list[tuple[str, tuple[str, ...]]] = []
-    interval = cfg.broadcast.interval
-    if cfg.sources.process.enabled:
+    if src.process.enabled:
         from hub.sources.process import ProcessSource
 
-        enabled.append(ProcessSource(active_connections=lambda: len(st.feed.clients)))
+        enabled.append(ProcessSource(active_connections=lambda: len(broadcaster.clients)))
     else:
         disabled.append(("process", ("application",)))
-    if cfg.sources.prometheus.enabled:
+    if src.prometheus.enabled:
         from hub.sources.prometheus import PrometheusSource
 
-        enabled.append(PrometheusSource(cfg.sources.prometheus, secrets=st.secrets))
+        enabled.append(PrometheusSource(src.prometheus, secrets=secrets))
     else:
         disabled.append(("prometheus", ("system", "alerts")))
-    if cfg.sources.business.enabled:
+    if src.business.enabled:
         from hub.sources.business import BusinessSource
 
-        st.business = BusinessSource(cfg.sources.business, cache_ttl=interval, secrets=st.secrets)
-        enabled.append(st.business)
+        business = BusinessSource(src.business, cache_ttl=config.broadcast.interval, secrets=secrets)
+        enabled.append(business)
     else:
+        business = None
         disabled.append(("business", ("business",)))
+    if src.health.enabled:
+        from hub.sources.health import HealthSource
+
+        h = src.health
+        enabled.append(HealthSource(checks=h.checks, timeout=h.timeout, failures_before_down=h.failures_before_down,
+                                    ca_file=h.ca_file, database_ping=business.ping if business else None,
+                                    metrics=metrics, notifier=notifier, secrets=secrets))
+    else:
+        disabled.append(("health", ("health",)))
+    replaced = {s.name for s in extra}
+    enabled = [s for s in enabled if s.name not in replaced] + list(extra)
+    disabled = [(n, secs) for n, secs in disabled if n not in replaced]
     return enabled, disabled
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """Start sources and the tick loop; on cleanup stop the loop, then close sources."""
-    st = app[STATE_KEY]
-    st.metrics.set_info()
-    for source in st.sources:
-        await source.start()
-    tasks: list[asyncio.Task[Any]] = []
-    if st.cluster is not None:
-        tasks.append(asyncio.create_task(st.cluster.run(), name="hub-cluster"))
-    elif st.scheduler is not None:
-        tasks.append(asyncio.create_task(st.scheduler.run(ready=lambda: _mark_ready(st)), name="hub-ticks"))
-    yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    for source in st.sources:
+async def _start_sources(sources: Sequence[Source]) -> None:
+    """Start every source; if one fails, close the ones already started and re-raise."""
+    started: list[Source] = []
+    try:
+        for source in sources:
+            await source.start()
+            started.append(source)
+    except BaseException:
+        await _close_sources(started)
+        raise
+
+
+async def _close_sources(sources: Sequence[Source]) -> None:
+    for source in reversed(sources):
         try:
             await source.close()
         except Exception:
             log.exception("closing source %s failed", source.name)
-    st.audit.close()
 
 
-def _mark_ready(st: HubState) -> None:
-    st.ready = True
+async def _sweep_auth_failures(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(AUDIT_SWEEP)
+        for ip, failures, refused in hub.auth_failures.sweep():
+            hub.audit.event("auth_failure_repeated", remote=ip, failures=failures, refused=refused,
+                            window_seconds=60)
+
+
+def _lifecycle(sources: Sequence[Source], notifier: Notifier | None):  # type: ignore[no-untyped-def]
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        """Start the notifier, sources and the publisher; on cleanup stop them in reverse."""
+        hub = app[HUB]
+        hub.metrics.set_info()
+        if notifier is not None:
+            await notifier.start()
+        try:
+            await _start_sources(sources)
+        except BaseException:
+            if notifier is not None:
+                await notifier.close()
+            hub.audit.close()
+            raise
+        tasks = [asyncio.create_task(hub.publisher.run(), name="hub-publisher"),
+                 asyncio.create_task(_sweep_auth_failures(hub), name="hub-auth-sweep")]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await _close_sources(sources)
+        if notifier is not None:
+            await notifier.close()  # delivers what is queued, briefly
+        hub.audit.close()
+
+    return lifecycle
 
 
 async def _on_shutdown(app: web.Application) -> None:
     # Close every client with 1001 (going away) before aiohttp waits for handlers to end.
-    await app[STATE_KEY].feed.close_all(code=1001, message=b"server shutdown")
+    await app[HUB].broadcaster.close_all(code=1001, message=b"server shutdown")
 
 
-def _add_page_routes(app: web.Application) -> None:
-    # The page's own files by name (no directory listing, no traversal), vendored files under /vendor.
-    if not views.WEB_DIR.is_dir():
-        return
-    for path in sorted(views.WEB_DIR.iterdir()):
-        if path.is_file() and path.name != "index.html" and not path.name.startswith("."):
-            app.router.add_get(f"/{path.name}", views.static_file(path))
-    if (views.WEB_DIR / "vendor").is_dir():
-        app.router.add_static("/vendor/", views.WEB_DIR / "vendor", show_index=False, follow_symlinks=False)
+def _index(page: Page):  # type: ignore[no-untyped-def]
+    async def index(request: web.Request) -> web.StreamResponse:
+        """`/`: a WebSocket upgrade is served exactly like `/ws` (the seed's server took any path);
+        anything else gets the dashboard page."""
+        if ws.is_upgrade(request):
+            return await ws.ws_handler(request)
+        return await page.index(request)
+
+    return index
 
 
 def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Source] = ()) -> web.Application:
-    """Build the hub application for `config`; `role` "edge" never collects (cluster mode).
-
-    `extra_sources` are collected beside the configured ones (embedding, tests).
-    """
+    """Build the hub application for `config`; `role` "edge" never collects (cluster mode)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if role == "edge" and not config.cluster.redis_url:
+        raise ValueError("role 'edge' needs [cluster] redis_url: an edge replica never collects")
+    b = config.broadcast
+    secrets = secrets_of(config)
     metrics = HubMetrics()
     metrics.max_connections.set(config.server.max_connections)
-    feed = Feed(history_size=config.broadcast.history_size,
-                max_client_buffer_bytes=config.broadcast.max_client_buffer_bytes, metrics=metrics)
-    st = HubState(config=config, metrics=metrics, feed=feed, auth=Authenticator(config.auth.tokens),
-                  audit=Audit(path=config.audit.path), role=role, secrets=secrets_of(config))
-    sources, disabled = build_sources(st)
-    sources += list(extra_sources)
+    # Sources first (they declare their sections), then the feed that filters by them.
+    feed = Feed(history_size=b.history_size, history_max_bytes=b.history_max_bytes,
+                source_sections={})
+    broadcaster = Broadcaster(feed=feed, max_client_buffer_bytes=b.max_client_buffer_bytes, metrics=metrics)
+    audit = Audit(path=config.audit.path)
+    # Only a collecting replica's health source sees transitions, so only it notifies.
+    notifier = (Notifier(slack_webhook_url=config.notify.slack_webhook_url, audit=audit.event, metrics=metrics)
+                if config.notify.slack_webhook_url else None)
+    sources, disabled = build_sources(config, secrets=secrets, metrics=metrics, broadcaster=broadcaster,
+                                      notifier=notifier, extra=extra_sources)
     feed.source_sections = {s.name: s.sections for s in sources} | dict(disabled)
-    if role == "edge":
-        sources = []
-    st.sources = sources
-    st.scheduler = Scheduler(sources=sources, disabled=disabled, interval=config.broadcast.interval,
-                             metrics=metrics, sink=feed.deliver, secrets=st.secrets)
+    business = next((s for s in sources if s.name == "business" and hasattr(s, "metrics_for")), None)
+    collected = [s for s in sources if role == "all"]
+    scheduler = Scheduler(sources=collected, disabled=disabled, interval=b.interval, metrics=metrics,
+                          secrets=secrets) if role == "all" else None
+    publisher: Publisher
     if config.cluster.redis_url:
-        from hub.cluster import Cluster
+        from hub.cluster import RedisPublisher
 
-        st.cluster = Cluster(st)
-    elif role == "edge":
-        raise ValueError("role 'edge' needs [cluster] redis_url: an edge replica never collects")
+        publisher = RedisPublisher(cfg=config.cluster, interval=b.interval, history_size=b.history_size,
+                                   role=role, scheduler=scheduler, broadcaster=broadcaster, metrics=metrics,
+                                   secrets=secrets)
+    else:
+        assert scheduler is not None
+        publisher = LocalPublisher(scheduler=scheduler, broadcaster=broadcaster, metrics=metrics,
+                                   interval=b.interval)
+    s = config.server
+    hub = Hub(config=config, role=role, metrics=metrics, feed=feed, broadcaster=broadcaster, publisher=publisher,
+              auth=Authenticator(config.auth.tokens),
+              auth_failures=AuthFailures(s.auth_failures_per_minute),
+              audit=audit,
+              admission=Admission(max_connections=s.max_connections, max_per_ip=s.max_connections_per_ip),
+              trusted_proxies=parse_networks(s.trusted_proxies), secrets=secrets,
+              business=business)  # type: ignore[arg-type]
 
-    app = web.Application(client_max_size=config.server.max_message_bytes)
+    app = web.Application(client_max_size=s.max_message_bytes)
     app.on_response_prepare.append(views.security_headers)
     app[CONFIG_KEY] = config
-    app[STATE_KEY] = st
     app[METRICS_KEY] = metrics
-    app.router.add_get("/", views.index)
-    app.router.add_get("/ws", views.ws_handler)
+    app[HUB] = hub
+    page = Page.locate()
+    check_page(page)
+    app.router.add_get("/", _index(page))
+    app.router.add_get("/ws", ws.ws_handler)
     app.router.add_get("/health", views.health)
     app.router.add_get("/ready", views.ready)
     app.router.add_get("/metrics", views.metrics)
     app.router.add_get("/api/metrics/snapshot", views.snapshot)
     app.router.add_get("/api/metrics/history", views.history)
     app.router.add_get("/api/metrics/business", views.business)
-    _add_page_routes(app)
-    app.cleanup_ctx.append(_lifecycle)
+    page.add_routes(app)
+    # Edge replicas start every source too (the business one serves /api/metrics/business) but
+    # never collect; only the scheduler of a collecting replica ticks them.
+    app.cleanup_ctx.append(_lifecycle(sources, notifier))
     app.on_shutdown.append(_on_shutdown)
     return app

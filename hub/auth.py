@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -42,17 +45,31 @@ class AuthError(Exception):
     """Missing or wrong token; the message is safe to show (it never holds the token)."""
 
 
-def presented_token(request: web.Request) -> str | None:
+def presented_token(request: web.BaseRequest) -> str | None:
     """The token the request carries: Authorization: Bearer, or a 'bearer.' WebSocket subprotocol."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
-        proto = proto.strip()
-        if proto.startswith(BEARER_PROTOCOL_PREFIX) and len(proto) > len(BEARER_PROTOCOL_PREFIX):
+    for proto in offered_protocols(request):
+        if proto.lower().startswith(BEARER_PROTOCOL_PREFIX) and len(proto) > len(BEARER_PROTOCOL_PREFIX):
             return proto[len(BEARER_PROTOCOL_PREFIX):]
     return None
+
+
+def offered_protocols(request: web.BaseRequest) -> list[str]:
+    """The WebSocket subprotocols the client offered, in order."""
+    return [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+
+
+def bearer_protocol_ok(request: web.BaseRequest) -> bool:
+    """False when a bearer subprotocol (any case) is offered without hub.v1.
+
+    aiohttp logs the client's whole subprotocol list at WARNING when none matches ours, which would
+    put the token into the hub's log; such a request is refused before aiohttp sees it.
+    """
+    offered = offered_protocols(request)
+    return SUBPROTOCOL in offered or not any(p.lower().startswith(BEARER_PROTOCOL_PREFIX) for p in offered)
 
 
 class Authenticator:
@@ -72,7 +89,7 @@ class Authenticator:
         """True when any token is configured."""
         return bool(self._entries)
 
-    def check(self, request: web.Request) -> Principal:
+    def check(self, request: web.BaseRequest) -> Principal:
         """The request's principal, or AuthError when a token is required and not valid."""
         if not self._entries:
             return ANONYMOUS
@@ -88,3 +105,63 @@ class Authenticator:
         if match is None:
             raise AuthError("invalid token")
         return Principal(name=match.name, topics=match.topics or None)
+
+
+#: at most this many addresses are tracked; beyond it the oldest window is forgotten
+MAX_TRACKED = 100_000
+WINDOW = 60.0
+
+
+class AuthFailures:
+    """Failed authentications per client address, in fixed one-minute windows.
+
+    After `per_minute` failures (0: never) an address is refused (429) until its window ends. Only the first
+    failure of a window is audited on its own; the rest are reported once, as a count, when the
+    window ends, so brute force can neither guess quickly nor flood the audit log.
+    """
+
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        # address -> [window start, failures, refusals]; ordered oldest window first
+        self._windows: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
+
+    def blocked(self, ip: str) -> bool:
+        """True while `ip` has used up its failures for the current window."""
+        w = self._windows.get(ip)
+        if w is None or self.clock() - w[0] >= WINDOW:
+            return False
+        if self.per_minute and w[1] >= self.per_minute:
+            w[2] += 1
+            return True
+        return False
+
+    def record(self, ip: str) -> int:
+        """Count one failure for `ip`; return its number within the current window (1: the first)."""
+        now = self.clock()
+        w = self._windows.get(ip)
+        if w is None or now - w[0] >= WINDOW:
+            w = self._windows[ip] = [now, 0, 0]
+            self._windows.move_to_end(ip)
+            while len(self._windows) > MAX_TRACKED:
+                self._windows.popitem(last=False)
+        w[1] += 1
+        return int(w[1])
+
+    def retry_after(self, ip: str) -> int:
+        """Seconds until `ip`'s window ends."""
+        w = self._windows.get(ip)
+        return max(1, int(WINDOW - (self.clock() - w[0])) + 1) if w else 1
+
+    def sweep(self) -> list[tuple[str, int, int]]:
+        """Forget ended windows; return (address, failures, refusals) of those with repeats to report."""
+        now = self.clock()
+        out: list[tuple[str, int, int]] = []
+        while self._windows:
+            ip, w = next(iter(self._windows.items()))
+            if now - w[0] < WINDOW:
+                break
+            del self._windows[ip]
+            if w[1] > 1 or w[2]:
+                out.append((ip, int(w[1]), int(w[2])))
+        return out

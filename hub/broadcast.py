@@ -1,26 +1,24 @@
-"""Fan-out: the feed of snapshots (latest + history) and the prepared-frame broadcast to clients."""
+"""Fan-out: each snapshot is encoded (and compressed) once per topic set and window, then written
+to every client without a per-client await; slow consumers are evicted, never waited for."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import socket
-import struct
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from aiohttp import web
 
+from hub.client import Client, CloseReason, prepared_frame
+from hub.feed import Entry, Feed
 from hub.metrics import HubMetrics
 
 log = logging.getLogger(__name__)
 
-ALL_TOPICS: tuple[str, ...] = ("system", "application", "business", "alerts")
 #: clients handled per slice before yielding to the event loop, so /health and pings stay prompt
 SLICE = 500
 #: each client socket's kernel send buffer is capped to this, so a backlog shows up in the
@@ -28,120 +26,43 @@ SLICE = 500
 SNDBUF_BYTES = 64 * 1024
 #: how long an evicted client gets to read its close frame before the socket is aborted
 EVICT_GRACE = 5.0
+#: payloads at least this big are compressed in a worker thread (zlib releases the GIL), so a
+#: megabyte snapshot never stalls the event loop
+THREAD_COMPRESS_BYTES = 64 * 1024
 
-CloseCode = int
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, uncompressed, final WebSocket text frame (RFC 6455 5.2) holding `payload`."""
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x81, n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + payload
+FrameKey = tuple[tuple[str, ...] | None, int]
 
 
-def filter_snapshot(snapshot: dict[str, Any], topics: tuple[str, ...] | None,
-                    source_sections: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
-    """`snapshot` with `data` reduced to `topics` (None: unchanged).
+class Broadcaster:
+    """The set of clients and the one path by which frames reach them."""
 
-    `sources` keeps only the sources that fill one of `topics` (and sources not in
-    `source_sections`), so a topic-limited token never sees another source's error text.
-    """
-    if topics is None:
-        return snapshot
-    data = snapshot["data"]
-    out = {**snapshot, "data": {k: data[k] for k in topics if k in data}}
-    if source_sections and isinstance(snapshot.get("sources"), dict):
-        out["sources"] = {name: entry for name, entry in snapshot["sources"].items()
-                          if name not in source_sections or set(source_sections[name]) & set(topics)}
-    return out
-
-
-@dataclass(eq=False, slots=True)
-class Client:
-    """One connected WebSocket client as the broadcaster sees it."""
-
-    ws: web.WebSocketResponse
-    transport: asyncio.Transport
-    remote: str = ""
-    token_name: str | None = None
-    #: topics this client's token may receive (None: all)
-    allowed: tuple[str, ...] | None = None
-    #: topics the client subscribed to (None: all it may receive)
-    subscribed: tuple[str, ...] | None = None
-    #: effective topics, derived from the two above; None means every section
-    topics: tuple[str, ...] | None = None
-    close_reason: str | None = None
-    #: the close code the hub sent, when the hub ended the connection
-    close_code: int | None = None
-    last_seq: int = 0
-
-    def set_topics(self, subscribed: tuple[str, ...] | None) -> tuple[str, ...]:
-        """Set the subscription; return the effective topics (never outside `allowed`)."""
-        self.subscribed = subscribed
-        want = subscribed if subscribed is not None else ALL_TOPICS
-        if self.allowed is not None:
-            want = tuple(t for t in want if t in self.allowed)
-        self.topics = None if want == ALL_TOPICS else tuple(t for t in ALL_TOPICS if t in want)
-        return want if self.topics is None else self.topics
-
-
-@dataclass(slots=True)
-class Entry:
-    """A snapshot kept in history, with its encoding cached (encode once, send many)."""
-
-    seq: int
-    snapshot: dict[str, Any]
-    encoded: bytes
-
-
-class Feed:
-    """Latest snapshot, bounded history and the set of clients to fan out to."""
-
-    def __init__(self, *, history_size: int, max_client_buffer_bytes: int, metrics: HubMetrics) -> None:
-        self.history: collections.deque[Entry] = collections.deque(maxlen=history_size)
+    def __init__(self, *, feed: Feed, max_client_buffer_bytes: int, metrics: HubMetrics) -> None:
+        self.feed = feed
         self.clients: set[Client] = set()
         self.max_buffer = max_client_buffer_bytes
         self.metrics = metrics
-        self._evictions: set[asyncio.Task[None]] = set()
+        # One delivery or initial send at a time: a client joining mid-fan-out must neither miss
+        # nor repeat a seq.
         self._lock = asyncio.Lock()
-        #: source name -> data sections it fills, for filtering `sources` per topic set
-        self.source_sections: dict[str, tuple[str, ...]] = {}
+        self._evictions: set[asyncio.Task[None]] = set()
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ frames
 
-    @property
-    def latest(self) -> Entry | None:
-        """The newest snapshot, or None before the first tick."""
-        return self.history[-1] if self.history else None
+    async def frame(self, entry: Entry, key: FrameKey) -> bytes:
+        """The frame of `entry` for clients with `key`, cached on the entry while it is the latest."""
+        cached = entry.frames.get(key)
+        if cached is None:
+            topics, bits = key
+            cached = await self.prepare(entry.encode(topics, self.feed.source_sections), bits)
+            entry.frames[key] = cached
+        return cached
 
-    @property
-    def seq(self) -> int:
-        """seq of the newest snapshot (0 before the first)."""
-        return self.history[-1].seq if self.history else 0
-
-    def items(self, limit: int, *, after: int = 0) -> list[Entry]:
-        """Up to `limit` most recent entries with seq > `after`, oldest first."""
-        if limit <= 0:
-            return []
-        out = [e for e in self.history if e.seq > after] if after else list(self.history)
-        return out[-limit:]
-
-    def encode_items(self, entries: Iterable[Entry], topics: tuple[str, ...] | None) -> bytes:
-        """A JSON array of the entries' snapshots, filtered to `topics`, from cached encodings."""
-        if topics is None:
-            return b"[" + b",".join(e.encoded for e in entries) + b"]"
-        return orjson.dumps([filter_snapshot(e.snapshot, topics, self.source_sections) for e in entries])
-
-    def encode_one(self, entry: Entry, topics: tuple[str, ...] | None) -> bytes:
-        """One snapshot as JSON, filtered to `topics`."""
-        if topics is None:
-            return entry.encoded
-        return orjson.dumps(filter_snapshot(entry.snapshot, topics, self.source_sections))
+    @staticmethod
+    async def prepare(payload: bytes, window_bits: int) -> bytes:
+        """`payload` as a ready frame; big compressed ones are built off the event loop."""
+        if window_bits and len(payload) >= THREAD_COMPRESS_BYTES:
+            return await asyncio.get_running_loop().run_in_executor(None, prepared_frame, payload, window_bits)
+        return prepared_frame(payload, window_bits)
 
     # ------------------------------------------------------------------ clients
 
@@ -159,7 +80,7 @@ class Feed:
         self.clients.discard(client)
         self.metrics.connections.set(len(self.clients))
 
-    def evict(self, client: Client, *, code: CloseCode, reason: str, message: bytes = b"") -> None:
+    def evict(self, client: Client, *, code: int, reason: CloseReason, message: bytes = b"") -> None:
         """Close `client` with `code` without awaiting it; abort the socket if it won't go quietly."""
         if client.close_reason is not None:
             return
@@ -167,10 +88,11 @@ class Feed:
         client.close_code = code
         self.discard(client)
         task = asyncio.get_running_loop().create_task(self._close(client, code, message))
+        client.closing = task
         self._evictions.add(task)
         task.add_done_callback(self._evictions.discard)
 
-    async def _close(self, client: Client, code: CloseCode, message: bytes) -> None:
+    async def _close(self, client: Client, code: int, message: bytes) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EVICT_GRACE
         t = client.transport
@@ -179,8 +101,7 @@ class Feed:
                 # drain=False: a slow consumer's buffer may never drain; its close frame
                 # is queued behind the backlog it still has to read.
                 await client.ws.close(code=code, message=message, drain=False)
-            # Give the peer until the deadline to read the backlog and see the close code;
-            # the backlog is already bounded, so holding it a few seconds costs little.
+            # Give the peer until the deadline to read the backlog and see the close code.
             while t.get_write_buffer_size() and loop.time() < deadline:
                 await asyncio.sleep(0.1)
         except (TimeoutError, ConnectionError, RuntimeError):
@@ -189,58 +110,84 @@ class Feed:
             if not t.is_closing() or t.get_write_buffer_size():
                 t.abort()
 
-    # ------------------------------------------------------------------ fan-out
+    async def close_all(self, *, code: int = 1001, message: bytes = b"server shutdown") -> None:
+        """Close every client with `code` (used at shutdown) and wait for the closes, briefly."""
+        for client in list(self.clients):
+            self.evict(client, code=code, reason=CloseReason.SHUTDOWN, message=message)
+        if self._evictions:
+            await asyncio.wait(list(self._evictions), timeout=EVICT_GRACE)
 
-    async def deliver(self, snapshot: dict[str, Any], *, encoded: bytes | None = None) -> None:
-        """Record `snapshot` as the latest and send it to every client (one frame per topic set)."""
-        if encoded is None:
-            encoded = orjson.dumps(snapshot)
-        seq = int(snapshot["seq"])
-        if self.history and seq <= self.history[-1].seq:
-            log.debug("dropping snapshot seq=%s: not newer than %s", seq, self.history[-1].seq)
-            return
-        entry = Entry(seq=seq, snapshot=snapshot, encoded=encoded)
-        self.history.append(entry)
-        self.metrics.ticks.inc()
-        self.metrics.seq.set(seq)
-        # One delivery at a time: a slow slice loop must not interleave two snapshots.
+    # ------------------------------------------------------------------ delivery
+
+    async def deliver(self, entry: Entry, data: Mapping[str, Any]) -> bool:
+        """Keep `entry` in the feed and send it to every client; False when it was not newer."""
         async with self._lock:
+            if not self.feed.append(entry, data):
+                log.debug("dropping snapshot seq=%s: not newer than %s", entry.seq, self.feed.seq)
+                return False
+            self.metrics.ticks.inc()
+            self.metrics.seq.set(entry.seq)
+            self.metrics.history_bytes.set(self.feed.bytes)
+            self.metrics.history_entries.set(len(self.feed.history))
             await self._fan_out(entry)
+            return True
 
     async def _fan_out(self, entry: Entry) -> None:
         t0 = time.perf_counter()
-        frames: dict[tuple[str, ...] | None, bytes] = {}
         limit = self.max_buffer
+        clients = [c for c in self.clients if c.last_seq < entry.seq or c.last_epoch != entry.epoch]
+        # Encode and compress once per distinct (topics, window) before the loop: no await inside it
+        # but the slice yields.
+        frames = {key: await self.frame(entry, key) for key in {c.frame_key for c in clients}}
         sent = 0
         slow: list[Client] = []
-        clients = list(self.clients)
-        seq = entry.seq
         for start in range(0, len(clients), SLICE):
             for client in clients[start:start + SLICE]:
-                transport = client.transport
-                if client.close_reason is not None or transport.is_closing() or client.last_seq >= seq:
+                if not client.can_send():
                     continue
-                if transport.get_write_buffer_size() > limit:
+                if client.transport.get_write_buffer_size() > limit:
                     slow.append(client)
                     continue
-                topics = client.topics
-                frame = frames.get(topics)
-                if frame is None:
-                    frame = frames[topics] = text_frame(self.encode_one(entry, topics))
-                transport.write(frame)
-                client.last_seq = seq
+                client.send_prepared(frames[client.frame_key])
+                client.last_seq, client.last_epoch = entry.seq, entry.epoch
                 sent += 1
             if start + SLICE < len(clients):
                 await asyncio.sleep(0)
         for client in slow:
             log.info("closing slow consumer %s: more than %s bytes unsent", client.remote, limit)
-            self.evict(client, code=1013, reason="slow_consumer", message=b"slow consumer")
+            self.evict(client, code=1013, reason=CloseReason.SLOW_CONSUMER, message=b"slow consumer")
         self.metrics.messages_sent.inc(sent)
         self.metrics.broadcast_duration.observe(time.perf_counter() - t0)
 
-    async def close_all(self, *, code: CloseCode = 1001, message: bytes = b"server shutdown") -> None:
-        """Close every client with `code` (used at shutdown) and wait for the closes, briefly."""
-        for client in list(self.clients):
-            self.evict(client, code=code, reason="shutdown", message=message)
-        if self._evictions:
-            await asyncio.wait(list(self._evictions), timeout=EVICT_GRACE)
+    # ------------------------------------------------------------------ joining
+
+    async def join(self, client: Client, *, history: int = -1, points: int = -1) -> None:
+        """Send the initial message and add `client`, under the delivery lock so no seq is missed.
+
+        The initial message obeys the broadcast's byte budget (`max_client_buffer_bytes`) and is
+        written without awaiting the peer, so a client that never reads holds no more than any
+        slow consumer and is evicted like one.
+        """
+        async with self._lock:
+            feed = self.feed
+            latest = feed.latest
+            frames: list[bytes] = []
+            if points >= 0:
+                payload = feed.encode_points(points, client.topics)
+                frames.append(await self.prepare(payload, client.window_bits))
+                if latest is not None:
+                    frames.append(await self.frame(latest, client.frame_key))
+            elif history >= 0:
+                items, last = feed.encode_items(feed.items(history), client.topics, max_bytes=self.max_buffer)
+                body = b'{"type":"history","epoch":' + orjson.dumps(feed.epoch) + b',"items":' + items + b"}"
+                frames.append(await self.prepare(body, client.window_bits))
+                if latest is not None and last < latest.seq:
+                    frames.append(await self.frame(latest, client.frame_key))
+            elif latest is not None:
+                frames.append(await self.frame(latest, client.frame_key))
+            for frame in frames:
+                client.send_prepared(frame)
+            if latest is not None:
+                client.last_seq, client.last_epoch = latest.seq, latest.epoch
+            self.metrics.messages_sent.inc(len(frames))
+            self.add(client)

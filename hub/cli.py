@@ -10,7 +10,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from hub.config import Config, ConfigError, load_config, redacted_dict
+from hub import __version__
+from hub.config import Config, ConfigError, load_config, redacted_dict, with_overrides
 
 log = logging.getLogger("hub")
 
@@ -28,9 +29,14 @@ def _setup_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _load(path: str | None) -> Config:
+def _load(path: str | None, *, host: str | None = None, port: int | None = None) -> Config:
+    """The config file plus environment, then --host/--port, all validated alike; exit 2 naming the key."""
     try:
-        return load_config(path)
+        cfg = load_config(path)
+        overrides = {k: v for k, v in (("server.host", host), ("server.port", port)) if v is not None}
+        if overrides:
+            cfg = with_overrides(cfg, overrides, labels={"server.host": "--host", "server.port": "--port"})
+        return cfg
     except ConfigError as exc:
         print(f"hub: config error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
@@ -50,9 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from hub.app import create_app
 
-    cfg = _load(args.config)
-    host = args.host or cfg.server.host
-    port = cfg.server.port if args.port is None else args.port
+    cfg = _load(args.config, host=args.host, port=args.port)
+    host, port = cfg.server.host, cfg.server.port
     try:
         app = create_app(cfg, role=args.role)
     except ValueError as exc:
@@ -104,12 +109,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"hub demo: the demo is not installed ({exc}); install it with: pip install 'hub[demo]'",
               file=sys.stderr)
         return 1
+    _install_uvloop()  # `make run` is the demo: it runs on the same loop as `hub serve`
     return run_demo(host=args.host, port=args.port, interval=args.interval)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `hub`."""
     parser = argparse.ArgumentParser(prog="hub", description="Real-time WebSocket monitoring hub")
+    parser.add_argument("--version", action="version", version=f"hub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     help_config = "config file (default: $HUB_CONFIG or ./config.toml)"
 

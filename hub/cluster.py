@@ -5,12 +5,14 @@ one slot, which the Lua scripts need):
 
 - `{p}:leader`    the collector lease: the owner's replica id, `SET NX PX`, extended by its owner only.
 - `{p}:seq`       the highest seq ever published (raised by every replica to its own highest on connect).
+- `{p}:epoch`     the stream epoch; created by the first leader that finds none (a new or emptied Redis).
 - `{p}:snapshots` a stream capped at `stream_maxlen` entries, fields `seq`, `replica` (the collector)
   and `data` (the snapshot JSON, sent to clients byte for byte).
 
 The leader collects on the monotonic grid and publishes through a script that checks, in one step,
-that it still owns the lease and that the seq is newer than `{p}:seq` (fencing: a paused ex-leader
-can never publish). Every replica, the leader included, reads the stream and delivers what it reads,
+that it still owns the lease, that the epoch is still the one it numbers in, and that the seq is
+newer than `{p}:seq` (fencing: a paused ex-leader can never publish, and after Redis comes back
+empty no seq is ever published twice within one epoch). Every replica, the leader included, reads the stream and delivers what it reads,
 so all replicas serve the same seq stream. When Redis is unreachable the replicas keep their clients
 and their history, report it, and reconnect with backoff.
 """
@@ -24,7 +26,7 @@ import os
 import random
 import secrets as _secrets
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -32,11 +34,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from hub.config import redact_url, scrub
-from hub.scheduler import describe
-
-if TYPE_CHECKING:
-    from hub.state import HubState
+from hub.broadcast import Broadcaster
+from hub.config import ClusterConfig
+from hub.secrets import redact_url, scrub
+from hub.feed import Entry
+from hub.metrics import HubMetrics
+from hub.publish import LocalPublisher, Publisher, new_epoch
+from hub.scheduler import Scheduler, describe, run_every
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +54,12 @@ BLOCK_MS = 2000
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 2.0
 
-# KEYS: lease, seq, stream. ARGV: owner, lease ms, seq, data, maxlen.
-# Returns {1, id} published, {0, ""} lease not ours, {-1, current seq} seq not newer.
+# KEYS: lease, seq, stream, epoch. ARGV: owner, lease ms, seq, data, maxlen, epoch.
+# Returns {1, id} published, {0, ""} lease not ours, {-1, current seq} seq not newer,
+# {-2, ""} the epoch changed (Redis was emptied and another leader started a new one).
 PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, ''} end
+if redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2, ''} end
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[3]) <= cur then return {-1, tostring(cur)} end
 redis.call('SET', KEYS[2], ARGV[3])
@@ -81,7 +87,7 @@ return cur
 
 
 class LeaseLost(Exception):
-    """The lease now belongs to another replica (or expired): stop collecting."""
+    """The lease now belongs to another replica (or expired), or the epoch changed: stop collecting."""
 
 
 def replica_id() -> str:
@@ -89,46 +95,53 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_secrets.token_hex(3)}"
 
 
-class Cluster:
-    """Runs leader election, publishing (leader only) and stream consumption for one hub replica."""
+class RedisPublisher(Publisher):
+    """Leader election, publishing (leader only) and stream consumption for one hub replica."""
 
-    def __init__(self, st: HubState, *, replica: str | None = None) -> None:
-        self.st = st
-        cfg = st.config
-        self.url = cfg.cluster.redis_url
-        self.interval = cfg.broadcast.interval
-        self.lease = max(self.interval, MIN_LEASE)
+    def __init__(self, *, cfg: ClusterConfig, interval: float, history_size: int, role: str,
+                 scheduler: Scheduler | None, broadcaster: Broadcaster, metrics: HubMetrics,
+                 secrets: list[str], replica: str | None = None) -> None:
+        super().__init__(scheduler=scheduler, broadcaster=broadcaster, metrics=metrics)
+        self.url = cfg.redis_url
+        self.key_prefix = cfg.key_prefix
+        self.interval = interval
+        self.role = role
+        self.secrets = secrets
+        self.lease = max(interval, MIN_LEASE)
         self.poll = self.lease * POLL_FRACTION
-        self.maxlen = cfg.cluster.stream_maxlen or cfg.broadcast.history_size
-        p = cfg.cluster.key_prefix
+        self.maxlen = cfg.stream_maxlen or history_size
+        p = cfg.key_prefix
         self.key_lease = f"{{{p}}}:leader"
         self.key_seq = f"{{{p}}}:seq"
+        self.key_epoch = f"{{{p}}}:epoch"
         self.key_stream = f"{{{p}}}:snapshots"
         self.replica = replica or replica_id()
-        self.collects = st.role == "all"
+        self.collects = role == "all" and scheduler is not None
         self.leader = False
         self.redis_state = "connecting"
         self.error: str | None = None
         self._r: Redis | None = None
         self._reader: Redis | None = None
         self._lead_task: asyncio.Task[None] | None = None
-        self._failures: dict[str, int] = {}
-        st.metrics.cluster_redis_up.set(0)
-        st.metrics.cluster_leader.set(0)
+        metrics.cluster_redis_up.set(0)
+        metrics.cluster_leader.set(0)
 
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
         """What /ready reports: {"redis": "up"|"down"|"connecting", "role", "leader", "replica", "error"}."""
-        return {"redis": self.redis_state, "role": self.st.role, "leader": self.leader,
+        return {"redis": self.redis_state, "role": self.role, "leader": self.leader,
                 "replica": self.replica, "error": self.error}
+
+    def degraded(self) -> bool:
+        return self.redis_state != "up"
 
     def _set_up(self) -> None:
         if self.redis_state != "up":
             log.info("cluster: Redis %s reachable", redact_url(self.url))
         self.redis_state = "up"
         self.error = None
-        self.st.metrics.cluster_redis_up.set(1)
+        self.metrics.cluster_redis_up.set(1)
 
     async def _set_down(self, exc: BaseException) -> None:
         # After a Redis restart every idle pooled connection is dead; close them all at once so
@@ -137,14 +150,14 @@ class Cluster:
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await client.connection_pool.disconnect(inuse_connections=False)
-        error = scrub(describe(exc), self.st.secrets)
+        error = scrub(describe(exc), self.secrets)
         if self.redis_state != "down" or error != self.error:
             # Once per outage (or per new reason), not once per retry.
             log.warning("cluster: Redis %s unreachable (%s); keeping %d clients, retrying",
-                        redact_url(self.url), error, len(self.st.feed.clients))
+                        redact_url(self.url), error, len(self.broadcaster.clients))
         self.redis_state = "down"
         self.error = error
-        self.st.metrics.cluster_redis_up.set(0)
+        self.metrics.cluster_redis_up.set(0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -153,12 +166,12 @@ class Cluster:
         return Redis.from_url(self.url, socket_timeout=socket_timeout,
                               socket_connect_timeout=min(max(self.lease / 2, 0.5), 5.0),
                               retry=Retry(NoBackoff(), 0), decode_responses=False,
-                              client_name=f"hub-{self.st.role}")
+                              client_name=f"hub-{self.role}")
 
     async def run(self) -> None:
         """Consume the stream and, for role "all", contend for the lease; until cancelled."""
         log.info("cluster: replica %s (role %s) joining through Redis %s, key prefix %r",
-                 self.replica, self.st.role, redact_url(self.url), self.st.config.cluster.key_prefix)
+                 self.replica, self.role, redact_url(self.url), self.key_prefix)
         self._r = self._client(socket_timeout=min(max(self.lease / 2, 0.5), 5.0))
         self._reader = self._client(socket_timeout=BLOCK_MS / 1000 + 3.0)
         self._publish = self._r.register_script(PUBLISH)
@@ -203,7 +216,7 @@ class Cluster:
                     for _stream, entries in resp or ():
                         for entry_id, fields in entries:
                             last_id = entry_id
-                            await self._deliver(fields)
+                            await self._deliver_raw(fields)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -217,46 +230,28 @@ class Cluster:
     async def _sync(self) -> bytes:
         """Raise `{p}:seq` to our highest seq, deliver the newest `maxlen` entries; return the last id."""
         assert self._r is not None
-        # If Redis came back empty, this keeps the next leader's seq above what any client has seen.
-        await self._floor(keys=[self.key_seq], args=[self.st.feed.seq])
+        # If Redis came back empty, this keeps the next leader's seq above what our clients have seen.
+        await self._floor(keys=[self.key_seq], args=[self.broadcaster.feed.seq])
         entries = await self._r.xrevrange(self.key_stream, count=self.maxlen) or []
         for _entry_id, fields in reversed(entries):
-            await self._deliver(fields)
+            await self._deliver_raw(fields)
         return entries[0][0] if entries else b"0-0"
 
-    async def _deliver(self, fields: dict[bytes, bytes]) -> None:
+    async def _deliver_raw(self, fields: dict[bytes, bytes]) -> None:
         raw = fields.get(b"data")
         if raw is None:
             return
         try:
             snapshot = orjson.loads(raw)
-            seq = int(snapshot["seq"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            entry = Entry.from_snapshot(snapshot)
+            sources = snapshot.get("sources") or {}
+            statuses = {k: v.get("status") for k, v in sources.items() if isinstance(v, dict)}
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("cluster: skipping a malformed stream entry in %s", self.key_stream)
             return
-        newer = seq > self.st.feed.seq
-        await self.st.feed.deliver(snapshot, encoded=raw)
-        if newer:
-            self._mirror_sources(snapshot)
-        if self.st.feed.latest is not None:
-            self.st.ready = True
-
-    def _mirror_sources(self, snapshot: dict[str, Any]) -> None:
-        # Every replica reports the source status of the snapshots it serves, so hub_source_up and
-        # hub_source_consecutive_failures agree on all replicas and continue across a failover.
-        # hub_collect_* stay per replica: they count the collections this process itself made.
-        m = self.st.metrics
-        sources = snapshot.get("sources")
-        if not isinstance(sources, dict):
-            return
-        for name, info in sources.items():
-            status = info.get("status") if isinstance(info, dict) else None
-            if status is None or status == "disabled":
-                continue
-            ok = status in ("ok", "partial")
-            self._failures[name] = 0 if ok else self._failures.get(name, 0) + 1
-            m.source_up.labels(name).set(1 if ok else 0)
-            m.source_failures.labels(name).set(self._failures[name])
+        await self.deliver(entry, snapshot.get("data") or {}, statuses)
+        if self.broadcaster.feed.latest is not None:
+            self.ready = True
 
     # ------------------------------------------------------------------ leading
 
@@ -264,7 +259,7 @@ class Cluster:
         if value != self.leader:
             log.info("cluster: replica %s %s the collector", self.replica, "is now" if value else "is no longer")
         self.leader = value
-        self.st.metrics.cluster_leader.set(1 if value else 0)
+        self.metrics.cluster_leader.set(1 if value else 0)
 
     async def _contend(self) -> None:
         """Every `poll` seconds: renew the lease if we hold it, otherwise try to take it."""
@@ -306,13 +301,15 @@ class Cluster:
 
     async def _start_leading(self) -> None:
         assert self._r is not None
-        sched = self.st.scheduler
-        assert sched is not None
-        stored = int(await self._r.get(self.key_seq) or 0)
-        # Not our own sched.seq: a snapshot whose publish failed was never seen by anyone, and
-        # numbering after it would leave a gap. `stored` covers a publish whose reply was lost;
-        # feed.seq covers a Redis that came back empty.
-        sched.seq = max(stored, self.st.feed.seq)
+        # The epoch we number in: the stored one, or a new one when Redis has none (new or emptied).
+        # With a new epoch, a seq another replica served before the loss can be reused without
+        # clients confusing the two snapshots.
+        await self._r.set(self.key_epoch, new_epoch(), nx=True)
+        self.epoch = (await self._r.get(self.key_epoch) or b"").decode()
+        # Raise the stored seq to ours first (FLOOR), then number after the highest: `stored` covers
+        # a publish whose reply was lost, our feed a Redis that came back empty.
+        stored = int(await self._floor(keys=[self.key_seq], args=[self.broadcaster.feed.seq]))
+        self.seq = max(stored, self.broadcaster.feed.seq)
         self._set_leader(True)
         self._lead_task = asyncio.create_task(self._lead(), name="hub-cluster-lead")
 
@@ -326,47 +323,31 @@ class Cluster:
 
     async def _lead(self) -> None:
         """Collect now, then every interval on the monotonic grid, publishing each snapshot once."""
-        sched = self.st.scheduler
-        assert sched is not None
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        n = 0
         try:
-            while True:
-                snapshot = await sched.collect()
-                await self._publish_once(snapshot)
-                n += 1
-                now = loop.time()
-                due = start + n * self.interval
-                if due < now:  # overran: skip missed slots rather than bursting
-                    n = int((now - start) // self.interval) + 1
-                    due = start + n * self.interval
-                await asyncio.sleep(due - now)
+            await run_every(self.interval, self._lead_tick)
         except LeaseLost:
-            log.warning("cluster: lease %s no longer ours; stopped collecting", self.key_lease)
+            log.warning("cluster: lease %s or epoch no longer ours; stopped collecting", self.key_lease)
         except (RedisError, OSError) as exc:
             await self._set_down(exc)
-        except Exception:
-            log.exception("cluster: collecting as leader failed; the lease loop will retry")
+        except Exception as exc:
+            self.tick_failed(exc)
         finally:
             self._set_leader(False)
 
-    async def _publish_once(self, snapshot: dict[str, Any]) -> None:
-        """XADD `snapshot` if we still own the lease; renumber it once if another leader got further."""
-        sched = self.st.scheduler
-        assert sched is not None
+    async def _lead_tick(self) -> None:
+        assert self.scheduler is not None
+        collected = await self.scheduler.collect()
         for _attempt in range(2):
-            data = orjson.dumps(snapshot)
+            entry = LocalPublisher.number(collected, self.seq + 1, self.epoch)
             code, value = await self._publish(
-                keys=[self.key_lease, self.key_seq, self.key_stream],
-                args=[self.replica, self._lease_ms(), snapshot["seq"], data, self.maxlen])
+                keys=[self.key_lease, self.key_seq, self.key_stream, self.key_epoch],
+                args=[self.replica, self._lease_ms(), entry.seq, entry.encode(), self.maxlen, self.epoch])
             if code == 1:
+                self.seq = entry.seq
+                self.tick_ok()
                 return
-            if code == 0:
+            if code in (0, -2):
                 raise LeaseLost
-            # Redis holds a higher seq (e.g. a replica that saw more pushed its floor): continue after it.
-            sched.seq = int(value) + 1
-            snapshot["seq"] = sched.seq
-        # Skipped: hand its seq to the next tick, so skipping never leaves a gap.
-        sched.seq = snapshot["seq"] - 1
-        log.warning("cluster: could not place snapshot seq=%s after the stored seq; skipped", snapshot["seq"])
+            # Redis holds a higher seq (a replica that saw more raised the floor): continue after it.
+            self.seq = int(value)
+        log.warning("cluster: could not place a snapshot after the stored seq %s; skipped", self.seq)

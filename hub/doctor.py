@@ -8,7 +8,8 @@ from typing import Any, Protocol
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from hub.config import Config, redact_url, secrets_of
+from hub.config import Config
+from hub.secrets import redact_url, secrets_of
 from hub.sources.business import (
     DEFAULT_DATABASE,
     client_options,

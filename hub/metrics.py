@@ -16,11 +16,8 @@ from prometheus_client import (
 )
 
 from hub import __version__
+from hub.client import CloseReason
 
-DISCONNECT_REASONS = (
-    "normal", "going_away", "slow_consumer", "dead_peer", "protocol_error",
-    "too_large", "rate_limited", "error", "shutdown",
-)
 
 
 class HubMetrics:
@@ -51,16 +48,35 @@ class HubMetrics:
                                      "Consecutive failed collections of the source.", ["source"], registry=r)
         self.ticks = Counter("hub_ticks_total", "Snapshots produced or received.", registry=r)
         self.seq = Gauge("hub_seq", "seq of the latest snapshot.", registry=r)
+        self.tick_failures = Counter("hub_tick_failures_total",
+                                     "Ticks that failed as a whole (no snapshot went out).", registry=r)
+        self.history_bytes = Gauge("hub_history_bytes", "Encoded bytes of the snapshots kept in history.",
+                                   registry=r)
+        self.history_entries = Gauge("hub_history_entries", "Snapshots kept in history.", registry=r)
         self.cluster_redis_up = Gauge("hub_cluster_redis_up",
                                       "1 when Redis is reachable (cluster mode), -1 when not clustered.", registry=r)
         self.cluster_leader = Gauge("hub_cluster_leader", "1 when this replica holds the collector lease.",
                                     registry=r)
         self.info = Info("hub", "Hub build and runtime.", registry=r)
         self.cluster_redis_up.set(-1)
-        for reason in DISCONNECT_REASONS:
-            self.disconnects.labels(reason)  # export zeros so rate() works from the start
+        for reason in CloseReason:
+            self.disconnects.labels(reason.value)  # export zeros so rate() works from the start
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        # Health checks and notifications (issue 15)
+        self.health_check_up = Gauge(
+            "hub_health_check_up",
+            "1 when the health check counts as up; 0 after sources.health.failures_before_down failures in a row.",
+            ["check"], registry=r)
+        self.health_check_latency = Gauge(
+            "hub_health_check_latency_seconds",
+            "Duration of the check's last attempt, failed ones included (a timeout reads as the timeout).",
+            ["check"], registry=r)
+        self.notifications = Counter(
+            "hub_notifications_total",
+            "Notifications by channel and result: sent, retried (an attempt to be repeated), "
+            "failed (given up), dropped (never attempted).",
+            ["channel", "result"], registry=r)
 
     def set_info(self) -> None:
         """Record version, Python and event-loop implementation (uvloop or asyncio)."""

@@ -1,17 +1,20 @@
-"""The tick loop: collect every source concurrently, build one snapshot, hand it to a sink."""
+"""Collection: one grid loop (`run_every`) and the Scheduler, which owns each source's time budget,
+runs every source concurrently inside its own failure isolation and encodes what it returned."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any
 
-from hub.config import scrub
+import orjson
+
 from hub.metrics import HubMetrics
+from hub.secrets import scrub
 from hub.sources.base import Source, SourceError, SourceResult
+from hub.vocab import TOPICS, safe_text, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -21,49 +24,73 @@ BUDGET_FRACTION = 0.8
 #: source that honours its budget reports its own readable reason and keeps what finished
 GRACE = 0.25
 
-Sink = Callable[[dict[str, Any]], Awaitable[None]]
 
+async def run_every(interval: float, fn: Callable[[], Awaitable[None]], *,
+                    clock: Callable[[], float] | None = None,
+                    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    """Await `fn()` now, then every `interval` seconds on a fixed grid, until cancelled.
 
-def utc_iso(ts: float | None = None) -> str:
-    """ISO 8601 UTC with milliseconds and a Z, as JavaScript's Date.toISOString() prints it."""
-    dt = datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    No drift (the grid is computed from the start), no overlap (the next call waits for this one),
+    and no burst after an overrun: missed slots are skipped.
+    """
+    now = clock or asyncio.get_running_loop().time
+    start = now()
+    n = 0
+    while True:
+        await fn()
+        n += 1
+        t = now()
+        due = start + n * interval
+        if due < t:
+            n = int((t - start) // interval) + 1
+            due = start + n * interval
+        await sleep(due - t)
 
 
 def describe(exc: BaseException) -> str:
-    """A readable one-line reason for a failed collection."""
+    """A readable one-line reason for a failure."""
     if isinstance(exc, SourceError):
         return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@dataclass(slots=True)
+class Collected:
+    """One tick's collection, not yet numbered: encoded pieces plus the parsed data they came from."""
+
+    timestamp: str
+    data: dict[str, Any]
+    sections: dict[str, bytes]
+    sources: dict[str, bytes]
+    statuses: dict[str, str]
+
+
+DISABLED = orjson.dumps({"status": "disabled", "latency_ms": None, "collected_at": None, "error": None})
+
+
 class Scheduler:
-    """Runs ticks on the monotonic clock: no drift, no overlap, first tick at start-up."""
+    """Collects every source concurrently, each within the budget this class grants it."""
 
     def __init__(self, *, sources: Sequence[Source], disabled: Sequence[tuple[str, tuple[str, ...]]] = (),
-                 interval: float, metrics: HubMetrics, sink: Sink, secrets: Sequence[str] = (),
-                 first_seq: Callable[[], Awaitable[int]] | None = None) -> None:
+                 interval: float, metrics: HubMetrics, secrets: Sequence[str] = ()) -> None:
         self.sources = list(sources)
         self.disabled = list(disabled)
         self.interval = interval
         self.metrics = metrics
-        self.sink = sink
         self.secrets = list(secrets)
-        self.seq = 0
-        self._first_seq = first_seq
-        self._failures: dict[str, int] = {}
         self._last_error: dict[str, str | None] = {}
-        for s in self.sources:
-            metrics.source_up.labels(s.name).set(0)
-            metrics.source_failures.labels(s.name).set(0)
-            metrics.collect_errors.labels(s.name)
+        names = [s.name for s in self.sources]
+        self.section_names = tuple(dict.fromkeys([*TOPICS, *(x for s in self.sources for x in s.sections),
+                                                  *(x for _n, secs in self.disabled for x in secs)]))
+        for name in names:
+            metrics.collect_errors.labels(name)
 
     def budget(self, source: Source) -> float:
-        """The time `source` gets per tick."""
+        """The seconds `source` may use per tick: what it asks for, within its share of the interval."""
         return min(source.timeout, self.interval * BUDGET_FRACTION)
 
-    async def _run_one(self, source: Source) -> tuple[SourceResult | None, dict[str, Any]]:
+    async def _run_one(self, source: Source) -> tuple[dict[str, bytes], dict[str, Any], dict[str, Any]]:
         budget = self.budget(source)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -78,8 +105,23 @@ class Scheduler:
             raise
         except Exception as exc:  # one source never breaks the tick
             error = describe(exc)
+            if not isinstance(exc, SourceError) and error != self._last_error.get(source.name):
+                log.warning("source %s raised", source.name, exc_info=exc)
         elapsed = loop.time() - t0
         self.metrics.collect_duration.labels(source.name).observe(elapsed)
+        encoded: dict[str, bytes] = {}
+        parsed: dict[str, Any] = {}
+        if result is not None:
+            # Encoded here, inside this source's isolation: a value JSON cannot carry fails this
+            # source, never the tick (docs/security.md).
+            try:
+                for section in source.sections:
+                    value = result.data.get(section)
+                    encoded[section] = orjson.dumps(value)
+                    parsed[section] = value
+            except (orjson.JSONEncodeError, TypeError) as exc:
+                encoded, parsed, result = {}, {}, None
+                error = f"returned data that cannot be encoded as JSON: {exc}"
         if result is not None and result.error is None:
             status = "ok"
         elif result is not None:
@@ -87,24 +129,17 @@ class Scheduler:
         else:
             status = "error"
         if error is not None:
-            error = scrub(error, self.secrets)
+            error = safe_text(scrub(error, self.secrets))
         self._account(source.name, status, error)
         entry: dict[str, Any] = {"status": status, "latency_ms": round(elapsed * 1000, 1),
                                  "collected_at": utc_iso(), "error": error}
         if result is not None and result.warnings:
-            entry["warnings"] = [scrub(w, self.secrets) for w in result.warnings]
-        return result, entry
+            entry["warnings"] = [safe_text(scrub(str(w), self.secrets)) for w in result.warnings]
+        return encoded, parsed, entry
 
     def _account(self, name: str, status: str, error: str | None) -> None:
-        m = self.metrics
         if status == "error":
-            m.collect_errors.labels(name).inc()
-            self._failures[name] = self._failures.get(name, 0) + 1
-            m.source_up.labels(name).set(0)
-        else:
-            self._failures[name] = 0
-            m.source_up.labels(name).set(1)
-        m.source_failures.labels(name).set(self._failures[name])
+            self.metrics.collect_errors.labels(name).inc()
         # Log a failure once when it starts or changes, and once when it recovers: a dead
         # dependency must not write a line per tick for hours.
         previous = self._last_error.get(name)
@@ -115,52 +150,19 @@ class Scheduler:
                 log.info("source %s recovered", name)
         self._last_error[name] = error
 
-    async def collect(self) -> dict[str, Any]:
-        """Collect every source concurrently and return the next snapshot (seq assigned here)."""
+    async def collect(self) -> Collected:
+        """Collect every source concurrently; sections of failed or disabled sources are null."""
         outcomes = await asyncio.gather(*(self._run_one(s) for s in self.sources))
-        data: dict[str, Any] = {"system": None, "application": None, "business": None, "alerts": None}
-        sources: dict[str, Any] = {}
-        for source, (result, entry) in zip(self.sources, outcomes, strict=True):
-            sources[source.name] = entry
-            if result is not None:
-                for section in source.sections:
-                    data[section] = result.data.get(section)
-        for name, _sections in self.disabled:
-            if name in sources:  # an embedding replaced the configured source (e.g. the demo)
-                continue
-            sources[name] = {"status": "disabled", "latency_ms": None, "collected_at": None, "error": None}
-        self.seq += 1
-        return {"type": "metrics_update", "seq": self.seq, "timestamp": utc_iso(), "data": data,
-                "sources": sources}
-
-    async def tick(self) -> None:
-        """One tick: collect, then hand the snapshot to the sink."""
-        snapshot = await self.collect()
-        await self.sink(snapshot)
-
-    async def run(self, *, ready: Callable[[], None] | None = None) -> None:
-        """Tick now, then every `interval` seconds on the monotonic clock until cancelled."""
-        if self._first_seq is not None:
-            self.seq = await self._first_seq()
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        n = 0
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("tick %s failed", self.seq)
-            if ready is not None:
-                ready()
-                ready = None
-            n += 1
-            # Next deadline on the fixed grid; if a tick overran, skip the missed slots
-            # rather than firing a burst.
-            now = loop.time()
-            due = start + n * self.interval
-            if due < now:
-                n = int((now - start) // self.interval) + 1
-                due = start + n * self.interval
-            await asyncio.sleep(due - now)
+        sections: dict[str, bytes] = dict.fromkeys(self.section_names, b"null")
+        data: dict[str, Any] = dict.fromkeys(self.section_names)
+        sources: dict[str, bytes] = {}
+        statuses: dict[str, str] = {}
+        for source, (encoded, parsed, entry) in zip(self.sources, outcomes, strict=True):
+            sections.update(encoded)
+            data.update(parsed)
+            sources[source.name] = orjson.dumps(entry)
+            statuses[source.name] = entry["status"]
+        for name, _secs in self.disabled:
+            sources[name] = DISABLED
+            statuses[name] = "disabled"
+        return Collected(timestamp=utc_iso(), data=data, sections=sections, sources=sources, statuses=statuses)

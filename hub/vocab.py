@@ -7,7 +7,7 @@ import time
 from typing import Any, TypedDict
 
 #: the sections of `data` in every metrics_update, in their wire order; also the subscribable topics
-TOPICS: tuple[str, ...] = ("system", "application", "business", "alerts")
+TOPICS: tuple[str, ...] = ("system", "application", "business", "alerts", "health")
 
 #: the seed's business windows, for `sources.business.time_range` and `?timeRange=`
 WINDOWS: dict[str, dt.timedelta] = {
@@ -49,3 +49,30 @@ def iso_of(d: dt.datetime) -> str:
     """`d` (timezone-aware) as ISO 8601 UTC with milliseconds and a Z."""
     d = d.astimezone(dt.timezone.utc)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+#: how much of a dependency's error text reaches logs, snapshots and /metrics
+MAX_REASON_CHARS = 300
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(c: str) -> str:
+    if c.isprintable() or c == " ":
+        return c
+    # Not printable: C0/C1 controls (a \n forges log lines), zero-width and bidi controls (text that
+    # reads differently than it is), separators, unassigned code points and lone surrogates (not
+    # encodable as UTF-8, so they would break JSON). Python's own definition, so nothing is missed.
+    n = ord(c)
+    return _NAMED.get(c) or (f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+
+
+def safe_text(text: str, *, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` as one printable line of at most `limit` characters: controls escaped (\\n, \\x1b), long text cut with '…'."""
+    # Only the first `limit` characters can survive (escaping never shortens), so a 3 MB error
+    # string costs no more than a short one.
+    head = text[: limit + 1]
+    if not head.isprintable():
+        head = "".join(map(_escape, head))
+    return head if len(head) <= limit else head[: max(limit - 1, 0)] + "…"

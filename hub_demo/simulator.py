@@ -147,6 +147,20 @@ class _Backend:
         self.incident_until = 0.0
         # The first slow spell comes a few minutes in, so a demo shows alerts firing early.
         self.next_incident = time.monotonic() + self.rng.uniform(120, 240)
+        # A short frontend outage comes first (its /health answers 503), so the demo's Health
+        # panel shows a check going down and recovering within the first two minutes.
+        self.outage_until = 0.0
+        self.next_outage = time.monotonic() + self.rng.uniform(45, 75)
+
+    @property
+    def frontend_down(self) -> bool:
+        """True during a frontend outage: the simulated frontend's /health answers 503."""
+        return time.monotonic() < self.outage_until
+
+    @property
+    def backend_down(self) -> bool:
+        """True during a latency incident: the simulated backend's /api/health answers 503."""
+        return time.monotonic() < self.incident_until
 
     def request(self, method: str, route: str, median: float, *, status: int | None = None) -> None:
         slow = time.monotonic() < self.incident_until
@@ -168,6 +182,11 @@ class _Backend:
             self.incident_until = now + self.rng.uniform(45, 120)
             self.next_incident = self.incident_until + self.rng.uniform(600, 1200)
             log.info("simulator: latency incident for %.0f s", self.incident_until - now)
+        if now >= self.next_outage:
+            # The frontend's /health fails for 20-35 s, then again in 8-15 min.
+            self.outage_until = now + self.rng.uniform(20, 35)
+            self.next_outage = self.outage_until + self.rng.uniform(480, 900)
+            log.info("simulator: frontend outage for %.0f s", self.outage_until - now)
         weights = [w for _m, _r, w, _l in ROUTES]
         for _ in range(_poisson(self.rng, rps * dt_s)):
             method, route, _w, median = self.rng.choices(ROUTES, weights)[0]
@@ -178,12 +197,22 @@ async def _serve_metrics(backend: _Backend, host: str, port: int) -> web.AppRunn
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(backend.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    # The guide's AlertingService probes the frontend's /health and the backend's /api/health;
+    # one simulator plays both, and each fails (503) during its own kind of incident.
     async def health(_request: web.Request) -> web.Response:
+        if backend.frontend_down:
+            return web.json_response({"status": "unavailable", "reason": "simulated frontend outage"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def api_health(_request: web.Request) -> web.Response:
+        if backend.backend_down:
+            return web.json_response({"status": "degraded", "reason": "simulated latency incident"}, status=503)
         return web.json_response({"status": "ok"})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
+    app.router.add_get("/api/health", api_health)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -268,7 +297,8 @@ async def run_simulator(*, mongodb_uri: str, metrics_port: int, stop: asyncio.Ev
                         history_days: int = 30, history_per_day: float = 200.0, collection: str = "appointments",
                         metrics_host: str = "127.0.0.1", create_index: bool = True, seed: int | None = None,
                         ready: asyncio.Event | None = None) -> None:
-    """Seed history, then write appointment events (~`rate`/s, varying) and serve /metrics until `stop` is set."""
+    """Seed history, then write appointment events (~`rate`/s, varying) and serve /metrics, /health and
+    /api/health (503 during outages and incidents) until `stop` is set."""
     rng = random.Random(seed)
     backend = _Backend(rng)
     runner = await _serve_metrics(backend, metrics_host, metrics_port)

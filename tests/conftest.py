@@ -24,7 +24,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 TEST_BASE: dict[str, Any] = {
     "broadcast": {"interval": 0.2, "heartbeat": 5.0},
-    "sources": {"prometheus": {"enabled": False}, "business": {"enabled": False}},
+    "sources": {"prometheus": {"enabled": False}, "business": {"enabled": False}, "health": {"enabled": False}},
 }
 
 
@@ -68,3 +68,9 @@ async def wait_for(pred: Callable[[], Any], *, timeout: float = 5.0, interval: f
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def sample(metrics: Any, name: str, **labels: str) -> float:
+    """A metric's current value read through its registry (0.0 when the series does not exist yet)."""
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value

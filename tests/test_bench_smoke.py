@@ -15,7 +15,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from bench.fanout import payload, run
-from hub.scheduler import utc_iso
+from hub.vocab import utc_iso
 from tests.services import free_port, need_program
 
 pytestmark = pytest.mark.timeout(120)

@@ -79,6 +79,64 @@ def test_env_overrides_real_keys_only(tmp_path):
     assert res.returncode == 2 and "HUB_BROADCAST__INTERVAL" in res.stderr
 
 
+@pytest.mark.parametrize("body, env, needle", [
+    ("[broadcast]\ninterval = nan\n", {}, "broadcast.interval: must be a finite number, got nan"),
+    ("[broadcast]\nheartbeat = inf\n", {}, "broadcast.heartbeat: must be a finite number, got inf"),
+    ("[broadcast]\nhistory_size = 99999999999999999999\n", {}, "broadcast.history_size: must be <= 1000000"),
+    ('[sources.prometheus]\nurl = "http://[::1"\n', {}, "sources.prometheus.url: is not a valid URL"),
+    ("", {"PROMETHEUS_URL": "http://[::1"}, "PROMETHEUS_URL: sources.prometheus.url: is not a valid URL"),
+    ('server = "x"\n', {"HUB_SERVER__PORT": "1"}, "server: expected a table, got a string"),
+    ("", {"HUB_SERVER__NOPE": "1"}, "HUB_SERVER__NOPE: server.nope is not a config key"),
+    ("", {"HUB_SERVER__HOST": ""}, "HUB_SERVER__HOST: server.host: must not be empty"),
+    ('[auth]\ntokens = ["PLAINTEXTSECRETTOKEN"]\n', {}, "auth.tokens[0]: expected a table, got a string"),
+    ("", {"HUB_AUTH__TOKENS": '[{name = "a", hash = "PLAINTEXTSECRETTOKEN"'}, "HUB_AUTH__TOKENS (auth.tokens)"),
+])
+def test_check_config_exits_2_naming_the_key_never_a_traceback_or_secret(tmp_path, body, env, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(body)
+    res = run_hub("check-config", "--config", str(cfg), env=env)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert needle in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "PLAINTEXTSECRETTOKEN" not in res.stderr
+
+
+def test_config_file_that_is_not_utf8_exits_2(tmp_path):
+    cfg = tmp_path / "latin1.toml"
+    cfg.write_bytes(b'[server]\nhost = "caf\xe9"\n')
+    res = run_hub("check-config", "--config", str(cfg))
+    assert res.returncode == 2 and "is not UTF-8 text" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--port", "70000"), "--port: server.port: must be <= 65535, got 70000"),
+    (("--port", "-5"), "--port: server.port: must be >= 0, got -5"),
+    (("--host", "not a host"), "--host: server.host: must be an IP address or a host name"),
+    (("--host", ""), "--host: server.host: must not be empty"),
+])
+def test_serve_host_and_port_options_are_validated_like_the_file(tmp_path, args, needle):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(to_toml(FAST))
+    res = run_hub("serve", "--config", str(cfg), *args)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert needle in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_check_config_redacts_the_webhook_and_url_credentials(tmp_path):
+    hook = "https://hooks.slack.com/services/T0000/B0000/WEBHOOKTOKEN1234567890"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(to_toml({"notify": {"slack_webhook_url": hook},
+                            "sources": {"prometheus": {"url": "http://prom:prompw-secret@prom:9090"},
+                                        "health": {"checks": {"api": "https://probe:probe-secret@api/health"}}}}))
+    res = run_hub("check-config", "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["notify"]["slack_webhook_url"] == "https://hooks.slack.com/<redacted>"
+    assert out["sources"]["prometheus"]["url"] == "http://prom:***@prom:9090"
+    assert out["sources"]["health"]["checks"] == {"api": "https://probe:***@api/health"}
+    for secret in ("WEBHOOKTOKEN", "prompw-secret", "probe-secret"):
+        assert secret not in res.stdout + res.stderr
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path):
     res = run_hub("check-config", "--config", str(tmp_path / "nope.toml"))
     assert res.returncode == 2 and "does not exist" in res.stderr

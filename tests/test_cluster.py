@@ -21,8 +21,8 @@ import orjson
 from redis.asyncio import Redis
 
 from hub.app import create_app
-from hub.cluster import Cluster
-from hub.state import STATE_KEY
+from hub.cluster import RedisPublisher
+from hub.context import HUB
 from tests.conftest import recv_json, recv_type, wait_for
 from tests.services.hubproc import HubProcess
 from tests.services.prom import start_prometheus
@@ -58,18 +58,18 @@ async def stream_seqs(url: str, prefix: str = "hub") -> list[tuple[int, str]]:
 async def test_leader_publishes_through_redis_and_reports_status(redis_server, aiohttp_client, make_config):
     app = create_app(cluster_config(make_config, redis_server.url))
     client = await aiohttp_client(app)
-    st = app[STATE_KEY]
-    assert isinstance(st.cluster, Cluster)
+    st = app[HUB]
+    assert isinstance(st.publisher, RedisPublisher)
     await wait_for(lambda: st.feed.seq >= 3)
     resp = await client.get("/ready")
     body = await resp.json()
     assert resp.status == 200 and body["status"] == "ready"
-    assert body["cluster"] == {"redis": "up", "role": "all", "leader": True, "replica": st.cluster.replica,
+    assert body["cluster"] == {"redis": "up", "role": "all", "leader": True, "replica": st.publisher.replica,
                                "error": None}
     seqs = await stream_seqs(redis_server.url)
     # The stream holds what the feed delivered: the leader delivers its own snapshots via Redis.
     assert [s for s, _ in seqs] == list(range(1, seqs[-1][0] + 1))
-    assert {r for _, r in seqs} == {st.cluster.replica}
+    assert {r for _, r in seqs} == {st.publisher.replica}
     text = await (await client.get("/metrics")).text()
     assert metric(text, "hub_cluster_leader") == 1.0
     assert metric(text, "hub_cluster_redis_up") == 1.0
@@ -83,19 +83,19 @@ async def test_leader_publishes_through_redis_and_reports_status(redis_server, a
 async def test_new_replica_serves_history_from_redis_at_once(redis_server, aiohttp_client, make_config):
     leader = create_app(cluster_config(make_config, redis_server.url, broadcast={"interval": 0.1}))
     await aiohttp_client(leader)
-    await wait_for(lambda: leader[STATE_KEY].feed.seq >= 5)
+    await wait_for(lambda: leader[HUB].feed.seq >= 5)
     # An edge replica joining later: its history is the stream's, before any new tick arrives.
     edge = create_app(cluster_config(make_config, redis_server.url), role="edge")
     client = await aiohttp_client(edge)
-    est = edge[STATE_KEY]
-    await wait_for(lambda: est.ready)
+    est = edge[HUB]
+    await wait_for(lambda: est.publisher.ready)
     ws = await client.ws_connect("/ws?history=5")
     hist = await recv_type(ws, "history")
     got = [item["seq"] for item in hist["items"]]
     stream = [s for s, _ in await stream_seqs(redis_server.url)]
     assert len(got) == 5 and got == sorted(got)
     assert set(got) <= set(stream)
-    assert est.cluster.status()["leader"] is False and est.cluster.status()["role"] == "edge"
+    assert est.publisher.status()["leader"] is False and est.publisher.status()["role"] == "edge"
     # The edge collected nothing itself, yet mirrors the source status it serves.
     text = await (await client.get("/metrics")).text()
     assert metric(text, "hub_collect_duration_seconds_count", 'source="process"') is None
@@ -106,11 +106,11 @@ async def test_new_replica_serves_history_from_redis_at_once(redis_server, aioht
 async def test_edge_alone_never_collects(redis_server, aiohttp_client, make_config):
     app = create_app(cluster_config(make_config, redis_server.url), role="edge")
     client = await aiohttp_client(app)
-    st = app[STATE_KEY]
-    await wait_for(lambda: st.cluster.redis_state == "up")
+    st = app[HUB]
+    await wait_for(lambda: st.publisher.redis_state == "up")
     # Several intervals (0.2 s each) pass: nothing may be collected or published.
     await asyncio.sleep(1.0)
-    assert st.feed.seq == 0 and not st.ready
+    assert st.feed.seq == 0 and not st.publisher.ready
     assert await stream_seqs(redis_server.url) == []
     resp = await client.get("/ready")
     assert resp.status == 503
@@ -120,14 +120,14 @@ async def test_edge_alone_never_collects(redis_server, aiohttp_client, make_conf
 async def test_redis_restart_keeps_clients_and_seq_never_goes_back(redis_server, aiohttp_client, make_config):
     app = create_app(cluster_config(make_config, redis_server.url))
     client = await aiohttp_client(app)
-    st = app[STATE_KEY]
+    st = app[HUB]
     ws = await client.ws_connect("/ws")
     await recv_type(ws, "metrics_update")
     await wait_for(lambda: st.feed.seq >= 3)
 
     redis_server.stop()  # SIGKILL; nothing was persisted, so it comes back empty
     # The leader steps down at its next renewal (a quarter of the lease): it cannot prove ownership.
-    await wait_for(lambda: st.cluster.redis_state == "down" and not st.cluster.leader)
+    await wait_for(lambda: st.publisher.redis_state == "down" and not st.publisher.leader)
     last = st.feed.seq
     resp = await client.get("/ready")
     body = await resp.json()
@@ -150,7 +150,7 @@ async def test_redis_restart_keeps_clients_and_seq_never_goes_back(redis_server,
             seqs.append(m["seq"])
     # An empty Redis does not reset seq: it continues right after what clients saw.
     assert seqs == [last + 1, last + 2, last + 3]
-    assert st.cluster.status()["redis"] == "up" and st.cluster.leader
+    assert st.publisher.status()["redis"] == "up" and st.publisher.leader
     assert (await client.get("/ready")).status == 200
     await ws.close()
 
@@ -159,12 +159,12 @@ async def test_leader_that_lost_its_lease_cannot_publish(redis_server, aiohttp_c
     # Another replica holding the lease (as after a long pause of this one) fences this leader out.
     app = create_app(cluster_config(make_config, redis_server.url))
     await aiohttp_client(app)
-    st = app[STATE_KEY]
-    await wait_for(lambda: st.cluster.leader and st.feed.seq >= 2)
+    st = app[HUB]
+    await wait_for(lambda: st.publisher.leader and st.feed.seq >= 2)
     r = Redis.from_url(redis_server.url)
     try:
         await r.set("{hub}:leader", "another-replica", px=1500)
-        await wait_for(lambda: not st.cluster.leader)
+        await wait_for(lambda: not st.publisher.leader)
         fenced_at = st.feed.seq
         stolen = await r.pttl("{hub}:leader")
         assert stolen > 0 and await r.get("{hub}:leader") == b"another-replica"
@@ -172,7 +172,7 @@ async def test_leader_that_lost_its_lease_cannot_publish(redis_server, aiohttp_c
         await asyncio.sleep(stolen / 1000 * 0.8)
         assert st.feed.seq == fenced_at
         # ... and when it lapses, this one takes over and continues the same sequence.
-        await wait_for(lambda: st.cluster.leader and st.feed.seq >= fenced_at + 2)
+        await wait_for(lambda: st.publisher.leader and st.feed.seq >= fenced_at + 2)
     finally:
         await r.aclose()
     seqs = [e.seq for e in st.feed.history]
@@ -182,13 +182,13 @@ async def test_leader_that_lost_its_lease_cannot_publish(redis_server, aiohttp_c
 async def test_a_failed_publish_leaves_no_gap(redis_server, aiohttp_client, make_config):
     app = create_app(cluster_config(make_config, redis_server.url))
     await aiohttp_client(app)
-    st = app[STATE_KEY]
-    await wait_for(lambda: st.cluster.leader and st.feed.seq >= 2)
+    st = app[HUB]
+    await wait_for(lambda: st.publisher.leader and st.feed.seq >= 2)
     # Fault injection (a mock of one failure; real Redis otherwise): the connection drops before
     # the publish script runs, after the snapshot got its seq.
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    real, failed = st.cluster._publish, []
+    real, failed = st.publisher._publish, []
 
     async def flaky(**kwargs: Any) -> Any:
         if not failed:
@@ -196,11 +196,11 @@ async def test_a_failed_publish_leaves_no_gap(redis_server, aiohttp_client, make
             raise RedisConnectionError("injected: connection lost before the script ran")
         return await real(**kwargs)
 
-    st.cluster._publish = flaky
+    st.publisher._publish = flaky
     await wait_for(lambda: failed and st.feed.seq >= failed[0] + 2)
     seqs = [e.seq for e in st.feed.history]
     assert seqs == list(range(1, seqs[-1] + 1))  # the unpublished seq is reused, not skipped
-    assert st.cluster.leader and st.cluster.redis_state == "up"
+    assert st.publisher.leader and st.publisher.redis_state == "up"
 
 
 async def test_ready_is_503_when_redis_is_down_from_the_start(aiohttp_client, make_config, tmp_path):
@@ -208,8 +208,8 @@ async def test_ready_is_503_when_redis_is_down_from_the_start(aiohttp_client, ma
 
     app = create_app(cluster_config(make_config, f"redis://127.0.0.1:{free_port()}/0"))
     client = await aiohttp_client(app)
-    st = app[STATE_KEY]
-    await wait_for(lambda: st.cluster.redis_state == "down")
+    st = app[HUB]
+    await wait_for(lambda: st.publisher.redis_state == "down")
     resp = await client.get("/ready")
     body = await resp.json()
     assert resp.status == 503  # nothing to serve yet
@@ -224,18 +224,18 @@ async def test_redis_password_never_reaches_logs_status_or_metrics(aiohttp_clien
         bad = server.url.replace("right-horse-battery", "wrong-hunter2-pass")
         app = create_app(cluster_config(make_config, bad))
         client = await aiohttp_client(app)
-        st = app[STATE_KEY]
-        await wait_for(lambda: st.cluster.redis_state == "down")
+        st = app[HUB]
+        await wait_for(lambda: st.publisher.redis_state == "down")
         body = await (await client.get("/ready")).text()
         text = await (await client.get("/metrics")).text()
-        assert st.cluster.error  # the reason is reported ...
+        assert st.publisher.error  # the reason is reported ...
         for out in (body, text, caplog.text):
             assert "wrong-hunter2-pass" not in out  # ... without the password
         assert ":***@127.0.0.1" in caplog.text  # the URL is logged, redacted
 
         good = create_app(cluster_config(make_config, server.url))
         gclient = await aiohttp_client(good)
-        await wait_for(lambda: good[STATE_KEY].ready)
+        await wait_for(lambda: good[HUB].publisher.ready)
         assert (await gclient.get("/ready")).status == 200
         assert "right-horse-battery" not in caplog.text
     finally:

@@ -11,8 +11,8 @@ from aiohttp import WSMsgType
 
 from hub.app import create_app
 from hub.sources.base import Source, SourceError, SourceResult
-from hub.state import STATE_KEY
-from tests.conftest import recv_json, recv_type, wait_for
+from hub.context import HUB
+from tests.conftest import sample, recv_json, recv_type, wait_for
 
 
 class RaisingSource(Source):
@@ -55,14 +55,14 @@ class GateSource(Source):
 
 async def test_snapshot_on_connect(aiohttp_client, make_config):
     client = await aiohttp_client(create_app(make_config()))
-    st = client.app[STATE_KEY]
+    st = client.app[HUB]
     await wait_for(lambda: st.feed.latest)
     async with client.ws_connect("/ws") as ws:
         first = await recv_json(ws)
         assert first["type"] == "metrics_update"
         assert first["seq"] >= st.feed.latest.seq - 1
-        assert set(first) == {"type", "seq", "timestamp", "data", "sources"}
-        assert set(first["data"]) == {"system", "application", "business", "alerts"}
+        assert set(first) == {"type", "seq", "epoch", "timestamp", "data", "sources"}
+        assert set(first["data"]) == {"system", "application", "business", "alerts", "health"}
         assert first["data"]["system"] is None and first["data"]["business"] is None
         app = first["data"]["application"]
         for key in ("activeConnections", "memoryUsage", "uptime", "cpuPercent", "openFds", "threads",
@@ -77,7 +77,7 @@ async def test_snapshot_on_connect(aiohttp_client, make_config):
 
 async def test_connect_never_triggers_a_collection(aiohttp_client, make_config):
     client = await aiohttp_client(create_app(make_config({"broadcast": {"interval": 5.0}})))
-    st = client.app[STATE_KEY]
+    st = client.app[HUB]
     await wait_for(lambda: st.feed.latest)
     seq = st.feed.seq
     for _ in range(3):
@@ -146,7 +146,7 @@ async def test_subscribe_filters_sections(aiohttp_client, make_config):
 
 async def test_history_param_first_message(aiohttp_client, make_config):
     client = await aiohttp_client(create_app(make_config({"broadcast": {"interval": 0.1}})))
-    st = client.app[STATE_KEY]
+    st = client.app[HUB]
     await wait_for(lambda: st.feed.seq >= 5)
     async with client.ws_connect("/ws?history=3") as ws:
         first = await recv_json(ws)
@@ -210,12 +210,12 @@ async def recv_close(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
 async def test_oversized_message_closes_1009(aiohttp_client, make_config):
     client = await aiohttp_client(create_app(make_config({"server": {"max_message_bytes": 1024},
                                                           "broadcast": {"interval": 5.0}})))
-    st = client.app[STATE_KEY]
+    st = client.app[HUB]
     async with client.ws_connect("/ws") as ws:
         await ws.send_str('{"type":"ping","pad":"' + "x" * 2000 + '"}')
         msg = await recv_close(ws)
         assert msg.data == 1009
-    await wait_for(lambda: st.metrics.disconnects.labels("too_large")._value.get() == 1)
+    await wait_for(lambda: sample(st.metrics, "hub_ws_disconnects_total", reason="too_large") == 1)
 
 
 async def test_foreign_origin_gets_403_and_allowed_origin_passes(aiohttp_client, make_config):
@@ -239,8 +239,8 @@ async def test_past_max_connections_gets_503(aiohttp_client, make_config):
         await client.ws_connect("/ws")
     assert info.value.status == 503
     await a.close()
-    st = client.app[STATE_KEY]
-    await wait_for(lambda: len(st.feed.clients) == 1)
+    st = client.app[HUB]
+    await wait_for(lambda: len(st.broadcaster.clients) == 1)
     c = await client.ws_connect("/ws")
     await b.close()
     await c.close()
@@ -273,7 +273,7 @@ async def test_metrics_match_reality(aiohttp_client, make_config):
     assert m["hub_broadcast_duration_seconds_count"] >= 1
     assert any(k.startswith("process_resident_memory_bytes") for k in m)
     await wss[0].close()
-    await wait_for(lambda: client.app[STATE_KEY].feed.metrics.connections._value.get() == 2)
+    await wait_for(lambda: sample(client.app[HUB].metrics, "hub_ws_connections") == 2)
     m = await scrape()
     assert m["hub_ws_connections"] == 2
     assert m['hub_ws_disconnects_total{reason="normal"}'] == 1
@@ -291,8 +291,8 @@ async def test_ready_503_until_first_tick(aiohttp_client, make_config):
     assert "first tick" in (await resp.json())["error"]
     assert (await client.get("/health")).status == 200
     gate.gate.set()
-    st = client.app[STATE_KEY]
-    await wait_for(lambda: st.ready)
+    st = client.app[HUB]
+    await wait_for(lambda: st.publisher.ready)
     assert (await client.get("/ready")).status == 200
     snap = await (await client.get("/api/metrics/snapshot")).json()
     assert snap["type"] == "metrics_update" and snap["seq"] >= 1
@@ -338,7 +338,7 @@ async def test_topic_limited_token_sees_neither_other_sections_nor_their_errors(
 
     cfg = make_config({"auth": {"tokens": [{"name": "wall", "hash": hash_token("t0k"), "topics": ["application"]}]}})
     client = await aiohttp_client(create_app(cfg, extra_sources=[LeakySource()]))
-    st = client.app[STATE_KEY]
+    st = client.app[HUB]
     await wait_for(lambda: st.feed.latest)
     headers = {"Authorization": "Bearer t0k"}
     async with client.ws_connect("/ws?history=5", headers=headers) as ws:

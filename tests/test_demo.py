@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,6 +112,14 @@ def test_demo_screenshot(demo: Demo, open_page: Any, tmp_path: Path) -> None:  #
     watch.page.screenshot(path=str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert watch.page_errors == []
+
+
+def test_demo_runs_on_uvloop_when_it_is_installed(demo: Demo) -> None:
+    # uvloop is a dependency wherever it installs, and `make run` (the demo) uses it like `hub serve`.
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    with urllib.request.urlopen(demo.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert re.search(rf'^hub_info{{.*loop="{expected}".*}} 1\.0$', text, re.M), text[:2000]
 
 
 def test_ctrl_c_stops_every_child(demo: Demo) -> None:

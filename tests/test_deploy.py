@@ -176,12 +176,41 @@ def dockerfile() -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
+def stages() -> list[list[str]]:
+    """The Dockerfile's stages, each a list of instructions starting with its FROM."""
+    out: list[list[str]] = []
+    for ln in dockerfile():
+        if ln.startswith("FROM "):
+            out.append([])
+        assert out, f"instruction before the first FROM: {ln}"
+        out[-1].append(ln)
+    return out
+
+
+def test_dockerfile_builds_the_wheel_then_installs_it_in_a_slim_runtime():
+    assert len(stages()) == 2, "expected two stages: build (the wheel) and runtime (installs it)"
+    build, runtime = stages()
+    m = re.fullmatch(r"FROM (python:3\.\d+-slim) AS (\w+)", build[0])
+    assert m, build[0]
+    assert runtime[0] == f"FROM {m.group(1)}", "runtime stage: the same slim Python as the build"
+    assert any(re.fullmatch(r"RUN python -m build --wheel --outdir (\S+) \.", ln) for ln in build)
+    # The runtime stage takes only the wheel from the build stage, never the sources: the page
+    # must come out of the installed package, as for any user who installs the wheel.
+    copies = [ln for ln in runtime if ln.startswith("COPY ")]
+    assert any(ln.startswith(f"COPY --from={m.group(2)} ") for ln in copies)
+    assert not [ln for ln in copies if re.search(r"\b(hub|web|hub_demo)\b", ln.split()[-2])]
+    (install,) = [ln for ln in runtime if ln.startswith("RUN ") and "pip install" in ln]
+    assert re.search(r"pip install \S+\.whl", install)
+    for ln in dockerfile():
+        assert not re.search(r"pip install .*(\s-e\s|--editable)", ln), ln
+
+
 def test_dockerfile_is_slim_non_root_with_health_check_on_health(make_config):
-    lines = dockerfile()
-    base = [ln for ln in lines if ln.startswith("FROM ")]
-    assert len(base) == 1 and re.fullmatch(r"FROM python:3\.\d+-slim", base[0])
+    lines = stages()[-1]
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("0", "root")
+    # Everything after USER runs as that user; installing must happen before it.
+    assert lines.index(f"USER {users[-1]}") > max(i for i, ln in enumerate(lines) if "pip install" in ln)
     assert f"EXPOSE {PORT}" in lines
     (health,) = [ln for ln in lines if ln.startswith("HEALTHCHECK ")]
     assert "/health" in health and "'8080'" in health and "/health" in app_routes(make_config)
@@ -190,11 +219,21 @@ def test_dockerfile_is_slim_non_root_with_health_check_on_health(make_config):
     assert args[:2] == ["hub", "serve"] and args[args.index("--host") + 1] == "0.0.0.0"
     # The k8s container args and the image's CMD agree on how the hub is started.
     assert hub_container()["args"][:len(args)] == args
-    # Everything COPY'd exists in the repository.
-    for ln in lines:
-        if ln.startswith("COPY "):
+    # Everything COPY'd from the build context exists in the repository.
+    for ln in dockerfile():
+        if ln.startswith("COPY ") and not ln.startswith("COPY --from="):
             for src in ln.split()[1:-1]:
                 assert (ROOT / src).exists(), src
+
+
+def test_dockerfile_is_read_only_root_friendly():
+    runtime = stages()[-1]
+    env = " ".join(ln for ln in runtime if ln.startswith("ENV "))
+    assert "PYTHONDONTWRITEBYTECODE=1" in env  # no __pycache__ writes at run time
+    # No WORKDIR in a writable directory: `python -c` (the HEALTHCHECK) puts the cwd on sys.path.
+    assert not [ln for ln in runtime if ln.startswith("WORKDIR") and "tmp" in ln]
+    header = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^#\s+docker run --read-only --tmpfs /tmp .*hub:", header, re.M)
 
 
 def test_healthcheck_command_works_against_a_running_hub(tmp_path):

@@ -12,10 +12,11 @@ import aiohttp
 import pytest
 
 from hub.app import create_app
-from hub.broadcast import SLICE, SNDBUF_BYTES, text_frame
+from hub.broadcast import SLICE, SNDBUF_BYTES
+from hub.client import text_frame
 from hub.sources.base import Source, SourceResult
-from hub.state import STATE_KEY
-from tests.conftest import recv_json, wait_for
+from hub.context import HUB
+from tests.conftest import sample, recv_json, wait_for
 
 
 class BulkySource(Source):
@@ -45,8 +46,8 @@ async def test_thousand_clients_get_every_seq(aiohttp_client, make_config):
     async with aiohttp.ClientSession(connector=connector_limit) as session:
         url = f"http://{client.server.host}:{client.server.port}/ws"
         wss = await asyncio.gather(*(session.ws_connect(url) for _ in range(n)))
-        st = client.app[STATE_KEY]
-        await wait_for(lambda: len(st.feed.clients) == n, timeout=30)
+        st = client.app[HUB]
+        await wait_for(lambda: len(st.broadcaster.clients) == n, timeout=30)
         start = st.feed.seq + 1
         ticks = 4
 
@@ -61,18 +62,18 @@ async def test_thousand_clients_get_every_seq(aiohttp_client, make_config):
         results = await asyncio.gather(*(collect(ws) for ws in wss))
         for got in results:
             assert got == list(range(start, start + ticks)), got[:10]
-        assert st.metrics.connections._value.get() == n
+        assert sample(st.metrics, "hub_ws_connections") == n
         await asyncio.gather(*(ws.close() for ws in wss))
 
 
-def _raw_ws_connect(port: int, *, rcvbuf: int | None = None) -> socket.socket:
+def _raw_ws_connect(port: int, *, rcvbuf: int | None = None, path: str = "/ws") -> socket.socket:
     """A WebSocket client on a bare socket: it never answers pings and reads only when told to."""
     sock = socket.socket()
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
     head = b""
     while b"\r\n\r\n" not in head:
@@ -122,18 +123,18 @@ def _read_frames_until_close(sock: socket.socket, *, timeout: float) -> tuple[in
 async def test_slow_consumer_closed_1013_others_unaffected(aiohttp_client, make_config):
     cfg = make_config({"broadcast": {"interval": 0.1, "max_client_buffer_bytes": 256 * 1024}})
     client = await aiohttp_client(create_app(cfg, extra_sources=[BulkySource(64 * 1024)]))
-    st = client.app[STATE_KEY]
+    st = client.app[HUB]
     port = client.server.port
     slow = await asyncio.to_thread(_raw_ws_connect, port, rcvbuf=4096)
     try:
         async with client.ws_connect("/ws") as good:
             await recv_json(good)
-            await wait_for(lambda: st.metrics.disconnects.labels("slow_consumer")._value.get() == 1, timeout=20)
+            await wait_for(lambda: sample(st.metrics, "hub_ws_disconnects_total", reason="slow_consumer") == 1, timeout=20)
             # The well-behaved client kept receiving every tick throughout.
             first = (await recv_json(good))["seq"]
             for i in range(1, 4):
                 assert (await recv_json(good))["seq"] == first + i
-            assert len(st.feed.clients) == 1
+            assert len(st.broadcaster.clients) == 1
             code, backlog = await asyncio.to_thread(_read_frames_until_close, slow, timeout=10)
             assert code == 1013
             # Unsent bytes stayed bounded: the limit, one more frame and the capped kernel buffers
@@ -147,14 +148,14 @@ async def test_slow_consumer_closed_1013_others_unaffected(aiohttp_client, make_
 async def test_dead_peer_dropped_after_heartbeat(aiohttp_client, make_config):
     cfg = make_config({"broadcast": {"interval": 5.0, "heartbeat": 0.3}})
     client = await aiohttp_client(create_app(cfg))
-    st = client.app[STATE_KEY]
+    st = client.app[HUB]
     dead = await asyncio.to_thread(_raw_ws_connect, client.server.port)
     try:
-        await wait_for(lambda: len(st.feed.clients) == 1)
+        await wait_for(lambda: len(st.broadcaster.clients) == 1)
         # The bare socket never answers pings: the hub must drop it after heartbeat + heartbeat/2.
-        await wait_for(lambda: st.metrics.disconnects.labels("dead_peer")._value.get() == 1, timeout=5)
-        assert len(st.feed.clients) == 0
-        assert st.metrics.connections._value.get() == 0
+        await wait_for(lambda: sample(st.metrics, "hub_ws_disconnects_total", reason="dead_peer") == 1, timeout=5)
+        assert len(st.broadcaster.clients) == 0
+        assert sample(st.metrics, "hub_ws_connections") == 0
     finally:
         dead.close()
 
@@ -162,12 +163,12 @@ async def test_dead_peer_dropped_after_heartbeat(aiohttp_client, make_config):
 async def test_live_peer_survives_heartbeats(aiohttp_client, make_config):
     cfg = make_config({"broadcast": {"interval": 0.2, "heartbeat": 0.2}})
     client = await aiohttp_client(create_app(cfg))
-    st = client.app[STATE_KEY]
+    st = client.app[HUB]
     async with client.ws_connect("/ws") as ws:  # aiohttp's client answers pings inside receive()
         seqs = [(await recv_json(ws))["seq"] for _ in range(8)]  # ~1.6 s: several heartbeat rounds
         assert seqs == list(range(seqs[0], seqs[0] + 8))
-        assert len(st.feed.clients) == 1
-        assert st.metrics.disconnects.labels("dead_peer")._value.get() == 0
+        assert len(st.broadcaster.clients) == 1
+        assert sample(st.metrics, "hub_ws_disconnects_total", reason="dead_peer") == 0
 
 
 class FakeTransport(asyncio.Transport):
@@ -192,14 +193,19 @@ class FakeTransport(asyncio.Transport):
 
 async def test_broadcast_yields_to_the_loop_between_slices(make_config):
     # Mock transports: the property under test is the loop's scheduling, not the kernel.
-    from hub.broadcast import Client, Feed
+    from types import SimpleNamespace
+
+    from hub.broadcast import Broadcaster
+    from hub.client import Client
+    from hub.feed import Entry, Feed
     from hub.metrics import HubMetrics
 
-    feed = Feed(history_size=10, max_client_buffer_bytes=1 << 20, metrics=HubMetrics())
+    feed = Broadcaster(feed=Feed(history_size=10, history_max_bytes=1 << 20, source_sections={}),
+                       max_client_buffer_bytes=1 << 20, metrics=HubMetrics())
     n = SLICE * 4
     transports = [FakeTransport() for _ in range(n)]
     for t in transports:
-        feed.add(Client(ws=None, transport=t))  # type: ignore[arg-type]
+        feed.add(Client(ws=SimpleNamespace(closed=False), transport=t))  # type: ignore[arg-type]
     ran_during: list[int] = []
 
     async def other_work() -> None:
@@ -209,23 +215,22 @@ async def test_broadcast_yields_to_the_loop_between_slices(make_config):
 
     task = asyncio.create_task(other_work())
     await asyncio.sleep(0)
-    snapshot = {"type": "metrics_update", "seq": 1, "timestamp": "t", "data": {}, "sources": {}}
-    await feed.deliver(snapshot)
+    await feed.deliver(Entry(seq=1, epoch="e", timestamp="t", sections={}, sources={}), {})
     task.cancel()
-    assert all(t.written == len(text_frame(b'{"type":"metrics_update","seq":1,"timestamp":"t","data":{},"sources":{}}'))
-               for t in transports)
+    expected = b'{"type":"metrics_update","seq":1,"epoch":"e","timestamp":"t","data":{},"sources":{}}'
+    assert all(t.written == len(text_frame(expected)) for t in transports)
     # Other tasks ran while only part of the clients had been written to.
     assert any(0 < k < n for k in ran_during), ran_during[:10]
-    assert feed.metrics.messages_sent._value.get() == n
+    assert sample(feed.metrics, "hub_ws_messages_sent_total") == n
 
 
 async def test_health_answers_during_broadcast_to_1000_clients(aiohttp_client, make_config):
     client = await aiohttp_client(create_app(make_config({"broadcast": {"interval": 0.2}})))
-    st = client.app[STATE_KEY]
+    st = client.app[HUB]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         url = f"http://{client.server.host}:{client.server.port}"
         wss = await asyncio.gather(*(session.ws_connect(url + "/ws") for _ in range(1000)))
-        await wait_for(lambda: len(st.feed.clients) == 1000, timeout=30)
+        await wait_for(lambda: len(st.broadcaster.clients) == 1000, timeout=30)
         drain = [asyncio.create_task(_drain(ws)) for ws in wss]
         for _ in range(10):
             async with asyncio.timeout(2.0):

@@ -11,7 +11,8 @@ import pytest
 from tests.services import need_program
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
-ALERTS = ("HubDown", "HubTargetMissing", "HubSourceFailing", "HubBroadcastSlow", "HubConnectionsNearLimit")
+ALERTS = ("HubDown", "HubTargetMissing", "HubSourceFailing", "HubBroadcastSlow", "HubConnectionsNearLimit",
+          "HubHealthCheckDown")
 
 
 @pytest.fixture(scope="module")

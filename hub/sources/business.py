@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import (
@@ -24,6 +24,7 @@ from pymongo.errors import (
 )
 
 from hub.config import TIME_RANGES, BusinessFields, BusinessSourceConfig, scrub
+from hub.secrets import passwords_of  # re-exported: the one copy lives in hub.secrets
 from hub.sources.base import Source, SourceError, SourceResult
 
 log = logging.getLogger(__name__)
@@ -172,18 +173,6 @@ def hosts_of(uri: str) -> str:
     return netloc.rpartition("@")[2] or "<no host>"
 
 
-def passwords_of(uri: str) -> list[str]:
-    """The password in a MongoDB URI as written and percent-decoded (both must be scrubbed)."""
-    try:
-        userinfo = urlsplit(uri).netloc.rpartition("@")[0]  # urlsplit's .password trips on multi-host netlocs
-    except ValueError:
-        return []
-    if ":" not in userinfo:
-        return []
-    raw = userinfo.partition(":")[2]
-    return [p for p in dict.fromkeys((raw, unquote(raw))) if p]
-
-
 def password_of(uri: str) -> str | None:
     """The (percent-decoded) password in a MongoDB URI, if any."""
     found = passwords_of(uri)
@@ -303,6 +292,12 @@ class BusinessSource(Source):
             if self._client is not None:
                 await self._client.close()
             self._client = None
+
+    async def ping(self) -> None:
+        """Ping MongoDB with this source's client (the health source's `database` check)."""
+        if self._client is None:
+            raise SourceError(self._init_error or "business source not started")
+        await self._client.admin.command("ping")
 
     async def close(self) -> None:
         """Cancel in-flight queries and close the client."""

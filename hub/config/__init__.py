@@ -1,0 +1,40 @@
+"""Configuration: every key declared once (schema), loaded from TOML and the environment (load), frozen."""
+
+from hub.config.convert import ConfigError
+from hub.config.dump import redacted_dict, to_raw
+from hub.config.load import (
+    build_config,
+    default_config_path,
+    env_overrides,
+    load_config,
+    with_overrides,
+)
+from hub.config.schema import (
+    DEFAULT_HEALTH_CHECKS,
+    DEFAULT_QUERIES,
+    AuditConfig,
+    AuthConfig,
+    BroadcastConfig,
+    BusinessFields,
+    BusinessSourceConfig,
+    ClusterConfig,
+    Config,
+    HealthSourceConfig,
+    NotifyConfig,
+    ProcessSourceConfig,
+    PrometheusSourceConfig,
+    ServerConfig,
+    SourcesConfig,
+    TokenConfig,
+)
+from hub.secrets import redact_url, scrub, secrets_of  # re-exported for existing importers
+from hub.vocab import TIME_RANGES, TOPICS  # re-exported for existing importers
+
+__all__ = [
+    "DEFAULT_HEALTH_CHECKS", "DEFAULT_QUERIES", "TIME_RANGES", "TOPICS",
+    "AuditConfig", "AuthConfig", "BroadcastConfig", "BusinessFields", "BusinessSourceConfig", "ClusterConfig",
+    "Config", "ConfigError", "HealthSourceConfig", "NotifyConfig", "ProcessSourceConfig",
+    "PrometheusSourceConfig", "ServerConfig", "SourcesConfig", "TokenConfig",
+    "build_config", "default_config_path", "env_overrides", "load_config", "redact_url", "redacted_dict",
+    "scrub", "secrets_of", "to_raw", "with_overrides",
+]

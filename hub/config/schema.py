@@ -1,0 +1,178 @@
+"""Every config key, declared once: type, default, bounds, allowed values, description and secrecy."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hub.config.spec import key, section
+from hub.vocab import TIME_RANGES, TOPICS
+
+DEFAULT_QUERIES: dict[str, str] = {
+    "uptime": 'up{job=~"healthcare-.*"}',
+    "requestRate": "rate(http_requests_total[5m])",
+    "responseTime": "histogram_quantile(0.95, rate(http_request_duration_seconds_bucket[5m]))",
+}
+#: the seed guide's checkApplicationHealth() targets
+DEFAULT_HEALTH_CHECKS: dict[str, str] = {
+    "frontend": "http://healthcare-frontend/health",
+    "backend": "http://healthcare-backend/api/health",
+}
+MiB = 1 << 20
+DAY = 86400.0
+HOUR = 3600.0
+MILLION = 1_000_000
+
+
+def _frozen(d: dict[str, str]) -> Mapping[str, str]:
+    return types.MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    host: str = key("127.0.0.1", nonempty=True, check="host",
+                    doc='address to listen on; "0.0.0.0" in a container')
+    port: int = key(8080, lo=0, hi=65535, doc="HTTP + WebSocket port; 0 = an ephemeral port (the log prints it)")
+    allowed_origins: tuple[str, ...] = key((), check="origin",
+                                           doc="extra Origins allowed on /ws; same-origin is always allowed")
+    max_connections: int = key(10000, lo=1, hi=MILLION, doc="WebSocket upgrades beyond this get HTTP 503")
+    max_message_bytes: int = key(65536, lo=1, hi=64 * MiB,
+                                 doc="largest client->server message; larger closes with 1009")
+    client_rate_limit: float = key(20.0, gt=0, hi=MILLION,
+                                   doc="client messages per second per connection; over it closes with 1008")
+    client_rate_burst: int = key(40, lo=1, hi=MILLION, doc="messages a client may send in a burst")
+    max_connections_per_ip: int = key(0, lo=0, hi=MILLION,
+                                      doc="WebSocket connections per client address (0 = no limit); over it gets 429")
+    trusted_proxies: tuple[str, ...] = key((), check="cidr",
+                                           doc="CIDRs of proxies whose X-Forwarded-For names the client address")
+    auth_failures_per_minute: int = key(10, lo=0, hi=MILLION,
+                                        doc="failed token checks per client address per minute before 429 "
+                                            "(0 = no limit)")
+    handshake_timeout: float = key(10.0, gt=0, hi=HOUR, unit="seconds",
+                                   doc="seconds a client has to finish the WebSocket upgrade and initial send")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BroadcastConfig:
+    interval: float = key(10.0, lo=0.1, hi=DAY, unit="seconds", doc="seconds between metrics_update broadcasts")
+    history_size: int = key(360, lo=1, hi=MILLION, doc="snapshots kept in memory; served by /ws?history=N")
+    history_max_bytes: int = key(64 * MiB, lo=1, hi=1 << 40,
+                                 doc="encoded bytes of history kept in memory; the oldest go first")
+    heartbeat: float = key(30.0, lo=0.1, hi=HOUR, unit="seconds",
+                           doc="WebSocket ping interval; a peer silent for heartbeat/2 after a ping is dropped")
+    max_client_buffer_bytes: int = key(MiB, lo=1, hi=1 << 34,
+                                       doc="a client with more unsent bytes than this is closed with 1013")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessSourceConfig:
+    enabled: bool = key(True, doc="data.application: the hub's own process stats")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrometheusSourceConfig:
+    enabled: bool = key(True, doc="data.system (query results) and data.alerts")
+    url: str = key("http://localhost:9090", check="http_url", secret="url", doc="Prometheus base URL")
+    timeout: float = key(5.0, gt=0, hi=HOUR, unit="seconds",
+                         doc="budget in seconds for all queries and the alerts request together")
+    queries: Mapping[str, str] = key(factory=lambda: _frozen(DEFAULT_QUERIES), nonempty=True, min_items=1,
+                                     doc="name -> PromQL; each name becomes a key of data.system; "
+                                         "replaces the defaults")
+    alerts: bool = key(True, doc="also fetch /api/v1/alerts into data.alerts")
+    bearer_token: str = key("", secret="value", doc="sent as Authorization: Bearer (never logged)")
+    basic_auth_user: str = key("", doc="HTTP basic auth user (set with basic_auth_password)")
+    basic_auth_password: str = key("", secret="value", doc="HTTP basic auth password (never logged)")
+    tls_verify: bool = key(True, doc="verify the server certificate for https URLs")
+    ca_file: str = key("", check="pem_file", doc="PEM bundle to verify against instead of the system store")
+    max_series: int = key(10000, lo=1, hi=100 * MILLION, doc="series kept per query answer; the rest are dropped")
+    max_response_bytes: int = key(8 * MiB, lo=1024, hi=1 << 30,
+                                  doc="largest answer body per request, enforced while reading")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BusinessFields:
+    created_at: str = key("createdAt", nonempty=True, doc="appointment creation time")
+    specialty: str = key("doctor.specialty", nonempty=True, doc='specialty; missing values count as "unknown"')
+    status: str = key("status", nonempty=True, doc="appointment status")
+    cancelled_value: str = key("cancelled", doc="status value that means cancelled")
+    booking_completed_at: str = key("bookingCompletedAt", nonempty=True, doc="booking completion time")
+    rating: str = key("review.rating", nonempty=True, doc="patient rating")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BusinessSourceConfig:
+    enabled: bool = key(True, doc="data.business: appointment aggregates from MongoDB (read-only)")
+    mongodb_uri: str = key("mongodb://localhost:27017/healthcare", check="mongodb_uri", secret="url",
+                           doc="the database is taken from the path")
+    collection: str = key("appointments", nonempty=True, doc="collection holding the appointments")
+    time_range: str = key("1h", choices=TIME_RANGES, doc="window for data.business")
+    timeout: float = key(5.0, gt=0, hi=HOUR, unit="seconds",
+                         doc="seconds; also bounds the driver's server selection")
+    min_cell_size: int = key(0, lo=0, hi=MILLION,
+                             doc='fold specialties with fewer appointments into "other" (0 = off)')
+    reconcile_interval: float = key(300.0, lo=1.0, hi=DAY, unit="seconds",
+                                    doc="seconds between full recounts that correct incremental drift")
+    fields: BusinessFields = section(BusinessFields, "field names in the appointments collection")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthSourceConfig:
+    enabled: bool = key(True, doc="HTTP health checks of the platform's services")
+    timeout: float = key(5.0, gt=0, hi=HOUR, unit="seconds", doc="seconds per check request")
+    failures_before_down: int = key(3, lo=1, hi=1000, doc="consecutive failures before a service counts as down")
+    ca_file: str = key("", check="pem_file", doc="PEM bundle to verify https checks against")
+    checks: Mapping[str, str] = key(factory=lambda: _frozen(DEFAULT_HEALTH_CHECKS), check="http_url",
+                                    secret="url", min_items=1,
+                                    doc="name -> http(s) URL answering 200 when healthy; replaces the defaults")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourcesConfig:
+    process: ProcessSourceConfig = section(ProcessSourceConfig, "the hub's own process")
+    prometheus: PrometheusSourceConfig = section(PrometheusSourceConfig, "Prometheus queries and alerts")
+    business: BusinessSourceConfig = section(BusinessSourceConfig, "MongoDB appointment aggregates")
+    health: HealthSourceConfig = section(HealthSourceConfig, "HTTP health checks")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenConfig:
+    name: str = key(nonempty=True, doc="token name, shown in the audit log")
+    hash: str = key(check="token_hash", secret="value", doc='"sha256:<64 hex>" (from `hub token new`)')
+    topics: tuple[str, ...] = key((), choices=TOPICS, doc="topics this token may read; empty = all")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthConfig:
+    tokens: tuple[TokenConfig, ...] = key((), doc="named tokens; when any is set, /ws and /api/* need one")
+    protect_metrics: bool = key(False, doc="also require a token on /metrics")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditConfig:
+    path: str = key("", doc="JSON-lines audit log file; empty = stderr")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    redis_url: str = key("", check="redis_url", secret="url",
+                         doc='empty: single process; "redis://host:6379/0" to run several replicas')
+    key_prefix: str = key("hub", nonempty=True, doc="prefix of every Redis key this hub uses")
+    stream_maxlen: int = key(0, lo=0, hi=100 * MILLION, doc="snapshots kept in Redis; 0 = broadcast.history_size")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyConfig:
+    slack_webhook_url: str = key("", check="https_url", secret="webhook",
+                                 doc="Slack incoming webhook for alerts; empty = off (never logged)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    server: ServerConfig = section(ServerConfig, "HTTP and WebSocket server")
+    broadcast: BroadcastConfig = section(BroadcastConfig, "the metrics_update broadcast")
+    sources: SourcesConfig = section(SourcesConfig, "data sources")
+    auth: AuthConfig = section(AuthConfig, "access tokens")
+    audit: AuditConfig = section(AuditConfig, "audit log")
+    cluster: ClusterConfig = section(ClusterConfig, "several replicas through Redis")
+    notify: NotifyConfig = section(NotifyConfig, "notifications")

@@ -1,0 +1,220 @@
+"""The feed: the latest snapshot, a history bounded in entries and bytes, and the page's chart points.
+
+Each kept snapshot is held once, as the JSON pieces it is sent in (one per data section and per
+source status); a topic-limited view is assembled from the pieces, never from a parsed copy.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from hub.vocab import TOPICS
+
+
+def _key(name: str) -> bytes:
+    return orjson.dumps(name)
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One snapshot as encoded pieces; `frames` caches ready frames while this is the latest."""
+
+    seq: int
+    epoch: str
+    timestamp: str
+    sections: dict[str, bytes]
+    sources: dict[str, bytes]
+    size: int = 0
+    frames: dict[Any, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.size = sum(map(len, self.sections.values())) + sum(map(len, self.sources.values())) + 120
+
+    @classmethod
+    def from_snapshot(cls, snap: Mapping[str, Any]) -> Entry:
+        """Split a parsed metrics_update (e.g. read from Redis) into pieces."""
+        data = snap.get("data") or {}
+        sources = snap.get("sources") or {}
+        return cls(seq=int(snap["seq"]), epoch=str(snap.get("epoch") or ""), timestamp=str(snap.get("timestamp")),
+                   sections={k: orjson.dumps(v) for k, v in data.items()},
+                   sources={k: orjson.dumps(v) for k, v in sources.items()})
+
+    def encode(self, topics: tuple[str, ...] | None = None,
+               source_sections: Mapping[str, tuple[str, ...]] | None = None) -> bytes:
+        """The metrics_update JSON; with `topics`, only those sections and the sources that fill one."""
+        if topics is None:
+            names: Iterable[str] = self.sections
+            srcs: Iterable[str] = self.sources
+        else:
+            names = [t for t in topics if t in self.sections]
+            wanted = set(topics)
+            srcs = [s for s in self.sources
+                    if source_sections is None or s not in source_sections or wanted & set(source_sections[s])]
+        data = b",".join(_key(k) + b":" + self.sections[k] for k in names)
+        sources = b",".join(_key(k) + b":" + self.sources[k] for k in srcs)
+        head = (b'{"type":"metrics_update","seq":' + str(self.seq).encode() + b',"epoch":' + _key(self.epoch)
+                + b',"timestamp":' + _key(self.timestamp))
+        return head + b',"data":{' + data + b'},"sources":{' + sources + b"}}"
+
+
+# ------------------------------------------------------------------------------ chart points
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        f = float(v)
+    elif isinstance(v, str):
+        try:
+            f = float(v)
+        except ValueError:
+            return None
+    else:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _by_job(result: Any, how: str) -> dict[str, float] | None:
+    """A Prometheus result list as {job: value}, summed or max'ed per job (what the page plots)."""
+    if not isinstance(result, list):
+        return None
+    out: dict[str, float] = {}
+    for item in result:
+        if not isinstance(item, dict):
+            continue
+        value = item.get("value")
+        v = _num(value[1]) if isinstance(value, list) and len(value) > 1 else None
+        if v is None:
+            continue
+        metric = item.get("metric")
+        job = "all"
+        if isinstance(metric, dict):
+            job = str(metric.get("job") or metric.get("instance") or metric.get("__name__") or "all")
+        out[job] = (out[job] + v if how == "sum" else max(out[job], v)) if job in out else v
+    return out
+
+
+def chart_point(seq: int, timestamp: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the page's charts plot from one snapshot: a few numbers, whatever the fleet's size."""
+    sys_ = data.get("system") if isinstance(data.get("system"), dict) else None
+    app = data.get("application") if isinstance(data.get("application"), dict) else None
+    biz = data.get("business") if isinstance(data.get("business"), dict) else None
+    appts = biz.get("appointments") if biz and isinstance(biz.get("appointments"), dict) else None
+    mem = app.get("memoryUsage") if app and isinstance(app.get("memoryUsage"), dict) else None
+    return {
+        "seq": seq, "timestamp": timestamp,
+        "rate": _by_job(sys_.get("requestRate"), "sum") if sys_ else None,
+        "p95": _by_job(sys_.get("responseTime"), "max") if sys_ else None,
+        "rss": _num(mem.get("rss")) if mem else None,
+        "cpu": _num(app.get("cpuPercent")) if app else None,
+        "conns": _num(app.get("activeConnections")) if app else None,
+        "appts": _num(appts.get("total")) if appts else None,
+    }
+
+
+#: which topic each chart field comes from, so a topic-limited token sees only its own
+POINT_TOPIC = {"rate": "system", "p95": "system", "rss": "application", "cpu": "application",
+               "conns": "application", "appts": "business"}
+
+
+def filter_point(point: dict[str, Any], topics: tuple[str, ...] | None) -> dict[str, Any]:
+    """`point` without the fields of topics outside `topics` (None: unchanged)."""
+    if topics is None:
+        return point
+    return {k: v for k, v in point.items() if POINT_TOPIC.get(k, "") in topics or k in ("seq", "timestamp")}
+
+
+# ------------------------------------------------------------------------------ the feed
+
+
+class Feed:
+    """Latest snapshot, history bounded by `history_size` entries and `history_max_bytes`, chart points."""
+
+    def __init__(self, *, history_size: int, history_max_bytes: int,
+                 source_sections: Mapping[str, tuple[str, ...]]) -> None:
+        self.history: collections.deque[Entry] = collections.deque()
+        self.history_size = history_size
+        self.max_bytes = history_max_bytes
+        self.bytes = 0
+        #: chart points outlive raw snapshots: they are small, so charts keep their span
+        self.points: collections.deque[dict[str, Any]] = collections.deque(maxlen=history_size)
+        #: source name -> data sections it fills, for filtering `sources` per topic set
+        self.source_sections = dict(source_sections)
+        self.default_epoch = ""
+
+    @property
+    def latest(self) -> Entry | None:
+        """The newest snapshot, or None before the first tick."""
+        return self.history[-1] if self.history else None
+
+    @property
+    def seq(self) -> int:
+        """seq of the newest snapshot (0 before the first)."""
+        return self.history[-1].seq if self.history else 0
+
+    @property
+    def epoch(self) -> str:
+        """epoch of the newest snapshot (before the first: the publisher's, when it knows it)."""
+        return self.history[-1].epoch if self.history else self.default_epoch
+
+    def append(self, entry: Entry, data: Mapping[str, Any]) -> bool:
+        """Keep `entry` as the latest; False (ignored) unless it is newer within the same epoch.
+
+        A new epoch means the sequence restarted: older entries and points belong to another
+        numbering and are dropped.
+        """
+        latest = self.latest
+        if latest is not None:
+            if entry.epoch == latest.epoch and entry.seq <= latest.seq:
+                return False
+            if entry.epoch != latest.epoch:
+                self.history.clear()
+                self.points.clear()
+                self.bytes = 0
+            latest.frames = {}  # only the latest keeps ready frames
+        self.history.append(entry)
+        self.bytes += entry.size
+        # Evict by count, then by bytes; the latest always stays.
+        while len(self.history) > 1 and (len(self.history) > self.history_size or self.bytes > self.max_bytes):
+            self.bytes -= self.history.popleft().size
+        self.points.append(chart_point(entry.seq, entry.timestamp, data))
+        return True
+
+    def items(self, limit: int, *, after: int = 0) -> list[Entry]:
+        """Up to `limit` most recent entries with seq > `after`, oldest first."""
+        if limit <= 0:
+            return []
+        out = [e for e in self.history if e.seq > after] if after else list(self.history)
+        return out[-limit:]
+
+    def encode_items(self, entries: Iterable[Entry], topics: tuple[str, ...] | None, *,
+                     max_bytes: int | None = None) -> tuple[bytes, int]:
+        """A JSON array of entries (filtered to `topics`) and the seq of its last entry (0: empty).
+
+        Over `max_bytes`, the oldest entries are left out; the newest is always kept, as a
+        broadcast always sends one snapshot.
+        """
+        parts: list[bytes] = []
+        total = 0
+        last = 0
+        for entry in reversed(list(entries)):
+            encoded = entry.encode(topics, self.source_sections)
+            if max_bytes is not None and parts and total + len(encoded) > max_bytes:
+                break
+            parts.append(encoded)
+            total += len(encoded) + 1
+            last = max(last, entry.seq)
+        return b"[" + b",".join(reversed(parts)) + b"]", last
+
+    def encode_points(self, limit: int, topics: tuple[str, ...] | None) -> bytes:
+        """The `points` message: up to `limit` most recent chart points, oldest first."""
+        pts = list(self.points)[-limit:] if limit > 0 else []
+        return orjson.dumps({"type": "points", "epoch": self.epoch, "seq": self.seq,
+                             "items": [filter_point(p, topics) for p in pts]})

@@ -1,0 +1,248 @@
+"""Health source: the guide's `checkApplicationHealth`, every tick, concurrently, within the budget.
+
+Each check GETs a URL (healthy on a 2xx within the timeout); an optional `database` check awaits a
+ping callable. A check counts as down only after `failures_before_down` failures in a row and is up
+again at its first success; each of those two transitions calls the notifier exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from hub.notify import Notification
+from hub.secrets import RedactFilter, clean, scrub
+from hub.sources.base import Source, SourceResult
+from hub.vocab import utc_iso
+
+if TYPE_CHECKING:
+    from hub.metrics import HubMetrics
+    from hub.notify import Notifier
+
+logger = logging.getLogger(__name__)
+
+DATABASE = "database"
+#: A health endpoint answers with a few bytes; reading stops here so a huge body costs nothing.
+MAX_BODY = 64 * 1024
+#: Longer than the default tick (10 s): each tick reuses the previous tick's connections.
+KEEPALIVE_EXPIRY = 30.0
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """One attempt: ok, the HTTP status (None without a response), seconds taken, readable error."""
+
+    ok: bool
+    status: int | None
+    elapsed: float
+    error: str | None
+
+
+@dataclass(slots=True)
+class _State:
+    up: bool = True
+    since: str | None = None
+    since_ts: float = 0.0
+    failures: int = 0
+    last: _Outcome | None = None
+
+
+class HealthSource(Source):
+    """Fills `data.health` = {"healthy", "details", "checks"} from HTTP checks and an optional database ping.
+
+    Before its first result a check counts as up: "down" must mean N failures were seen, so a hub
+    that just started never reports (or notifies) an outage it has not observed. `since` is the
+    time of the last up/down change, or of the first result while there was none.
+    """
+
+    name = "health"
+    sections = ("health",)
+
+    def __init__(self, *, checks: Mapping[str, str], timeout: float = 5.0, failures_before_down: int = 3,
+                 ca_file: str = "", database_ping: Callable[[], Awaitable[None]] | None = None,
+                 metrics: HubMetrics | None = None, notifier: Notifier | None = None,
+                 secrets: Sequence[str] = ()) -> None:
+        if not timeout > 0:
+            raise ValueError(f"sources.health.timeout: must be > 0 seconds, got {timeout!r}")
+        if not isinstance(failures_before_down, int) or failures_before_down < 1:
+            raise ValueError(f"sources.health.failures_before_down: must be an integer >= 1, "
+                             f"got {failures_before_down!r}")
+        found: list[str] = [s for s in secrets if s]
+        for name, url in checks.items():
+            if database_ping is not None and name == DATABASE:
+                raise ValueError(f"sources.health.checks.{DATABASE}: the name is taken by the MongoDB "
+                                 "ping of the business source; choose another name")
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError as exc:
+                raise ValueError(f"sources.health.checks.{name}: not a URL ({exc})") from None
+            if parts.password:
+                found.append(parts.password)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"sources.health.checks.{name}: must be an http:// or https:// URL "
+                                 f"with a host, got {scrub(url, found)!r}")
+        self.timeout = timeout
+        self._checks = dict(checks)
+        self._failures_before_down = failures_before_down
+        self._ca_file = ca_file
+        self._ping = database_ping
+        self._metrics = metrics
+        self._notifier = notifier
+        self._secrets = found
+        names = [*self._checks, *([DATABASE] if database_ping is not None else [])]
+        self._state = {n: _State() for n in names}
+        self._client: httpx.AsyncClient | None = None
+        self._filter = RedactFilter(found)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Create the one pooled client (TLS verified, optional CA file, no redirects, no proxies)."""
+        if self._client is not None:
+            return
+        verify: ssl.SSLContext | bool = True
+        if self._ca_file:
+            try:
+                verify = ssl.create_default_context(cafile=self._ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"sources.health.ca_file: cannot load {self._ca_file!r}: {exc}") from None
+        n = max(1, len(self._checks))
+        self._client = httpx.AsyncClient(
+            verify=verify,
+            headers={"User-Agent": "hub-health-check"},
+            timeout=httpx.Timeout(self.timeout),  # per phase; collect() bounds each whole check
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=KEEPALIVE_EXPIRY),
+            follow_redirects=False,  # a redirect usually means a login page: report it, do not follow
+            trust_env=False,  # HTTP(S)_PROXY from the environment would probe the proxy, not the service
+        )
+        if self._secrets:
+            logging.getLogger("httpx").addFilter(self._filter)  # httpx logs URLs, passwords included
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+            logging.getLogger("httpx").removeFilter(self._filter)
+
+    # ------------------------------------------------------------------ collect
+
+    async def collect(self, budget: float) -> SourceResult:
+        """Run every check concurrently, each bounded by min(timeout, budget); update states and notify."""
+        if self._client is None:
+            await self.start()
+        limit = max(0.001, min(self.timeout, budget))
+        names = list(self._state)
+        outcomes = await asyncio.gather(*(self._run(n, limit) for n in names))
+        now = time.time()
+        for name, outcome in zip(names, outcomes, strict=True):
+            self._update(name, outcome, now)
+        return SourceResult(data={"health": self._snapshot()})
+
+    async def _run(self, name: str, limit: float) -> _Outcome:
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(limit):
+                if name == DATABASE and self._ping is not None:
+                    await self._ping()
+                    return _Outcome(True, None, time.monotonic() - t0, None)
+                return await self._get(self._checks[name], t0)
+        except (TimeoutError, httpx.TimeoutException):  # ours, or httpx's per-phase one: same story
+            return _Outcome(False, None, time.monotonic() - t0, f"timed out after {limit:g} s")
+        except httpx.HTTPError as exc:
+            return _Outcome(False, None, time.monotonic() - t0, self._clean(_transport_reason(exc)))
+        except Exception as exc:  # the database ping's driver errors, or a bug: say which, keep ticking
+            what = "database ping failed" if name == DATABASE else "check failed"
+            return _Outcome(False, None, time.monotonic() - t0,
+                            self._clean(f"{what}: {type(exc).__name__}: {exc or 'no details'}"))
+
+    async def _get(self, url: str, t0: float) -> _Outcome:
+        assert self._client is not None
+        async with self._client.stream("GET", url) as resp:
+            read = 0
+            async for chunk in resp.aiter_raw():  # drained so the connection returns to the pool
+                read += len(chunk)
+                if read > MAX_BODY:
+                    break
+        elapsed = time.monotonic() - t0
+        if resp.is_success:
+            return _Outcome(True, resp.status_code, elapsed, None)
+        reason = f"HTTP {resp.status_code}"
+        if resp.is_redirect:
+            reason += " (redirect not followed)"
+        return _Outcome(False, resp.status_code, elapsed, reason)
+
+    def _update(self, name: str, o: _Outcome, now: float) -> None:
+        st = self._state[name]
+        st.last = o
+        if st.since is None:
+            st.since, st.since_ts = utc_iso(now), now
+        if o.ok:
+            st.failures = 0
+            if not st.up:
+                down_for = now - st.since_ts
+                st.up, st.since, st.since_ts = True, utc_iso(now), now
+                logger.warning("health check %s recovered after %.0f s", name, down_for)
+                if self._notifier is not None:
+                    self._notifier.notify(Notification.recovered(name, down_for=down_for, ts=now))
+        else:
+            st.failures += 1
+            if st.up and st.failures >= self._failures_before_down:
+                st.up, st.since, st.since_ts = False, utc_iso(now), now
+                logger.warning("health check %s is down: %s", name, o.error)
+                if self._notifier is not None:
+                    self._notifier.notify(Notification.down(name, o.error or "failed", ts=now))
+        if self._metrics is not None:
+            self._metrics.health_check_up.labels(name).set(1 if st.up else 0)
+            self._metrics.health_check_latency.labels(name).set(o.elapsed)
+
+    def _snapshot(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        for name, st in self._state.items():
+            o = st.last
+            checks[name] = {
+                "up": st.up,
+                "status": o.status if o else None,
+                # only a received response has a latency; a timeout or refusal is not one
+                "latency_ms": round(o.elapsed * 1000, 1) if o and (o.status is not None or o.ok) else None,
+                "error": o.error if o else None,
+                "since": st.since,
+                "failures": st.failures,
+            }
+        details = {name: c["up"] for name, c in checks.items()}
+        return {"healthy": all(details.values()), "details": details, "checks": checks}
+
+    def _clean(self, text: str) -> str:
+        return clean(text, self._secrets)
+
+
+def _transport_reason(exc: httpx.HTTPError) -> str:
+    """A short human reason for a transport failure (walks the cause chain: httpx wraps OS/TLS errors)."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, socket.gaierror):
+            return f"DNS lookup failed ({e.strerror or e})"
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed ({e.verify_message or e.reason or e})"
+        if isinstance(e, ssl.SSLError):
+            return f"TLS error ({e.reason or e})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"connection closed by the server ({exc})"
+    if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
+        return "connection refused"
+    return f"{type(exc).__name__}: {exc or 'no details'}"

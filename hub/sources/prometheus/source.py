@@ -1,0 +1,242 @@
+"""PrometheusSource: every query and the alerts, concurrently, within the tick's budget."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from hub.config import PrometheusSourceConfig
+from hub.secrets import redact_url, scrub
+from hub.sources.base import Source, SourceError, SourceResult
+from hub.sources.prometheus.fetch import Answer, Failure, decode, fetch, strip_userinfo
+from hub.sources.prometheus.shape import BadAnswer, shape_alerts, shape_result, text_warnings
+from hub.vocab import safe_text
+
+logger = logging.getLogger(__name__)
+
+#: Idle pooled connections are kept this long. Longer than the default tick (10 s) so each
+#: tick reuses the previous tick's connections, shorter than common proxy idle limits (60 s).
+KEEPALIVE_EXPIRY = 30.0
+#: defaults of sources.prometheus.max_series / max_response_bytes (see docs/prometheus.md)
+
+
+class PrometheusSource(Source):
+    """Runs `cfg.queries` through /api/v1/query and reads /api/v1/alerts, all within the tick's budget."""
+
+    name = "prometheus"
+
+    def __init__(self, cfg: PrometheusSourceConfig, *, secrets: Iterable[str] = ()) -> None:
+        self._cfg = cfg
+        self.sections = ("system", "alerts") if cfg.alerts else ("system",)
+        self.timeout = cfg.timeout
+        self._max_series = cfg.max_series
+        self._max_bytes = cfg.max_response_bytes
+        base = cfg.url.rstrip("/")
+        self._query_url = f"{base}/api/v1/query"
+        self._alerts_url = f"{base}/api/v1/alerts"
+        self._safe_url = strip_userinfo(redact_url(base))
+        self._secrets = _secret_forms(cfg, secrets)
+        self._client: httpx.AsyncClient | None = None
+        # internal errors seen in the previous collection: each is logged (with its traceback)
+        # when it appears, not once per tick while it lasts
+        self._bugs: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Create the pooled HTTP client; makes no request, so a down Prometheus cannot fail it."""
+        if self._client is None:
+            self._client = self._make_client()
+
+    def _make_client(self) -> httpx.AsyncClient:
+        cfg = self._cfg
+        headers = {"Accept": "application/json", "User-Agent": "hub-prometheus-source"}
+        auth: httpx.Auth | None = None
+        if cfg.bearer_token:
+            headers["Authorization"] = f"Bearer {cfg.bearer_token}"
+        elif cfg.basic_auth_user:
+            auth = httpx.BasicAuth(cfg.basic_auth_user, cfg.basic_auth_password)
+        verify: ssl.SSLContext | bool
+        if cfg.ca_file:
+            verify = ssl.create_default_context(cafile=cfg.ca_file)
+            if not cfg.tls_verify:
+                verify.check_hostname = False
+                verify.verify_mode = ssl.CERT_NONE
+        else:
+            verify = cfg.tls_verify
+        n = len(cfg.queries) + 1
+        return httpx.AsyncClient(
+            headers=headers,
+            auth=auth,
+            verify=verify,
+            # Per-read bound only; the whole collection is bounded by the scheduler's budget in collect().
+            timeout=httpx.Timeout(cfg.timeout),
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n,
+                                keepalive_expiry=KEEPALIVE_EXPIRY),
+            follow_redirects=False,
+            trust_env=False,  # HTTP(S)_PROXY from the environment would silently reroute queries
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    # ------------------------------------------------------------------ collect
+
+    async def collect(self, budget: float) -> SourceResult:
+        """Every query and the alerts concurrently; what finished within `budget` is kept."""
+        if self._client is None:
+            await self.start()
+        queries = self._cfg.queries
+        tasks: dict[str, asyncio.Task[Any]] = {
+            name: asyncio.create_task(self._query(expr)) for name, expr in queries.items()
+        }
+        alerts_task = asyncio.create_task(self._alerts()) if self._cfg.alerts else None
+        every = [*tasks.values(), *([alerts_task] if alerts_task else [])]
+        t0 = time.monotonic()
+        try:
+            done, pending = await asyncio.wait(every, timeout=budget)
+        finally:
+            # Also reached when the scheduler cancels us: never leave requests running.
+            for task in every:
+                task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        elapsed = time.monotonic() - t0
+        timed_out = Failure(f"no answer from Prometheus at {self._safe_url} within the {budget:g} s budget")
+        bugs: set[str] = set()
+
+        def outcome(task: asyncio.Task[Any]) -> Any:
+            if task in pending:
+                return timed_out
+            exc = task.exception()
+            if exc is not None:  # a bug in our parsing, not a Prometheus problem
+                text = self._quote(f"internal error: {type(exc).__name__}: {exc}")
+                if text not in self._bugs:
+                    logger.error("prometheus source: %s", text, exc_info=exc)
+                bugs.add(text)
+                return Failure(text)
+            return task.result()
+
+        results = {name: outcome(task) for name, task in tasks.items()}
+        alerts = outcome(alerts_task) if alerts_task is not None else None
+        self._bugs = bugs
+        failed = {name: r for name, r in results.items() if isinstance(r, Failure)}
+        if len(failed) == len(results):
+            if all(f is timed_out for f in failed.values()):
+                raise SourceError(f"timed out after {budget:g} s waiting for Prometheus "
+                                  f"at {self._safe_url}")
+            messages = {f.message for f in failed.values()}
+            if len(messages) == 1:  # e.g. Prometheus down: say it once, not once per query
+                raise SourceError(messages.pop())
+            raise SourceError("; ".join(f"query {n!r}: {f.message}" for n, f in failed.items()))
+
+        warnings: list[str] = []
+        errors = [f"query {n!r} failed: {f.message}" for n, f in failed.items()]
+        system: dict[str, Any] = {}
+        for name, r in results.items():
+            if isinstance(r, Failure):
+                continue
+            result, warns, cut = r
+            system[name] = result
+            warnings += [f"query {name!r}: {w}" for w in warns]
+            if cut is not None:
+                returned, kept = cut
+                errors.append(f"query {name!r} cut to {kept} of {returned} series "
+                              "(sources.prometheus.max_series)")
+                warnings.append(
+                    f"query {name!r} returned {returned} series, kept {kept} "
+                    f"(sources.prometheus.max_series; NaN/Inf and zero values first, then the largest): "
+                    f"aggregate it, e.g. sum by (job) ({safe_text(queries[name], limit=200)})")
+
+        data: dict[str, Any] = {"system": system}
+        if alerts_task is not None:
+            if isinstance(alerts, Failure):
+                # Alerts are a separate section: null it, keep the good system data, say why.
+                data["alerts"] = None
+                errors.append(f"alerts failed: {alerts.message}")
+            else:
+                data["alerts"], warns = alerts
+                warnings += warns
+        logger.debug("prometheus source: %d/%d queries ok in %.3f s", len(system), len(results), elapsed)
+        return SourceResult(data=data, error="; ".join(errors) or None,
+                            warnings=tuple(dict.fromkeys(self._clean(w) for w in warnings)))
+
+    async def _query(self, expr: str) -> tuple[Any, list[str], tuple[int, int] | None] | Failure:
+        got = await self._fetch(self._query_url, {"query": expr})
+        if isinstance(got, Failure):
+            return got
+        # Parsing and checking a fleet-sized answer is CPU work (tens of ms per 10k series): in a
+        # worker thread the loop keeps serving clients between the GIL's switch intervals.
+        return await asyncio.to_thread(self._shape_query, got)
+
+    def _shape_query(self, got: Answer) -> tuple[Any, list[str], tuple[int, int] | None] | Failure:
+        body = self._decode(got)
+        if isinstance(body, Failure):
+            return body
+        try:
+            result, warns, cut = shape_result(body.get("data"), max_series=self._max_series)
+        except BadAnswer as exc:
+            return Failure(f"answer from {self._safe_url}: {exc}")
+        return result, text_warnings(body, self._clean) + warns, cut
+
+    async def _alerts(self) -> tuple[list[dict[str, Any]], list[str]] | Failure:
+        got = await self._fetch(self._alerts_url, None)
+        if isinstance(got, Failure):
+            return got
+        return await asyncio.to_thread(self._shape_alerts, got)
+
+    def _shape_alerts(self, got: Answer) -> tuple[list[dict[str, Any]], list[str]] | Failure:
+        body = self._decode(got)
+        if isinstance(body, Failure):
+            return body
+        try:
+            alerts, warns = shape_alerts(body.get("data"))
+        except BadAnswer as exc:
+            return Failure(f"answer from {self._safe_url}: {exc}")
+        return alerts, text_warnings(body, self._clean) + warns
+
+    async def _fetch(self, url: str, params: dict[str, str] | None) -> Answer | Failure:
+        """GET one API endpoint with the byte limit; the raw answer, or a readable `Failure`."""
+        assert self._client is not None
+        got = await fetch(self._client, url, params, limit=self._max_bytes, server=self._safe_url,
+                          clean=self._clean)
+        return Failure(self._clean(got.message)) if isinstance(got, Failure) else got
+
+    def _decode(self, got: Answer) -> dict[str, Any] | Failure:
+        body = decode(got, server=self._safe_url, clean=self._clean)
+        return Failure(self._clean(body.message)) if isinstance(body, Failure) else body
+
+    def _clean(self, text: str) -> str:
+        return scrub(text, self._secrets)
+
+    def _quote(self, text: str) -> str:
+        return safe_text(self._clean(text))
+
+
+def _secret_forms(cfg: PrometheusSourceConfig, extra: Iterable[str]) -> list[str]:
+    """Every secret and the forms a server may echo it in: raw, URL-decoded, and inside Basic auth's base64."""
+    out = [*extra, cfg.bearer_token, cfg.basic_auth_password]
+    pairs = [(cfg.basic_auth_user, cfg.basic_auth_password)]
+    try:
+        parts = urlsplit(cfg.url)
+        user, password = parts.username or "", parts.password or ""
+    except ValueError:
+        user = password = ""
+    if password:
+        out += [password, unquote(password)]
+        pairs.append((unquote(user), unquote(password)))
+    for user, password in pairs:
+        if password:
+            out.append(base64.b64encode(f"{user}:{password}".encode()).decode())
+    # longest first, so a secret that contains another is replaced whole
+    return sorted({s for s in out if s}, key=len, reverse=True)

@@ -1,0 +1,240 @@
+"""The WebSocket protocol: checks before the upgrade, the initial message, then the receive loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from hub.auth import SUBPROTOCOL, bearer_protocol_ok
+from hub.client import Client, CloseReason, HubWebSocket
+from hub.context import HUB, Hub
+from hub.errors import int_param, json_error
+from hub.views import principal
+from hub.vocab import TOPICS, utc_iso
+
+log = logging.getLogger(__name__)
+
+TOO_LARGE = 1009
+UNSUPPORTED_DATA = 1003
+POLICY_VIOLATION = 1008
+PROTOCOL_ERROR = 1002
+INVALID_DATA = 1007
+
+
+def same_origin(request: web.BaseRequest, origin: str, allowed: tuple[str, ...]) -> bool:
+    """True when a browser `origin` is the hub's own scheme and host, or is in server.allowed_origins."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    own_scheme = "https" if request.secure else "http"
+    if parts.netloc == request.host.lower() and parts.scheme == own_scheme:
+        return True
+    norm = f"{parts.scheme}://{parts.netloc}"
+    return any(norm == a.strip().lower().rstrip("/") for a in allowed)
+
+
+class TokenBucket:
+    """Client message rate limit: `rate` per second with bursts up to `burst`."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        """Spend one token; False when the bucket is empty."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def _reject(hub: Hub, request: web.Request, ip: str, status: int, reason: str, message: str) -> web.Response:
+    hub.metrics.rejected.labels(reason).inc()
+    hub.audit.event("rejected", request, remote=ip, reason=reason)
+    return json_error(status, message)
+
+
+def is_upgrade(request: web.BaseRequest) -> bool:
+    """True for a WebSocket upgrade request (any path: the seed's ws server accepted any)."""
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    """`/ws` (and an upgrade on `/`): checks, initial snapshot, points or history, then a receive loop."""
+    hub = request.app[HUB]
+    cfg = hub.config
+    ip = hub.client_address(request)
+    history_n = int_param(request, "history", default=-1, lo=0, hi=1_000_000)
+    points_n = int_param(request, "points", default=-1, lo=0, hi=1_000_000)
+    if not bearer_protocol_ok(request):
+        return _reject(hub, request, ip, 400, "subprotocol",
+                       f'a "bearer." token subprotocol must be offered together with "{SUBPROTOCOL}"')
+    origin = request.headers.get("Origin")
+    if origin is not None and not same_origin(request, origin, cfg.server.allowed_origins):
+        return _reject(hub, request, ip, 403, "origin", f"origin {origin[:100]!r} is not allowed")
+    who = principal(request)
+    ws = HubWebSocket(
+        heartbeat=cfg.broadcast.heartbeat, compress=True, max_msg_size=cfg.server.max_message_bytes + 1,
+        protocols=(SUBPROTOCOL,), timeout=5.0, autoping=False)  # PINGs count against the rate limit
+    # aiohttp refuses messages of max_msg_size bytes or more; server.max_message_bytes is the
+    # largest message allowed, so the limit handed to aiohttp is one more.
+    if not ws.can_prepare(request).ok:
+        return json_error(400, f"expected a WebSocket upgrade request on {request.path}")
+    refused = hub.admission.admit(ip)
+    if refused == "capacity":
+        return _reject(hub, request, ip, 503, "capacity", "too many connections: server.max_connections reached")
+    if refused == "per_ip":
+        return _reject(hub, request, ip, 429, "per_ip", "too many connections from this address")
+
+    client: Client | None = None
+    try:
+        await ws.prepare(request)
+        assert request.transport is not None
+        client = Client(ws=ws, transport=request.transport, remote=ip, token_name=who.name, allowed=who.topics,
+                        window_bits=ws.compress or 0)
+        client.set_topics(None)
+        await hub.broadcaster.join(client, history=history_n, points=points_n)
+        hub.audit.event("connect", request, remote=ip, token=who.name)
+        await _receive_loop(hub, request, client)
+    except (ConnectionError, asyncio.TimeoutError) as exc:
+        log.debug("client %s: connection lost: %s", ip, exc)
+    finally:
+        try:
+            if client is not None:
+                hub.broadcaster.discard(client)
+                reason = client.close_reason or _disconnect_reason(ws)
+                hub.metrics.disconnects.labels(reason).inc()
+                hub.audit.event("disconnect", request, remote=ip, token=who.name,
+                                code=client.close_code or ws.close_code, reason=str(reason))
+                if client.closing is not None:  # an eviction still owns the socket for its grace period
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(client.closing)
+        finally:
+            # Runs even when aiohttp cancels this handler because the socket was lost meanwhile.
+            transport = request.transport
+            if transport is not None and (not transport.is_closing() or transport.get_write_buffer_size()):
+                # A peer that stopped reading would hold the socket (and its unsent backlog) forever:
+                # close() waits for the buffer to drain, abort() does not.
+                transport.abort()
+            hub.admission.release(ip)
+    return ws
+
+
+def _disconnect_reason(ws: web.WebSocketResponse) -> CloseReason:
+    exc = ws.exception()
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or type(exc).__name__ == "ServerTimeoutError":
+        return CloseReason.DEAD_PEER
+    code = ws.close_code
+    if code == WSCloseCode.OK:
+        return CloseReason.NORMAL
+    if code == WSCloseCode.GOING_AWAY:
+        return CloseReason.GOING_AWAY
+    if code == TOO_LARGE:
+        return CloseReason.TOO_LARGE
+    if code in (PROTOCOL_ERROR, INVALID_DATA):
+        return CloseReason.PROTOCOL_ERROR
+    return CloseReason.ERROR
+
+
+async def _send(hub: Hub, client: Client, obj: dict[str, Any]) -> None:
+    if client.can_send():
+        await client.ws.send_frame(orjson.dumps(obj), WSMsgType.TEXT)
+        hub.metrics.messages_sent.inc()
+
+
+async def _close(client: Client, code: int, reason: CloseReason, message: str) -> None:
+    client.close_reason = reason
+    client.close_code = code
+    await client.ws.close(code=code, message=message.encode()[:120])
+
+
+async def _receive_loop(hub: Hub, request: web.Request, client: Client) -> None:
+    ws = client.ws
+    bucket = TokenBucket(hub.config.server.client_rate_limit, hub.config.server.client_rate_burst)
+    while True:
+        msg = await ws.receive()
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return
+        if msg.type is WSMsgType.ERROR:
+            if getattr(ws.exception(), "code", None) == TOO_LARGE:
+                client.close_reason, client.close_code = CloseReason.TOO_LARGE, TOO_LARGE
+                hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
+                                reason="message_too_big")
+            return
+        # Every frame a client sends costs the loop, PONG included: all of them count.
+        if not bucket.take():
+            hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
+                            reason="rate_limited")
+            await _close(client, POLICY_VIOLATION, CloseReason.RATE_LIMITED, "message rate limit exceeded")
+            return
+        if msg.type is WSMsgType.TEXT:
+            await _handle_text(hub, request, client, msg.data)
+        elif msg.type is WSMsgType.PING:
+            await ws.pong(msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
+                            reason="binary_frame")
+            await _close(client, UNSUPPORTED_DATA, CloseReason.PROTOCOL_ERROR, "binary frames are not supported")
+            return
+        # PONG: a heartbeat reply; aiohttp resets the heartbeat on any received data
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": code, "message": message}
+
+
+async def _handle_text(hub: Hub, request: web.Request, client: Client, text: str) -> None:
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        await _send(hub, client, _error("invalid_json", f"message is not valid JSON: {exc}"))
+        return
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        await _send(hub, client, _error("invalid_message", 'expected a JSON object with a string "type"'))
+        return
+    kind = msg["type"]
+    if kind == "ping":
+        reply: dict[str, Any] = {"type": "pong", "timestamp": utc_iso(), "seq": hub.feed.seq,
+                                 "epoch": hub.feed.epoch}
+        if "id" in msg and isinstance(msg["id"], (str, int, float)):
+            reply["id"] = msg["id"]
+        await _send(hub, client, reply)
+    elif kind == "subscribe":
+        topics = msg.get("topics")
+        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+            await _send(hub, client, _error("invalid_topics", '"topics" must be a list of strings'))
+            return
+        unknown = [t for t in topics if t not in TOPICS]
+        if unknown:
+            await _send(hub, client, _error(
+                "unknown_topic", f"unknown topic(s) {', '.join(repr(t[:40]) for t in unknown[:10])}; "
+                                 f"known: {', '.join(TOPICS)}"))
+            return
+        requested = tuple(dict.fromkeys(topics))
+        effective = client.set_topics(requested)
+        reply = {"type": "subscribed", "topics": list(effective)}
+        denied = [t for t in requested if t not in effective]
+        if denied:
+            reply["denied"] = denied
+            hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
+                            reason="topics_not_allowed", topics=denied)
+        await _send(hub, client, reply)
+    else:
+        await _send(hub, client, _error("unknown_type", f"unknown message type {kind[:40]!r}; "
+                                                        "expected ping or subscribe"))
