@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import re
 import signal
@@ -122,7 +123,7 @@ class Hub:
     """A `hub serve` subprocess on a fixed port with a temp config; restartable on the same port."""
 
     def __init__(self, tmp: Path, *, extra: str = "", prometheus_url: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, health: str = "enabled = false") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.dir = tmp
@@ -147,6 +148,8 @@ timeout = 0.4
 enabled = {str(_has_source("business")).lower()}
 mongodb_uri = "mongodb://127.0.0.1:{free_port()}/healthcare"
 timeout = 0.4
+{"[sources.health]" if _has_source("health") else ""}
+{health if _has_source("health") else ""}
 {extra}
 """)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -207,9 +210,11 @@ timeout = 0.4
 
 @contextlib.contextmanager
 def running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, extra: str = "",
-                prometheus_url: str | None = None, port: int | None = None) -> Iterator[Hub]:
-    """A started Hub, stopped on exit."""
-    hub = Hub(tmp_path_factory.mktemp(name), extra=extra, prometheus_url=prometheus_url, port=port)
+                prometheus_url: str | None = None, port: int | None = None,
+                health: str = "enabled = false") -> Iterator[Hub]:
+    """A started Hub (health checks off unless `health` configures them), stopped on exit."""
+    hub = Hub(tmp_path_factory.mktemp(name), extra=extra, prometheus_url=prometheus_url, port=port,
+              health=health)
     hub.start()
     try:
         yield hub
@@ -679,8 +684,8 @@ def test_new_epoch_drops_old_points_and_takes_the_new_sequence(hub: Hub, open_pa
     assert_clean(watch)
 
 
-class HealthSource(Source):
-    """Fills `data.health` with whatever the test sets; stands in for the hub's health checks."""
+class ScriptedHealth(Source):
+    """Fills `data.health` with whatever the test sets: exact ages, latencies and reasons on demand."""
 
     name = "health"
     sections = ("health",)
@@ -754,7 +759,7 @@ def health_rows(watch: PageWatch) -> list[dict[str, Any]]:
 
 def test_health_panel_shows_checks_down_with_reason_and_up(open_page: Any) -> None:
     evil = 'connection refused <img src=x onerror="window.__pwned=1">'
-    source = HealthSource()
+    source = ScriptedHealth()
     now = time.time()
     source.health = {"healthy": False, "details": {"frontend": False, "backend": True, "database": False},
                      "checks": {
@@ -773,10 +778,10 @@ def test_health_panel_shows_checks_down_with_reason_and_up(open_page: Any) -> No
         assert [(r["name"], r["badge"]) for r in rows] == [("database", "down"), ("frontend", "down"),
                                                            ("backend", "up")]
         database, frontend, backend = rows
-        assert frontend["reason"] == "HTTP 503" and frontend["latency"] == "12 ms"
+        assert frontend["reason"] == "HTTP 503" and frontend["latency"] == "latency 12 ms"
         assert re.fullmatch(r"for 1 min 3[4-9] s", frontend["since"]), frontend
         assert database["reason"] == evil and database["latency"] is None   # markup shown as text
-        assert backend["reason"] is None and backend["latency"] == "42 ms"
+        assert backend["reason"] is None and backend["latency"] == "latency 42 ms"
         assert backend["since"] == "for 1 h 1 min"
         assert watch.js("document.getElementById('v-health').textContent") == "(1 up · 2 down)"
         assert watch.js("document.querySelector('#sources li[data-source=health] .badge').textContent") == "ok"
@@ -822,3 +827,82 @@ def test_health_panel_shows_checks_down_with_reason_and_up(open_page: Any) -> No
             "no data — health is not included for this access token"
         assert limited.js("document.querySelector('#sources li[data-source=health]').hidden") is True
         assert_clean(limited)
+
+
+class StatusServer:
+    """A local HTTP server whose every GET answers `status` (a service's /health endpoint)."""
+
+    def __init__(self, status: int) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                body = b'{"status":"ok"}' if owner.status < 300 else b'{"status":"down"}'
+                self.send_response(owner.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.status = status
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/health"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.skipif(not _has_source("health"), reason="this tree has no health source yet")
+def test_health_panel_from_real_checks(tmp_path_factory: pytest.TempPathFactory, open_page: Any) -> None:
+    """`hub serve` probing a local server (503, then 200) and a closed port; the page follows."""
+    frontend = StatusServer(503)
+    health = f"""enabled = true
+timeout = 0.3
+failures_before_down = 1
+[sources.health.checks]
+frontend = "{frontend.url}"
+gone = "http://127.0.0.1:{free_port()}/api/health"
+"""
+    try:
+        with running_hub(tmp_path_factory, "health", health=health) as own:
+            watch = open_page()
+            load(watch, own)
+
+            def shown_checks() -> tuple[int, dict[str, dict[str, Any]]]:
+                seq, rows = watch.js("[Number(document.getElementById('conn-seq').dataset.raw), "
+                                     "[...document.querySelectorAll('#health-list li.check')].map((li) => ({"
+                                     "name: li.dataset.check, badge: li.querySelector('.badge').textContent, "
+                                     "reason: li.querySelector('.reason') && li.querySelector('.reason').textContent, "
+                                     "latency: li.querySelector('.latency') && li.querySelector('.latency').textContent"
+                                     "}))]")
+                return seq, {r["name"]: r for r in rows}
+
+            seq, rows = wait_for(lambda: (s := shown_checks())[1].get("frontend", {}).get("badge") == "down" and s,
+                                 what="the frontend check down")
+            checks = own.snapshot_by_seq(seq)["data"]["health"]["checks"]
+            assert rows["frontend"]["reason"] == checks["frontend"]["error"] == "HTTP 503"
+            assert rows["gone"]["badge"] == "down"
+            assert rows["gone"]["reason"] == checks["gone"]["error"] == "connection refused"
+            # Down ones first: the page lists every check the hub reports.
+            assert set(rows) == set(checks)
+            frontend.status = 200
+            seq, rows = wait_for(lambda: (s := shown_checks())[1]["frontend"]["badge"] == "up" and s,
+                                 what="the frontend check up again")
+            check = own.snapshot_by_seq(seq)["data"]["health"]["checks"]["frontend"]
+            assert check["up"] is True and rows["frontend"]["reason"] is None
+            ms = check["latency_ms"]
+            # Math.round, not Python's round-half-even.
+            expected = f"latency {math.floor(ms + 0.5)} ms" if ms < 1000 else f"latency {ms / 1000:.2f} s"
+            assert rows["frontend"]["latency"] == expected
+            assert watch.js("document.querySelector('#sources li[data-source=health] .badge').textContent") == "ok"
+            assert_clean(watch)
+    finally:
+        frontend.close()

@@ -58,13 +58,18 @@ export function resetPoints() {
 }
 
 /**
- * Add `points` (derive()-shaped, oldest first) to the window and redraw; returns how many were taken.
+ * Add `points` (oldest first) to the window and redraw; returns how many were taken. A point is
+ * derive()-shaped, with its time as `t` (seconds) or as the hub's ISO `timestamp`.
  * Sequence bookkeeping (seq, epoch) stays with the caller (stream.js).
  */
 export function ingestPoints(points) {
   if (!Array.isArray(points)) return 0;
   let added = 0;
-  for (const p of points) if (addPoint(p)) added += 1;
+  for (const p of points) {
+    if (!p || typeof p !== "object") continue;
+    const t = Number.isFinite(p.t) ? p.t : Date.parse(p.timestamp) / 1000;
+    if (addPoint({ ...p, t })) added += 1;
+  }
   if (added) {
     estimateInterval();
     drawCharts();

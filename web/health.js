@@ -43,7 +43,7 @@ function row(r, now) {
     since.title = (r.up ? "up since " : "down since ") + new Date(r.since).toLocaleString();
     head.append(since);
   }
-  if (r.latency !== null) head.append(el("span", "muted latency", fmtLatency(r.latency / 1000)));
+  if (r.latency !== null) head.append(el("span", "muted latency", "latency " + fmtLatency(r.latency / 1000)));
   li.append(head);
   if (!r.up) {
     li.append(el("div", "reason", reasonOf(r)));
