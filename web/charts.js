@@ -1,0 +1,255 @@
+// The charts: snapshots reduced to points (derive), a bounded window of points, and uPlot drawing.
+// Points are plain objects {seq, t, rate: {job: v}, p95: {job: v}, rss, cpu, conns, appts};
+// ingestPoints() takes them directly, for a hub that sends chart history as points.
+
+import { $, MIB, fmtCount, fmtFixed, fmtLatency, num } from "./format.js";
+import { MAX_POINTS, state } from "./state.js";
+
+const MAX_SERIES = 8;   // lines per chart; more jobs than this are ranked and cut
+
+function seriesName(metric) {
+  if (!metric || typeof metric !== "object") return "all";
+  return String(metric.job || metric.instance || metric.__name__ || "all");
+}
+
+// Prometheus result list -> {job: value}, summed (rates) or max (quantiles).
+export function byJob(result, how) {
+  if (!Array.isArray(result)) return null;
+  const out = {};
+  for (const item of result) {
+    const v = num(item && Array.isArray(item.value) ? item.value[1] : null);
+    if (v === null) continue;
+    const k = seriesName(item.metric);
+    out[k] = k in out ? (how === "sum" ? out[k] + v : Math.max(out[k], v)) : v;
+  }
+  return out;
+}
+
+/** The chart point of one metrics_update snapshot. */
+export function derive(snap) {
+  const d = snap.data || {};
+  const sys = d.system, app = d.application, biz = d.business;
+  const appts = biz && biz.appointments ? biz.appointments : null;
+  return {
+    seq: snap.seq,
+    t: Date.parse(snap.timestamp) / 1000,
+    rate: sys ? byJob(sys.requestRate, "sum") : null,
+    p95: sys ? byJob(sys.responseTime, "max") : null,
+    rss: app && app.memoryUsage ? num(app.memoryUsage.rss) : null,
+    cpu: app ? num(app.cpuPercent) : null,
+    conns: app ? num(app.activeConnections) : null,
+    appts: appts ? num(appts.total) : null,
+  };
+}
+
+/** Append one point; a point at or before the newest one's time replaces the tail (x must increase). */
+export function addPoint(p) {
+  if (!p || typeof p !== "object" || !Number.isFinite(p.t)) return false;
+  const pts = state.points;
+  while (pts.length && pts[pts.length - 1].t >= p.t) pts.pop();
+  pts.push(p);
+  if (pts.length > MAX_POINTS) pts.splice(0, pts.length - MAX_POINTS);
+  return true;
+}
+
+/** Forget every point (a new epoch: the old sequence's points belong to another stream). */
+export function resetPoints() {
+  state.points = [];
+}
+
+/**
+ * Add `points` (oldest first) to the window and redraw; returns how many were taken. A point is
+ * derive()-shaped, with its time as `t` (seconds) or as the hub's ISO `timestamp`.
+ * Sequence bookkeeping (seq, epoch) stays with the caller (stream.js).
+ */
+export function ingestPoints(points) {
+  if (!Array.isArray(points)) return 0;
+  let added = 0;
+  for (const p of points) {
+    if (!p || typeof p !== "object") continue;
+    const t = Number.isFinite(p.t) ? p.t : Date.parse(p.timestamp) / 1000;
+    if (addPoint({ ...p, t })) added += 1;
+  }
+  if (added) {
+    estimateInterval();
+    drawCharts();
+  }
+  return added;
+}
+
+/** The tick interval: the median time between consecutive seqs among the latest points. */
+export function estimateInterval() {
+  const pts = state.points;
+  const gaps = [];
+  for (let i = pts.length - 1; i > 0 && gaps.length < 10; i--) {
+    if (pts[i].seq === pts[i - 1].seq + 1) gaps.push(pts[i].t - pts[i - 1].t);
+  }
+  if (gaps.length === 0) return;
+  gaps.sort((a, b) => a - b);
+  const median = gaps[Math.floor(gaps.length / 2)];
+  if (median > 0) state.interval = median;
+}
+
+// ------------------------------------------------------------------ drawing
+
+const CHARTS = [
+  { id: "chart-rate", key: "rate", perJob: true, fmt: (v) => fmtFixed(v, 2, " req/s") },
+  { id: "chart-p95", key: "p95", perJob: true, fmt: fmtLatency },
+  { id: "chart-rss", series: [{ key: "rss", label: "RSS", scale: (v) => v / MIB }],
+    fmt: (v) => fmtFixed(v, 1, " MiB") },
+  { id: "chart-cpu", series: [{ key: "cpu", label: "CPU %" },
+    { key: "conns", label: "connections", axis: "n", fmt: fmtCount }],
+    fmt: (v) => fmtFixed(v, 1, " %") },
+  { id: "chart-appts", series: [{ key: "appts", label: "booked" }], fmt: fmtCount },
+];
+const charts = new Map();   // id -> {plot, names, defs}
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+function chartHeight(box) {
+  const h = parseInt(getComputedStyle(box).getPropertyValue("--chart-h"), 10);
+  return Number.isFinite(h) && h > 40 ? h : 160;
+}
+
+// The jobs to draw: ranked by their largest value in the window, at most MAX_SERIES.
+function jobNames(key) {
+  const peak = new Map();
+  for (const p of state.points) {
+    const m = p[key];
+    if (!m) continue;
+    for (const k of Object.keys(m)) peak.set(k, Math.max(peak.get(k) || 0, m[k]));
+  }
+  return [...peak.keys()].sort((a, b) => peak.get(b) - peak.get(a) || a.localeCompare(b))
+    .slice(0, MAX_SERIES).sort();
+}
+
+function seriesDefs(spec) {
+  if (spec.perJob) return jobNames(spec.key).map((job) => ({ label: job, get: (p) => (p[spec.key] ? p[spec.key][job] : undefined) }));
+  return spec.series.map((s) => ({ label: s.label, axis: s.axis, fmt: s.fmt,
+    get: (p) => (p[s.key] === null || p[s.key] === undefined ? null : (s.scale ? s.scale(p[s.key]) : p[s.key])) }));
+}
+
+// A round upper bound a little above `v` (so axes get readable ticks), 1 when no data.
+function niceCeil(v) {
+  if (!(v > 0)) return 1;
+  const target = v * 1.05;
+  const p = 10 ** Math.floor(Math.log10(target));
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= target) return m * p;
+  return 10 * p;
+}
+
+function lastValue(arr) {
+  for (let i = arr.length - 1; i >= 0; i--) if (arr[i] !== null && arr[i] !== undefined) return arr[i];
+  return null;
+}
+
+function compact(v) {
+  const a = Math.abs(v);
+  if (a >= 1e6) return (v / 1e6).toFixed(1) + "M";
+  if (a >= 1e3) return (v / 1e3).toFixed(1) + "k";
+  if (a > 0 && a < 0.01) return v.toExponential(0);
+  return String(+v.toFixed(3));
+}
+
+function chartData(defs) {
+  const pts = state.points;
+  const x = pts.map((p) => p.t);
+  return [x].concat(defs.map((d) => pts.map((p) => {
+    const v = d.get(p);
+    return v === undefined ? null : v;
+  })));
+}
+
+function makeChart(spec, defs) {
+  const box = $(spec.id);
+  const fg = cssVar("--muted"), grid = cssVar("--grid");
+  const axis = { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+  const twoAxes = defs.some((d) => d.axis);
+  const opts = {
+    width: Math.max(200, box.clientWidth),
+    height: chartHeight(box),
+    scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min || 0), niceCeil(max)] },
+      n: { range: (u, min, max) => [0, niceCeil(max)] } },
+    axes: [
+      Object.assign({}, axis),
+      Object.assign({}, axis, { size: 64, values: (u, splits) => splits.map((v) => compact(v)) }),
+    ],
+    // Without a cursor on the chart the legend shows the latest values.
+    series: [{ value: (u, v, si, idx) => (idx === null || idx === undefined ? "latest"
+      : new Date(v * 1000).toLocaleTimeString()) }].concat(defs.map((d, i) => ({
+      label: d.label,
+      scale: d.axis || "y",
+      stroke: cssVar("--s" + ((i % 8) + 1)),
+      width: 2,
+      points: { show: false },
+      value: (u, v, si, idx) => {
+        if (idx === null || idx === undefined) v = lastValue(u.data[si]);
+        return v === null || v === undefined ? "–" : (d.fmt || spec.fmt)(v);
+      },
+    }))),
+    legend: { show: true, live: true },
+    cursor: { drag: { x: false, y: false } },
+  };
+  if (twoAxes) opts.axes.push(Object.assign({}, axis, { scale: "n", side: 1, size: 48, grid: { show: false } }));
+  box.replaceChildren();
+  return new window.uPlot(opts, chartData(defs), box);
+}
+
+/** Redraw every chart from state.points (deferred while the tab is hidden). */
+export function drawCharts() {
+  if (typeof window.uPlot === "undefined") return;
+  if (document.hidden) {
+    state.dirty = true;   // no drawing for a background tab; catch up when shown
+    return;
+  }
+  state.dirty = false;
+  for (const spec of CHARTS) {
+    const defs = seriesDefs(spec);
+    const names = defs.map((d) => d.label).join("\n");
+    const have = charts.get(spec.id);
+    if (!have || have.names !== names) {
+      if (have) have.plot.destroy();
+      charts.set(spec.id, { plot: makeChart(spec, defs), names, defs });
+    } else {
+      have.plot.setData(chartData(have.defs));
+    }
+  }
+}
+
+function rebuildCharts() {
+  for (const c of charts.values()) c.plot.destroy();
+  charts.clear();
+  drawCharts();
+}
+
+/** Points per drawn chart, by element id (for tests). */
+export function seriesLengths() {
+  const out = {};
+  for (const [id, c] of charts) out[id] = c.plot.data[0].length;
+  return out;
+}
+
+/** Redraw on tab visibility, colour-scheme change and resize. */
+export function initCharts() {
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.dirty) drawCharts();
+  });
+  // Colours come from CSS variables, so a theme switch rebuilds the charts.
+  if (window.matchMedia) {
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", rebuildCharts);
+  }
+  if (window.ResizeObserver) {
+    const ro = new ResizeObserver((entries) => {
+      for (const entry of entries) {
+        const c = charts.get(entry.target.id);
+        if (!c) continue;
+        const w = Math.max(200, Math.floor(entry.contentRect.width));
+        const h = chartHeight(entry.target);
+        if (c.plot.width !== w || c.plot.height !== h) c.plot.setSize({ width: w, height: h });
+      }
+    });
+    for (const spec of CHARTS) ro.observe($(spec.id));
+  }
+}

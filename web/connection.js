@@ -1,0 +1,211 @@
+// The connection: token auth, one WebSocket with history on connect, backoff, and a watchdog
+// that replaces a silent socket. Messages go to stream.accept().
+
+import { $ } from "./format.js";
+import { setConn, updateBadge } from "./panels.js";
+import { MAX_POINTS, TOKEN_KEY, state } from "./state.js";
+import { accept } from "./stream.js";
+
+const BACKOFF_BASE_MS = 1000;
+const BACKOFF_CAP_MS = 30000;
+const WATCHDOG_MIN_S = 20;       // never replace a silent socket sooner than this
+const PING_AFTER_S = 5;          // ask a silent socket for a pong at most this often
+const HISTORY_SLACK_S = 5;       // extra history asked for on a reconnect, in seconds of ticks
+// RFC 7230 tchar: what may travel in Sec-WebSocket-Protocol.
+const TOKEN_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+
+// ------------------------------------------------------------------ auth
+
+function saveToken(token) {
+  state.token = token;
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch (e) { /* storage disabled: keep the token for this page only */ }
+}
+
+function authHeaders() {
+  return state.token ? { Authorization: "Bearer " + state.token } : {};
+}
+
+function askToken() {
+  const entered = window.prompt("This hub needs an access token:");
+  if (entered === null) return false;
+  const token = entered.trim();
+  if (!TOKEN_RE.test(token)) {
+    showAuth("That token contains characters that cannot be sent; check it and try again.");
+    return false;
+  }
+  saveToken(token);
+  return true;
+}
+
+function showAuth(message) {
+  $("auth-msg").textContent = message;
+  $("auth").hidden = false;
+  setConn("unauthorized");
+}
+
+// Resolve to true when the WebSocket may be tried (the probe cannot tell a
+// refused upgrade from a dead server, so only a clear 401 stops us).
+async function probeAuth() {
+  let res;
+  try {
+    res = await fetch("api/metrics/snapshot", { headers: authHeaders(), cache: "no-store" });
+  } catch (e) {
+    return true;   // network error: let the socket attempt fail and back off
+  }
+  if (res.status !== 401) {
+    $("auth").hidden = true;
+    return true;
+  }
+  if (state.token) saveToken("");   // rejected: forget it
+  if (!state.prompted) {
+    state.prompted = true;
+    if (askToken()) return probeAuth();
+  }
+  if ($("auth").hidden) showAuth("This hub needs an access token.");
+  else setConn("unauthorized");
+  return false;
+}
+
+// ------------------------------------------------------------------ socket
+
+function wsUrl(history) {
+  const url = new URL("ws", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.search = "?history=" + history;
+  return url.href;
+}
+
+// After a gap, ask only for what was missed (plus a margin); the first load asks for all.
+// The margin covers the ticks that pass while the handshake is under way: two ticks, and at
+// least HISTORY_SLACK_S seconds of them (a slow proxy or a busy hub, at short intervals).
+function historyCount() {
+  if (!state.last) return MAX_POINTS;
+  const gap = (performance.now() - state.lastAt) / 1000;
+  const margin = Math.max(2, Math.ceil(HISTORY_SLACK_S / state.interval));
+  return Math.max(2, Math.min(MAX_POINTS, Math.ceil(gap / state.interval) + margin));
+}
+
+function openSocket() {
+  clearTimeout(state.retryTimer);
+  if (state.ws) return;
+  let ws;
+  try {
+    ws = state.token
+      ? new WebSocket(wsUrl(historyCount()), ["hub.v1", "bearer." + state.token])
+      : new WebSocket(wsUrl(historyCount()));
+  } catch (e) {
+    scheduleReconnect();
+    return;
+  }
+  state.ws = ws;
+  state.fresh = true;
+  state.socketData = false;
+  state.lastMsgAt = performance.now();
+  state.pingAt = 0;
+  ws.onmessage = (ev) => { if (state.ws === ws) onMessage(ev.data); };
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    scheduleReconnect();
+  };
+  ws.onerror = () => { /* a close event always follows */ };
+}
+
+function scheduleReconnect() {
+  clearTimeout(state.retryTimer);
+  if (!navigator.onLine) {
+    setConn("offline");   // the 'online' event resumes
+    return;
+  }
+  setConn("reconnecting");
+  // Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)).
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
+  state.attempt = Math.min(state.attempt + 1, 15);
+  state.retryTimer = setTimeout(reconnect, Math.random() * ceiling);
+}
+
+async function reconnect() {
+  clearTimeout(state.retryTimer);
+  if (state.ws) return;
+  if (await probeAuth()) openSocket();
+}
+
+// Drop the current socket and connect again at once (history backfills the gap).
+function forceReconnect() {
+  const old = state.ws;
+  if (old) {
+    state.ws = null;
+    old.onclose = null;
+    old.onmessage = null;
+    try { old.close(4000, "client reconnect"); } catch (e) { /* already closing */ }
+  }
+  state.attempt = 0;
+  reconnect();
+}
+
+// Seconds since the current socket last said anything (data, history or pong).
+function silentFor() {
+  return (performance.now() - state.lastMsgAt) / 1000;
+}
+
+function onMessage(text) {
+  state.lastMsgAt = performance.now();
+  let msg;
+  try { msg = JSON.parse(text); } catch (e) { return; }
+  if (!msg || typeof msg !== "object") return;
+  if (msg.type === "history") {
+    accept(Array.isArray(msg.items) ? msg.items : []);
+  } else if (msg.type === "metrics_update") {
+    accept([msg]);
+  } else {
+    return;   // pong, subscribed, error: nothing to show
+  }
+  if (!state.socketData) {
+    // Data is flowing: that, not the bare open, counts as a successful connection
+    // (a hub that accepts and drops at once must not reset the backoff).
+    state.socketData = true;
+    state.connects += 1;
+    state.attempt = 0;
+    setConn("live");
+  }
+}
+
+// A socket that stays open but silent (half-open TCP, a stuck proxy) is replaced. A quiet
+// hub is asked with a ping first: one that answers (tick loop stuck, say) keeps its socket.
+function watchdog() {
+  const ws = state.ws;
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    const silent = silentFor();
+    const now = performance.now();
+    if (silent > Math.max(4 * state.interval, WATCHDOG_MIN_S)) {
+      forceReconnect();
+    } else if (silent > Math.max(2 * state.interval, PING_AFTER_S) && now - state.pingAt > PING_AFTER_S * 1000) {
+      state.pingAt = now;
+      try { ws.send(JSON.stringify({ type: "ping" })); } catch (e) { /* closing */ }
+    }
+  }
+  updateBadge();
+}
+
+/** Wire the token button, network events and the watchdog, then connect. */
+export function start() {
+  $("auth-btn").addEventListener("click", () => {
+    if (!askToken()) return;
+    $("auth").hidden = true;
+    state.attempt = 0;
+    reconnect();
+  });
+  window.addEventListener("online", () => {
+    state.attempt = 0;
+    // After a network change the old TCP connection may be dead without any close event.
+    if (state.ws && silentFor() > 1.5 * state.interval) forceReconnect();
+    else if (!state.ws) reconnect();
+    else updateBadge();
+  });
+  window.addEventListener("offline", updateBadge);
+  setInterval(watchdog, 1000);
+  reconnect();
+}

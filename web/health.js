@@ -1,0 +1,77 @@
+// The Health panel: each of the hub's HTTP / database checks, up or down, since when, latency, reason.
+// data.health = {healthy, details: {name: bool}, checks: {name: {up, status, latency_ms, error, since, failures}}}
+
+import { $, el, fmtDuration, fmtLatency, num } from "./format.js";
+import { MAX_LIST } from "./state.js";
+
+function rowsOf(health) {
+  const checks = health.checks && typeof health.checks === "object" ? health.checks : {};
+  const details = health.details && typeof health.details === "object" ? health.details : {};
+  // `checks` has the particulars; `details` (the guide's shape) still names a check it lacks.
+  const names = new Set([...Object.keys(checks), ...Object.keys(details)]);
+  return [...names].map((name) => {
+    const c = checks[name] && typeof checks[name] === "object" ? checks[name] : {};
+    const up = typeof c.up === "boolean" ? c.up : details[name] === true;
+    const failures = num(c.failures) || 0;
+    return {
+      name, up, failures,
+      status: num(c.status),
+      latency: num(c.latency_ms),
+      error: c.error === null || c.error === undefined ? "" : String(c.error),
+      since: Date.parse(c.since),
+    };
+  });
+}
+
+// Down first, then up but failing, then healthy; by name within each.
+const rank = (r) => (!r.up ? 0 : r.failures > 0 ? 1 : 2);
+
+function reasonOf(r) {
+  if (r.error) return r.error;
+  return r.status !== null ? "HTTP " + r.status : "no reason given";
+}
+
+function row(r, now) {
+  const li = el("li", "check " + (r.up ? "up" : "down"));
+  li.dataset.check = r.name;
+  li.dataset.up = String(r.up);
+  const head = el("div", "check-head");
+  head.append(el("span", "badge " + (r.up ? (r.failures > 0 ? "st-partial" : "st-ok") : "st-error"),
+    r.up ? "up" : "down"), el("span", "name", r.name));
+  if (Number.isFinite(r.since)) {
+    const since = el("span", "muted since", "for " + fmtDuration((now - r.since) / 1000));
+    since.title = (r.up ? "up since " : "down since ") + new Date(r.since).toLocaleString();
+    head.append(since);
+  }
+  if (r.latency !== null) head.append(el("span", "muted latency", "latency " + fmtLatency(r.latency / 1000)));
+  li.append(head);
+  if (!r.up) {
+    li.append(el("div", "reason", reasonOf(r)));
+  } else if (r.failures > 0) {
+    // Not down yet (the hub waits for several failures in a row), but say what is going wrong.
+    li.append(el("div", "reason warn", "failing (" + r.failures + "×): " + reasonOf(r)));
+  }
+  return li;
+}
+
+/** Show `health` (data.health), or clear the panel when it is null. */
+export function renderHealth(health) {
+  const list = $("health-list");
+  const head = $("v-health");
+  if (!health || typeof health !== "object") {
+    list.replaceChildren();
+    head.textContent = "";
+    head.dataset.raw = "";
+    return;
+  }
+  const rows = rowsOf(health);
+  rows.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name));
+  const down = rows.filter((r) => !r.up).length;
+  head.textContent = "(" + (rows.length - down) + " up · " + down + " down)";
+  head.dataset.raw = String(down);
+  const now = Date.now();
+  const items = rows.slice(0, MAX_LIST).map((r) => row(r, now));
+  if (rows.length > MAX_LIST) items.push(el("li", "muted", "… and " + (rows.length - MAX_LIST) + " more"));
+  if (rows.length === 0) items.push(el("li", "muted", "No health checks configured."));
+  list.replaceChildren(...items);
+}

@@ -1,0 +1,63 @@
+// The snapshot stream: which snapshots to accept, in order, once each, across reconnects and
+// hub restarts. A hub stamps every message with an opaque `epoch`; `seq` only grows within one
+// epoch, and a new epoch means the sequence restarted (docs/protocol.md).
+
+import { addPoint, derive, drawCharts, estimateInterval, resetPoints } from "./charts.js";
+import { render, updateBadge } from "./panels.js";
+import { state } from "./state.js";
+
+function isSnapshot(s) {
+  return s && typeof s === "object" && Number.isFinite(s.seq) && typeof s.timestamp === "string";
+}
+
+/** The message's epoch, or null from a hub that sends none. */
+export function epochOf(msg) {
+  return msg && typeof msg.epoch === "string" && msg.epoch !== "" ? msg.epoch : null;
+}
+
+// The sequence restarted: what was seen belongs to another stream. Its chart points go (a new
+// sequence's times may overlap them), and the next seq is taken as fresh, not as a gap.
+function newSequence() {
+  state.restarts += 1;
+  state.lastSeq = 0;
+  resetPoints();
+}
+
+// A hub without epochs: guess a restart from the first batch of a connection (seq went
+// backwards, or the same seq has another timestamp). Its chart points stay, as they always did.
+function guessRestart(items) {
+  const newest = items[items.length - 1];
+  const same = items.find((s) => s.seq === state.lastSeq);
+  if (newest.seq < state.lastSeq || (same && same.timestamp !== state.last.timestamp)) {
+    state.restarts += 1;
+    state.lastSeq = 0;
+  }
+}
+
+/** Accept the snapshots of `batch` (a history or one metrics_update) that are new; redraw once. */
+export function accept(batch) {
+  const items = batch.filter(isSnapshot);
+  if (items.length === 0) return;
+  if (state.firstBatch === 0) state.firstBatch = items.length;
+  if (state.fresh) {
+    state.fresh = false;
+    if (state.last && state.epoch === null && epochOf(items[items.length - 1]) === null) guessRestart(items);
+  }
+  let accepted = 0;
+  for (const snap of items) {
+    const epoch = epochOf(snap);
+    if (state.last && epoch !== state.epoch) newSequence();
+    state.epoch = epoch;
+    if (snap.seq <= state.lastSeq) continue;
+    state.lastSeq = snap.seq;
+    state.last = snap;
+    addPoint(derive(snap));
+    accepted += 1;
+  }
+  if (accepted === 0) return;
+  state.lastAt = performance.now();
+  estimateInterval();
+  render(state.last);
+  updateBadge();
+  drawCharts();
+}
