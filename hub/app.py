@@ -30,7 +30,6 @@ def build_sources(st: HubState) -> tuple[list[Source], list[tuple[str, tuple[str
     cfg = st.config
     enabled: list[Source] = []
     disabled: list[tuple[str, tuple[str, ...]]] = []
-    interval = cfg.broadcast.interval
     if cfg.sources.process.enabled:
         from hub.sources.process import ProcessSource
 
@@ -46,7 +45,8 @@ def build_sources(st: HubState) -> tuple[list[Source], list[tuple[str, tuple[str
     if cfg.sources.business.enabled:
         from hub.sources.business import BusinessSource
 
-        st.business = BusinessSource(cfg.sources.business, cache_ttl=interval, secrets=st.secrets)
+        st.business = BusinessSource(cfg.sources.business, secrets=st.secrets, metrics=st.metrics,
+                                     reconcile_interval=getattr(cfg.sources.business, "reconcile_interval", 300.0))
         enabled.append(st.business)
     else:
         disabled.append(("business", ("business",)))

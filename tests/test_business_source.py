@@ -21,7 +21,7 @@ from hub.config import BusinessFields, BusinessSourceConfig, build_config
 from hub.doctor import run_doctor
 from hub_demo.simulator import run_simulator
 from hub.sources.base import SourceError
-from hub.sources.business import WINDOWS, BusinessSource, fold_small_cells, query_deadline
+from hub.sources.business import WINDOWS, BusinessSource, driver_deadline, fold_small_cells
 from tests.conftest import wait_for
 from tests.services import free_port
 from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
@@ -130,10 +130,12 @@ def make_docs(now: dt.datetime, *, seed: int = 7) -> list[dict[str, Any]]:
     return docs
 
 
-def source_for(server: MongoServer, *, ttl: float = 30.0, timeout: float = 2.0, collection: str = "appointments",
-               listeners: list[Any] | None = None, uri: str | None = None, **cfg: Any) -> BusinessSource:
+def source_for(server: MongoServer, *, timeout: float = 2.0, collection: str = "appointments",
+               listeners: list[Any] | None = None, uri: str | None = None, metrics: Any = None,
+               reconcile_interval: float = 300.0, **cfg: Any) -> BusinessSource:
     conf = BusinessSourceConfig(mongodb_uri=uri or server.uri, collection=collection, timeout=timeout, **cfg)
-    return BusinessSource(conf, cache_ttl=ttl, client_options={"event_listeners": listeners} if listeners else None)
+    return BusinessSource(conf, client_options={"event_listeners": listeners} if listeners else None,
+                          metrics=metrics, reconcile_interval=reconcile_interval)
 
 
 class AggregateCounter(monitoring.CommandListener):
