@@ -89,10 +89,12 @@ class BusinessSource(Source):
         self._unknown_pending = False  # a change of unknown hour (delete) waits for the next full recompute
         self._last_forced = -math.inf
         self._last_slice: float | None = None
-        #: aggregate round-trips sent, change events received, full recomputes forced by unknown changes
+        #: aggregate round-trips sent, change events received, recomputes of every kept hour forced by a
+        #: change of unknown hour, rebuilds after a lost resume point
         self.queries_total = 0
         self.events_total = 0
-        self.rebuilds_total = 0
+        self.forced_total = 0
+        self.resets_total = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -189,7 +191,7 @@ class BusinessSource(Source):
             self.events_total += changes.events
             if changes.reset:
                 self.store.clear()
-                self.rebuilds_total += 1
+                self.resets_total += 1
             hours = set(changes.hours)
             if changes.ids:
                 hours |= await self._hours_of(changes.ids)
@@ -200,7 +202,7 @@ class BusinessSource(Source):
             if self._unknown_pending and monotonic() - self._last_forced >= self.reconcile_interval:
                 self._unknown_pending = False
                 self._last_forced = monotonic()
-                self.rebuilds_total += 1
+                self.forced_total += 1
                 self._count_dirty(self.store.mark_all())
 
     async def _hours_of(self, ids: Sequence[Any]) -> set[int]:
