@@ -323,8 +323,14 @@ def test_runs_and_store_bookkeeping() -> None:
     store.begin([1, 2])
     assert store.needed(0, 4) == {0, 1, 2, 3}
     store.store([1, 2], {1: HourStats(total=3)}, started=10.0, generation=0)
-    store.end([1, 2])
+    store.end([1, 2], ok=True)
     assert store.needed(0, 4) == {0, 3} and store.buckets[2].total == 0
+    store.begin([2])
+    store.end([2], ok=False)  # a failed recomputation leaves the hour dirty, not silently stale
+    assert store.needed(0, 4) == {0, 2, 3}
+    store.begin([2])
+    store.store([2], {}, started=11.0, generation=0)
+    store.end([2], ok=True)
     store.store([1], {1: HourStats(total=1)}, started=5.0, generation=0)  # an older query never wins
     assert store.buckets[1].total == 3
     store.mark([1])

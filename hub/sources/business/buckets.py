@@ -241,8 +241,10 @@ class BucketStore:
             self.dirty.discard(h)
             self.inflight[h] = self.inflight.get(h, 0) + 1
 
-    def end(self, hours: Iterable[int]) -> None:
-        """The recomputation of `hours` finished (stored or failed)."""
+    def end(self, hours: Iterable[int], *, ok: bool) -> None:
+        """The recomputation of `hours` finished; when it failed they are dirty again."""
+        if not ok:
+            self.dirty.update(hours)
         for h in hours:
             left = self.inflight.get(h, 0) - 1
             if left > 0:

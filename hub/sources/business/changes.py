@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 CREATED_TOUCHED = "hubCreatedAtChanged"
 #: a drain's empty getMore waits this long on the server for new events (keeps the tick short)
 DRAIN_AWAIT_MS = 1
-#: update events resolved to their hours per drain; beyond this, everything is recomputed instead
+#: updated documents resolved to their hours at once; beyond this, every hour is recomputed instead
 MAX_IDS = 5000
 WATCH_COMMENT = "hub: business metrics change detection (read-only)"
 #: the resume point is gone: ChangeStreamHistoryLost, ChangeStreamFatalError, and the same on old servers
@@ -133,9 +133,6 @@ class ChangeFeed:
         except PyMongoError:
             await self._drop_stream()  # keep the token: the next drain resumes where this one stopped
             raise
-        if len(changes.ids) > MAX_IDS:
-            changes.ids.clear()
-            changes.unknown = True
         return changes
 
     def _note(self, event: Mapping[str, Any], changes: Changes) -> None:

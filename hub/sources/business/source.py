@@ -30,7 +30,7 @@ from hub.sources.business.buckets import (
     runs,
     shape,
 )
-from hub.sources.business.changes import ChangeFeed, ChangeStreamsUnavailable
+from hub.sources.business.changes import MAX_IDS, ChangeFeed, ChangeStreamsUnavailable
 from hub.sources.business.client import (
     DEFAULT_DATABASE,
     client_options,
@@ -86,6 +86,7 @@ class BusinessSource(Source):
         self.mode: str | None = None
         self.mode_reason = "not connected yet"
         self._stream_retry_at = -math.inf
+        self._pending_ids: list[Any] = []  # updated documents whose hour is still to be looked up
         self._unknown_pending = False  # a change of unknown hour (delete) waits for the next full recompute
         self._last_forced = -math.inf
         self._last_slice: float | None = None
@@ -187,17 +188,26 @@ class BusinessSource(Source):
                 self._stream_retry_at = monotonic() + self.reconcile_interval
                 return
             if self.mode != "change_stream":
+                if self.mode == "reconcile":  # changes before the stream opened are not in it
+                    self._count_dirty(self.store.mark_all())
                 self._set_mode("change_stream", "the server supports change streams; changes show by the next tick")
             self.events_total += changes.events
             if changes.reset:
                 self.store.clear()
+                self._pending_ids.clear()
                 self.resets_total += 1
-            hours = set(changes.hours)
-            if changes.ids:
-                hours |= await self._hours_of(changes.ids)
-            self._count_dirty(self.store.mark(hours))
+            self._count_dirty(self.store.mark(changes.hours))
+            # Updates name a document, not its hour: look the hours up. The ids stay pending until that
+            # succeeds, because the stream has moved past their events.
+            self._pending_ids += changes.ids
+            if len(self._pending_ids) > MAX_IDS:
+                self._pending_ids.clear()
+                changes.unknown = True
             if changes.unknown:
                 self._unknown_pending = True
+            if self._pending_ids:
+                self._count_dirty(self.store.mark(await self._hours_of(self._pending_ids)))
+                self._pending_ids.clear()
             # Deletes carry no created-at: recompute every kept hour, at most once per reconcile_interval.
             if self._unknown_pending and monotonic() - self._last_forced >= self.reconcile_interval:
                 self._unknown_pending = False
@@ -260,13 +270,15 @@ class BusinessSource(Source):
         spans = _joined(spans)
         started, generation = monotonic(), self.store.generation
         self.store.begin(needed)
+        ok = False
         try:
             self.queries_total += 1
             cursor = await self._coll.aggregate(hour_pipeline(self.cfg.fields, spans), comment=QUERY_COMMENT)
             found = parse_rows(await cursor.to_list(None))
+            self.store.store(needed, found, started=started, generation=generation)
+            ok = True
         finally:
-            self.store.end(needed)
-        self.store.store(needed, found, started=started, generation=generation)
+            self.store.end(needed, ok=ok)
         if self.metrics is not None:
             self.metrics.business_buckets.set(len(self.store))
         extra: list[HourStats] = [s for h, s in found.items() if h >= open_h]
