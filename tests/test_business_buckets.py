@@ -4,6 +4,7 @@ with change streams, across a store restart, across a lost resume point, and wit
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import random
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from hub.config import BusinessFields
+from hub.config import BusinessFields, build_config
+from hub.doctor import run_doctor
 from hub.metrics import HubMetrics
 from hub.sources.base import SourceError
 from hub.sources.business import WINDOWS, BusinessSource, build_pipeline, shape_result
@@ -303,6 +305,10 @@ async def test_reconcile_mode_without_change_streams(tmp_path: Path) -> None:
                                what="every change within reconcile_interval")
         finally:
             await src.close()
+        out = io.StringIO()
+        cfg = build_config({"sources": {"business": {"mongodb_uri": server.uri, "timeout": 2}}}, environ={})
+        await run_doctor(cfg, out=out)
+        assert "change detection: reconcile (the server refuses change streams" in out.getvalue(), out.getvalue()
     finally:
         server.kill()
 
