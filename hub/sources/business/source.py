@@ -215,10 +215,14 @@ class BusinessSource(Source):
                 self.forced_total += 1
                 self._count_dirty(self.store.mark_all())
 
-    async def _hours_of(self, ids: Sequence[Any]) -> set[int]:
+    async def _aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.queries_total += 1
-        cursor = await self._coll.aggregate(hours_of_ids_pipeline(self.cfg.fields, ids), comment=QUERY_COMMENT)
-        return {hour_of(row["_id"]) for row in await cursor.to_list(None) if isinstance(row.get("_id"), dt.datetime)}
+        cursor = await self._coll.aggregate(pipeline, comment=QUERY_COMMENT)
+        return await cursor.to_list(None)
+
+    async def _hours_of(self, ids: Sequence[Any]) -> set[int]:
+        rows = await self._aggregate(hours_of_ids_pipeline(self.cfg.fields, ids))
+        return {hour_of(row["_id"]) for row in rows if isinstance(row.get("_id"), dt.datetime)}
 
     def _set_mode(self, mode: str, reason: str) -> None:
         if mode != self.mode:
@@ -272,9 +276,11 @@ class BusinessSource(Source):
         self.store.begin(needed)
         ok = False
         try:
-            self.queries_total += 1
-            cursor = await self._coll.aggregate(hour_pipeline(self.cfg.fields, spans), comment=QUERY_COMMENT)
-            found = parse_rows(await cursor.to_list(None))
+            # One aggregation per span, concurrently: a $or of ranges (or $unionWith) makes some servers
+            # (SecantusDB) scan the collection, while a single range always uses the created-at index.
+            batches = await asyncio.gather(*(self._aggregate(hour_pipeline(self.cfg.fields, [span]))
+                                             for span in spans))
+            found = parse_rows(row for rows in batches for row in rows)
             self.store.store(needed, found, started=started, generation=generation)
             ok = True
         finally:
