@@ -63,7 +63,8 @@ def build_sources(config: Config, *, secrets: list[str], metrics: HubMetrics, br
     if src.business.enabled:
         from hub.sources.business import BusinessSource
 
-        business = BusinessSource(src.business, cache_ttl=config.broadcast.interval, secrets=secrets)
+        business = BusinessSource(src.business, secrets=secrets, metrics=metrics,
+                                  reconcile_interval=src.business.reconcile_interval)
         enabled.append(business)
     else:
         business = None

@@ -1,4 +1,5 @@
-"""`hub doctor`: checks the MongoDB connection and the index the business query needs, read-only."""
+"""`hub doctor`: checks the MongoDB connection, the index the business query needs and which change
+detection mode the business source gets, read-only."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hub.sources.business import (
     describe_error,
     passwords_of,
 )
+from hub.sources.business.changes import probe
 
 # Built-in roles that can write; the hub needs only `read` on the appointments database.
 WRITE_ROLES = frozenset({
@@ -67,6 +69,14 @@ async def run_doctor(cfg: Config, *, out: _Writer) -> int:
         except PyMongoError:
             pass  # informative only
         indexes = [ix async for ix in await coll.list_indexes()]
+        refused = await probe(coll, bz.fields)  # opens a change stream and closes it at once
+        reconcile = bz.reconcile_interval
+        if refused is None:
+            say("  change detection: change_stream (the server supports change streams; a change shows by "
+                f"the next tick, a delete within reconcile_interval = {reconcile:g}s)")
+        else:
+            say(f"  change detection: reconcile ({refused}; closed hours are recomputed in the background, "
+                f"every change shows within reconcile_interval = {reconcile:g}s)")
     except PyMongoError as exc:
         say("  reachable: NO - " + describe_error(exc, uri=bz.mongodb_uri, timeout=bz.timeout, secrets=secrets))
         return 1

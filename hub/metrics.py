@@ -58,6 +58,14 @@ class HubMetrics:
         self.cluster_leader = Gauge("hub_cluster_leader", "1 when this replica holds the collector lease.",
                                     registry=r)
         self.info = Info("hub", "Hub build and runtime.", registry=r)
+        self.business_buckets = Gauge("hub_business_buckets",
+                                      "Closed hours the business source keeps as aggregates in memory.", registry=r)
+        self.business_dirty_hours = Counter("hub_business_dirty_hours_total",
+                                            "Closed hours marked for recomputation by a change or a reconcile.",
+                                            registry=r)
+        self.business_mode = Gauge("hub_business_mode",
+                                   "1 for the business source's change detection mode (change_stream or reconcile).",
+                                   ["mode"], registry=r)
         self.cluster_redis_up.set(-1)
         for reason in CloseReason:
             self.disconnects.labels(reason.value)  # export zeros so rate() works from the start

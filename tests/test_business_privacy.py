@@ -14,6 +14,7 @@ from pymongo.errors import OperationFailure
 from hub.config import build_config
 from hub.doctor import run_doctor
 from hub.sources.business import WINDOWS
+from hub.sources.business.changes import CREATED_TOUCHED
 from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
 from tests.test_business_source import SPECIALTIES, insert, make_docs, source_for
 
@@ -33,8 +34,13 @@ class Wire(monitoring.CommandListener):
         self.sent.append((event.command_name, dict(event.command)))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        if event.command_name == "aggregate":
+        if event.command_name in ("aggregate", "getMore"):  # getMore: change events and later batches
             self.replies.append(dict(event.reply))
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every document the server sent back in a cursor batch."""
+        return [doc for r in self.replies
+                for doc in (r.get("cursor") or {}).get("firstBatch", (r.get("cursor") or {}).get("nextBatch", []))]
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
@@ -60,15 +66,56 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
         assert set(a) == {"total", "bySpecialty", "cancellationRate", "averageBookingTime", "patientSatisfaction"}
         assert {c["_id"] for c in a["bySpecialty"]} <= {*SPECIALTIES, "unknown", "other", ""}
         assert all(c["count"] >= 3 for c in a["bySpecialty"])  # no cell small enough to single anyone out
-    # On the wire: reads only, no $out/$merge, and each reply is one small aggregate document.
+    # On the wire: reads only, no $out/$merge.
     assert {name for name, _ in wire.sent} <= READ_COMMANDS
     for name, cmd in wire.sent:
         if name == "aggregate":
             assert not any(k in json.dumps(cmd, default=str) for k in ('"$out"', '"$merge"'))
-    assert len(wire.replies) == len(WINDOWS) + 1
-    for reply in wire.replies:
-        batch = reply["cursor"]["firstBatch"]
-        assert len(batch) == 1 and len(json.dumps(batch, default=str)) < 4000
+    rows = wire.received()
+    assert rows and all(set(r) <= METRIC_ROW_KEYS and set(r["_id"]) == {"h", "s"} for r in rows), rows[:3]
+
+
+METRIC_ROW_KEYS = {"_id", "n", "c", "rs", "rn", "ws", "wn"}
+EVENT_KEYS = {"_id", "operationType", "documentKey", "fullDocument", CREATED_TOUCHED}
+
+
+async def test_change_events_carry_no_patient_field(mongo_server: MongoServer) -> None:
+    """Inserts, updates of patient fields, replaces and deletes: what reaches the hub is the operation,
+    the _id, the created-at and a computed flag, never a patient field or a changed value."""
+    await insert(mongo_server, "watched", make_docs(dt.datetime.now(UTC), seed=29)[:300])
+    wire = Wire()
+    src = source_for(mongo_server, collection="watched", listeners=[wire])
+    await src.start()
+    secret = "Jane Q. Patient"
+    try:
+        await src.metrics_for("30d")
+        async with AsyncMongoClient(mongo_server.uri) as client:
+            coll = client.get_default_database().watched
+            now = dt.datetime.now(UTC)
+            res = await coll.insert_one({"createdAt": now, "status": "booked",
+                                         "patient": {"name": secret, "email": "jane@example.org"}})
+            await coll.update_one({"_id": res.inserted_id}, {"$set": {"patient.name": secret + " Jr",
+                                                                      "review": {"rating": 2, "comment": secret}}})
+            await coll.update_one({"_id": res.inserted_id}, {"$unset": {"patient": 1}})
+            await coll.update_one({"_id": res.inserted_id}, {"$set": {"createdAt": now - dt.timedelta(days=2)}})
+            await coll.replace_one({"_id": res.inserted_id}, {"createdAt": now, "patient": {"name": secret}})
+            await coll.delete_one({"_id": res.inserted_id})
+        events_before = src.events_total
+        await src.metrics_for("30d")
+        assert src.events_total - events_before == 6
+    finally:
+        await src.close()
+    received = wire.received()
+    text = json.dumps(received, default=str)
+    assert secret not in text and "jane@" not in text and "patient" not in text and "comment" not in text
+    events = [d for d in received if "operationType" in d]
+    assert [e["operationType"] for e in events] == ["insert", "update", "update", "update", "replace", "delete"]
+    for e in events:
+        assert set(e) <= EVENT_KEYS, e
+        assert set(e["documentKey"]) == {"_id"}
+        assert set(e.get("fullDocument") or {}) <= {"createdAt"}
+    # the flag tells the hub that the created-at moved, without the value leaving the server
+    assert [bool(e.get(CREATED_TOUCHED)) for e in events] == [False, False, False, True, False, False]
 
 
 async def test_read_only_user_is_enough_for_source_and_doctor(mongo_server_fn: MongoServer) -> None:

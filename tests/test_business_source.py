@@ -21,7 +21,7 @@ from hub.config import BusinessFields, BusinessSourceConfig, build_config
 from hub.doctor import run_doctor
 from hub_demo.simulator import run_simulator
 from hub.sources.base import SourceError
-from hub.sources.business import WINDOWS, BusinessSource, fold_small_cells, query_deadline
+from hub.sources.business import WINDOWS, BusinessSource, driver_deadline, fold_small_cells
 from tests.conftest import wait_for
 from tests.services import free_port
 from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
@@ -130,14 +130,16 @@ def make_docs(now: dt.datetime, *, seed: int = 7) -> list[dict[str, Any]]:
     return docs
 
 
-def source_for(server: MongoServer, *, ttl: float = 30.0, timeout: float = 2.0, collection: str = "appointments",
-               listeners: list[Any] | None = None, uri: str | None = None, **cfg: Any) -> BusinessSource:
+def source_for(server: MongoServer, *, timeout: float = 2.0, collection: str = "appointments",
+               listeners: list[Any] | None = None, uri: str | None = None, metrics: Any = None,
+               reconcile_interval: float = 300.0, **cfg: Any) -> BusinessSource:
     conf = BusinessSourceConfig(mongodb_uri=uri or server.uri, collection=collection, timeout=timeout, **cfg)
-    return BusinessSource(conf, cache_ttl=ttl, client_options={"event_listeners": listeners} if listeners else None)
+    return BusinessSource(conf, client_options={"event_listeners": listeners} if listeners else None,
+                          metrics=metrics, reconcile_interval=reconcile_interval)
 
 
 class AggregateCounter(monitoring.CommandListener):
-    """Counts `aggregate` commands the driver actually sends (command monitoring)."""
+    """Counts metric `aggregate` commands the driver actually sends (command monitoring)."""
 
     def __init__(self) -> None:
         self.aggregates = 0
@@ -145,7 +147,8 @@ class AggregateCounter(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.commands.append(event.command_name)
-        if event.command_name == "aggregate":
+        stages = event.command.get("pipeline") or [{}] if event.command_name == "aggregate" else [{}]
+        if event.command_name == "aggregate" and "$changeStream" not in stages[0]:  # not the stream's opening
             self.aggregates += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
@@ -258,43 +261,24 @@ def test_fold_small_cells_ties_sort_by_id() -> None:
     assert fold_small_cells([{"_id": "a", "count": 2}], 3) == [{"_id": "other", "count": 2}]
 
 
-# ----------------------------------------------------------------------------- cache
+# ----------------------------------------------------------------------------- sharing
 
 
-async def test_burst_of_requests_makes_one_query(mongo_server: MongoServer) -> None:
+async def test_burst_of_requests_shares_one_computation(mongo_server: MongoServer) -> None:
     now = dt.datetime.now(UTC)
     await insert(mongo_server, "burst", make_docs(now, seed=3))
     counter = AggregateCounter()
-    src = source_for(mongo_server, collection="burst", ttl=30.0, listeners=[counter])
+    src = source_for(mongo_server, collection="burst", listeners=[counter])
     await src.start()
     try:
         results = await asyncio.gather(*(src.metrics_for("7d") for _ in range(20)))
-        assert counter.aggregates == 1 and src.queries_total == 1
+        assert counter.aggregates == 1 and src.queries_total == 1  # the warm-up: one aggregation grouped by hour
         assert all(r == results[0] for r in results)
-        assert await src.metrics_for("7d") == results[0] and counter.aggregates == 1  # served from cache
-        await src.metrics_for("30d")
-        assert counter.aggregates == 2  # cached per window
-        # The tick never serves the cache: it always queries, and its result refreshes the cache.
-        tick = (await src.collect(src.timeout)).data["business"]
+        await src.metrics_for("30d")  # the hours 7d did not cover, and the open hour (one range each)
         assert counter.aggregates == 3
-        assert await src.metrics_for(src.cfg.time_range) is tick and counter.aggregates == 3
-    finally:
-        await src.close()
-
-
-async def test_cache_expires_after_ttl(mongo_server: MongoServer) -> None:
-    counter = AggregateCounter()
-    src = source_for(mongo_server, ttl=1.0, listeners=[counter])
-    await src.start()
-    try:
-        first = await src.metrics_for("24h")
-        assert counter.aggregates == 1
-
-        async def refreshed() -> bool:
-            return (await src.metrics_for("24h")) is not first
-
-        await wait_for(refreshed, timeout=1.0 + MARGIN, what="cache expiry")
-        assert counter.aggregates >= 2
+        # Every call answers afresh (exact, no cache); once warm, from the kept hours plus a small query.
+        tick = (await src.collect(src.timeout)).data["business"]
+        assert counter.aggregates == 4 and tick["timeRange"] == src.cfg.time_range
     finally:
         await src.close()
 
@@ -305,19 +289,19 @@ async def test_cache_expires_after_ttl(mongo_server: MongoServer) -> None:
 async def test_outage_raises_quickly_and_recovers_with_same_source(mongo_server_fn: MongoServer) -> None:
     server = mongo_server_fn
     await insert(server, "appointments", make_docs(dt.datetime.now(UTC), seed=11))
-    timeout, ttl = 2.0, 2.0  # query deadline: 0.9 * min(2.0, 0.8 * 2.0) on the 0.5 s grid = 1.0 s
-    src = source_for(server, ttl=ttl, timeout=timeout)
+    timeout, ttl = 2.0, 0.0  # driver deadline: 0.9 * 2.0 on the 0.5 s grid = 1.5 s
+    src = source_for(server, timeout=timeout)
     await src.start()
     try:
         before = (await src.collect(src.timeout)).data["business"]
         assert before["appointments"]["total"] > 0
-        await src.metrics_for("24h")  # warm the API cache
+        await src.metrics_for("24h")  # warm the 24h hours
         server.stop()
         outage = time.monotonic()
 
         t0 = time.monotonic()
         with pytest.raises(SourceError) as err:
-            await src.collect(src.timeout)  # the tick never hides an outage behind the cache
+            await src.collect(src.timeout)  # the tick never hides an outage behind the kept hours
         assert time.monotonic() - t0 < timeout + MARGIN
         reason = str(err.value)
         assert f"127.0.0.1:{server.port}" in reason and len(reason) <= 300
@@ -483,6 +467,7 @@ async def test_doctor_reports_missing_index_then_ok(mongo_server_fn: MongoServer
     out = io.StringIO()
     assert await run_doctor(cfg, out=out) == 0, out.getvalue()
     assert "createdAt_1_status_1" in out.getvalue()
+    assert "change detection: change_stream" in out.getvalue()
     mongo_server_fn.kill()
     out = io.StringIO()
     cfg = build_config({"sources": {"business": {"mongodb_uri": mongo_server_fn.uri_with("u", "pw-9876"),
@@ -499,7 +484,7 @@ async def test_simulator_seeds_writes_and_serves_backend_metrics(mongo_server_fn
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_simulator(mongodb_uri=mongo_server_fn.uri, metrics_port=port, stop=stop,
                                              rate=20.0, history_days=3, history_per_day=150, seed=42, ready=ready))
-    src = source_for(mongo_server_fn, ttl=0.0)
+    src = source_for(mongo_server_fn)
     await src.start()
     try:
         await asyncio.wait_for(ready.wait(), timeout=30)
@@ -536,12 +521,10 @@ async def test_simulator_seeds_writes_and_serves_backend_metrics(mongo_server_fn
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
-def test_query_deadline_stays_inside_the_scheduler_budget() -> None:
-    assert query_deadline(5.0, 10.0) == 4.5  # production defaults
-    assert query_deadline(5.0, 2.0) == 1.0  # budget 1.6 s: the driver's 0.5 s grid gives 1.0
-    assert query_deadline(1.5, 2.0) == 1.0
-    assert query_deadline(120.0, 0.0) == 108.0  # no interval (bench, tools): the timeout alone
-    assert query_deadline(0.3, 10.0) == 0.27  # below one grid step: as close as it gets
+def test_driver_deadline_stays_inside_the_scheduler_budget() -> None:
+    assert driver_deadline(5.0) == 4.5  # production defaults: budget min(5, 0.8 * 10)
+    assert driver_deadline(1.6) == 1.0  # the driver's 0.5 s grid: 1.44 s would fire at 1.5 s
+    assert driver_deadline(0.3) == 0.27  # below one grid step: as close as it gets
 
 
 def test_passwords_of_uri_raw_and_decoded() -> None:

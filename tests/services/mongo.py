@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,10 @@ def secantus_command() -> list[str]:
 class MongoServer:
     """One SecantusDB process: `uri`, `stop()`, `start()` (same port, same data dir)."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, database: str = "healthcare") -> None:
+    def __init__(self, data_dir: Path, *, port: int | None = None, database: str = "healthcare",
+                 args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
+        self.args = list(args)  # extra server flags, e.g. --standalone (no change streams), --oplog-max-entries
         self.port = port or free_port()
         self.database = database
         self.auth = False
@@ -77,6 +79,7 @@ class MongoServer:
                "--storage-path", str(self.data_dir), "--log-level", "WARNING", "--cache-size", "256M"]
         if self.auth:
             cmd.append("--auth")
+        cmd += self.args
         log = open(self._log, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         try:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -1,0 +1,24 @@
+"""Business source: the seed's appointment metrics from MongoDB, read-only, aggregates only.
+
+pipeline: the full one-aggregation answer (the oracle); buckets: per-hour aggregates and their merge;
+changes: the change stream that marks hours dirty; client: driver options and readable errors;
+source: BusinessSource, which ties them together.
+"""
+
+from hub.sources.business.client import (
+    DEFAULT_DATABASE,
+    client_options,
+    describe_error,
+    driver_deadline,
+    hosts_of,
+    password_of,
+    passwords_of,
+)
+from hub.sources.business.pipeline import build_pipeline, fold_small_cells, shape_result
+from hub.sources.business.source import MODES, BusinessSource
+from hub.vocab import WINDOWS
+
+__all__ = [
+    "DEFAULT_DATABASE", "MODES", "WINDOWS", "BusinessSource", "build_pipeline", "client_options", "describe_error",
+    "driver_deadline", "fold_small_cells", "hosts_of", "password_of", "passwords_of", "shape_result",
+]

@@ -1,0 +1,313 @@
+"""BusinessSource: the seed's appointment metrics from hour buckets kept current by change streams
+(or by a background reconcile), so a tick's database work does not grow with the window."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pymongo
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from hub.config import BusinessSourceConfig
+from hub.sources.base import Source, SourceError, SourceResult
+from hub.sources.business.buckets import (
+    BucketStore,
+    HourStats,
+    Span,
+    hour_of,
+    hour_pipeline,
+    hour_start,
+    hours_of_ids_pipeline,
+    monotonic,
+    now_ms,
+    parse_rows,
+    runs,
+    shape,
+)
+from hub.sources.business.changes import MAX_IDS, ChangeFeed, ChangeStreamsUnavailable
+from hub.sources.business.client import (
+    DEFAULT_DATABASE,
+    client_options,
+    describe_error,
+    driver_deadline,
+    passwords_of,
+)
+from hub.sources.business.pipeline import QUERY_COMMENT
+from hub.vocab import TIME_RANGES, WINDOWS
+
+log = logging.getLogger(__name__)
+
+MODES = ("change_stream", "reconcile")
+#: an endpoint window stays "in use" (its hours kept) this long after its last request
+WINDOW_IDLE = 3600.0
+#: the reconcile recomputes every closed hour within this share of reconcile_interval (the rest is slack
+#: for the interval between ticks)
+RECONCILE_SHARE = 0.8
+
+
+class BusinessSource(Source):
+    """Fills `data.business` with the seed's appointment metrics for `cfg.time_range`, read-only.
+
+    Closed hours are kept as aggregates in memory; each call queries only the open hour, the window's
+    partial oldest hour and the closed hours that changed, then sums the hours. The answer equals the
+    full pipeline's (build_pipeline) over the same window: by the next call after a change with change
+    streams, within `reconcile_interval` seconds without.
+    """
+
+    name = "business"
+    sections = ("business",)
+
+    def __init__(self, cfg: BusinessSourceConfig, *, secrets: Sequence[str] = (),
+                 client_options: Mapping[str, Any] | None = None, metrics: Any = None,
+                 reconcile_interval: float = 300.0) -> None:
+        if not reconcile_interval > 0:
+            raise ValueError(f"reconcile_interval must be > 0 seconds, got {reconcile_interval!r}")
+        self.cfg = cfg
+        self.timeout = cfg.timeout
+        self.reconcile_interval = float(reconcile_interval)
+        self.metrics = metrics  # HubMetrics or None
+        self._secrets = [s for s in (*secrets, *passwords_of(cfg.mongodb_uri)) if s]
+        self._extra_options = dict(client_options or {})  # tests: event_listeners
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._coll: Any = None
+        self._init_error: str | None = None
+        self.store = BucketStore()
+        self._feed: ChangeFeed | None = None
+        self._drain_lock = asyncio.Lock()
+        self._inflight: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self._used: dict[str, float] = {}  # endpoint window -> monotonic time of its last request
+        #: change_stream or reconcile once known, and why
+        self.mode: str | None = None
+        self.mode_reason = "not connected yet"
+        self._stream_retry_at = -math.inf
+        self._pending_ids: list[Any] = []  # updated documents whose hour is still to be looked up
+        self._unknown_pending = False  # a change of unknown hour (delete) waits for the next full recompute
+        self._last_forced = -math.inf
+        self._last_slice: float | None = None
+        #: aggregate round-trips sent, change events received, recomputes of every kept hour forced by a
+        #: change of unknown hour, rebuilds after a lost resume point
+        self.queries_total = 0
+        self.events_total = 0
+        self.forced_total = 0
+        self.resets_total = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Create the one client for the process; never fails because the server is down."""
+        if self._client is not None:
+            return
+        try:
+            opts = {**client_options(self.timeout), **self._extra_options}
+            self._client = AsyncMongoClient(self.cfg.mongodb_uri, **opts)
+            await self._client.aconnect()  # starts background monitoring only; does not wait for a server
+        except PyMongoError as exc:  # invalid URI options, unresolvable SRV record, ...
+            self._init_error = "invalid MongoDB configuration: " + describe_error(
+                exc, uri=self.cfg.mongodb_uri, timeout=self.timeout, secrets=self._secrets)
+            log.error("business source: %s", self._init_error)
+            if self._client is not None:
+                await self._client.close()
+            self._client = None
+            return
+        self._coll = self._client.get_default_database(DEFAULT_DATABASE)[self.cfg.collection]
+        self._feed = ChangeFeed(self._coll, self.cfg.fields)
+
+    async def ping(self) -> None:
+        """Ping MongoDB with this source's client (the health source's `database` check)."""
+        if self._client is None:
+            raise SourceError(self._init_error or "business source not started")
+        await self._client.admin.command("ping")
+
+    async def close(self) -> None:
+        """Cancel in-flight calls, close the change stream and the client."""
+        for task in list(self._inflight.values()):
+            task.cancel()
+        self._inflight.clear()
+        if self._feed is not None:
+            await self._feed.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    # ------------------------------------------------------------------ the two entry points
+
+    async def collect(self, budget: float) -> SourceResult:
+        """The tick: `cfg.time_range`'s metrics, the database work kept inside `budget` seconds."""
+        data = await self._get(self.cfg.time_range, deadline=driver_deadline(budget))
+        return SourceResult(data={"business": data})
+
+    async def metrics_for(self, time_range: str) -> dict[str, Any]:
+        """The seed's metrics object for `time_range` from the same buckets, within cfg.timeout; SourceError when unavailable."""
+        if time_range not in WINDOWS:
+            raise ValueError(f"unknown timeRange {time_range!r}; allowed: {', '.join(TIME_RANGES)}")
+        self._used[time_range] = monotonic()
+        return await self._get(time_range, deadline=driver_deadline(self.timeout))
+
+    async def _get(self, time_range: str, *, deadline: float) -> dict[str, Any]:
+        task = self._inflight.get(time_range)
+        if task is None:
+            # Concurrent callers for one window (ticks and API requests) share one computation.
+            task = asyncio.get_running_loop().create_task(self._compute(time_range, deadline),
+                                                          name=f"hub-business-{time_range}")
+            self._inflight[time_range] = task
+            task.add_done_callback(lambda t: self._finished(time_range, t))
+        # shield: one caller's cancellation must not cancel the computation the others wait for.
+        return await asyncio.shield(task)
+
+    def _finished(self, time_range: str, task: asyncio.Task[dict[str, Any]]) -> None:
+        if self._inflight.get(time_range) is task:
+            del self._inflight[time_range]
+        if not task.cancelled():
+            task.exception()  # mark retrieved when every waiter gave up
+
+    async def _compute(self, time_range: str, deadline: float) -> dict[str, Any]:
+        if self._client is None:
+            raise SourceError(self._init_error or "business source not started")
+        try:
+            with pymongo.timeout(deadline):
+                await self._apply_changes()
+                return await self._window(time_range)
+        except PyMongoError as exc:
+            reason = describe_error(exc, uri=self.cfg.mongodb_uri, timeout=deadline, secrets=self._secrets)
+            log.warning("business source: %s", reason)
+            raise SourceError(reason) from None
+
+    # ------------------------------------------------------------------ change detection
+
+    async def _apply_changes(self) -> None:
+        """Drain the change stream and mark the hours it touched dirty (or reconcile where there is none)."""
+        assert self._feed is not None
+        async with self._drain_lock:
+            if self.mode == "reconcile" and monotonic() < self._stream_retry_at:
+                return
+            try:
+                changes = await self._feed.drain()
+            except ChangeStreamsUnavailable as exc:
+                self._set_mode("reconcile", f"{exc}; closed hours are recomputed within "
+                                            f"reconcile_interval = {self.reconcile_interval:g}s")
+                self._stream_retry_at = monotonic() + self.reconcile_interval
+                return
+            if self.mode != "change_stream":
+                if self.mode == "reconcile":  # changes before the stream opened are not in it
+                    self._count_dirty(self.store.mark_all())
+                self._set_mode("change_stream", "the server supports change streams; changes show by the next tick")
+            self.events_total += changes.events
+            if changes.reset:
+                self.store.clear()
+                self._pending_ids.clear()
+                self.resets_total += 1
+            self._count_dirty(self.store.mark(changes.hours))
+            # Updates name a document, not its hour: look the hours up. The ids stay pending until that
+            # succeeds, because the stream has moved past their events.
+            self._pending_ids += changes.ids
+            if len(self._pending_ids) > MAX_IDS:
+                self._pending_ids.clear()
+                changes.unknown = True
+            if changes.unknown:
+                self._unknown_pending = True
+            if self._pending_ids:
+                self._count_dirty(self.store.mark(await self._hours_of(self._pending_ids)))
+                self._pending_ids.clear()
+            # Deletes carry no created-at: recompute every kept hour, at most once per reconcile_interval.
+            if self._unknown_pending and monotonic() - self._last_forced >= self.reconcile_interval:
+                self._unknown_pending = False
+                self._last_forced = monotonic()
+                self.forced_total += 1
+                self._count_dirty(self.store.mark_all())
+
+    async def _aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.queries_total += 1
+        cursor = await self._coll.aggregate(pipeline, comment=QUERY_COMMENT)
+        return await cursor.to_list(None)
+
+    async def _hours_of(self, ids: Sequence[Any]) -> set[int]:
+        rows = await self._aggregate(hours_of_ids_pipeline(self.cfg.fields, ids))
+        return {hour_of(row["_id"]) for row in rows if isinstance(row.get("_id"), dt.datetime)}
+
+    def _set_mode(self, mode: str, reason: str) -> None:
+        if mode != self.mode:
+            log.info("business source: mode %s: %s", mode, reason)
+        self.mode, self.mode_reason = mode, reason
+        if self.metrics is not None:
+            for m in MODES:
+                self.metrics.business_mode.labels(m).set(1 if m == mode else 0)
+
+    def _count_dirty(self, n: int) -> None:
+        if n and self.metrics is not None:
+            self.metrics.business_dirty_hours.inc(n)
+
+    # ------------------------------------------------------------------ one window
+
+    def _largest_window(self) -> dt.timedelta:
+        now = monotonic()
+        in_use = [self.cfg.time_range, *(w for w, t in self._used.items() if now - t < WINDOW_IDLE)]
+        return max(WINDOWS[w] for w in in_use)
+
+    def _reconcile_slice(self, first: int, end: int) -> set[int]:
+        """Without change streams: the stalest closed hours, so each is recomputed within
+        RECONCILE_SHARE * reconcile_interval, spread evenly over the calls."""
+        now = monotonic()
+        period = RECONCILE_SHARE * self.reconcile_interval
+        elapsed = 0.0 if self._last_slice is None else now - self._last_slice
+        self._last_slice = now
+        k = math.ceil((end - first) * elapsed / period)
+        overdue = {h for h in range(first, end) if now - self.store.computed_at.get(h, now) >= period}
+        return set(self.store.stalest(first, end, k)) | overdue
+
+    async def _window(self, time_range: str) -> dict[str, Any]:
+        now = now_ms()
+        start = now - WINDOWS[time_range]
+        open_h = hour_of(now)
+        first = hour_of(start)
+        partial = hour_start(first) < start  # the oldest hour is only partly in the window
+        if partial:
+            first += 1
+        self.store.drop_outside(hour_of(now - self._largest_window()), open_h)
+        needed = self.store.needed(first, open_h)
+        if self.mode == "reconcile":
+            needed |= self._reconcile_slice(first, open_h)
+        spans: list[Span] = []
+        if partial:
+            spans.append((start, hour_start(first)))
+        spans += [(hour_start(a), hour_start(b)) for a, b in runs(needed)]
+        spans.append((max(start, hour_start(open_h)), None))  # the open hour (and any future-dated)
+        spans = _joined(spans)
+        started, generation = monotonic(), self.store.generation
+        self.store.begin(needed)
+        ok = False
+        try:
+            # One aggregation per span, concurrently: a $or of ranges (or $unionWith) makes some servers
+            # (SecantusDB) scan the collection, while a single range always uses the created-at index.
+            batches = await asyncio.gather(*(self._aggregate(hour_pipeline(self.cfg.fields, [span]))
+                                             for span in spans))
+            found = parse_rows(row for rows in batches for row in rows)
+            self.store.store(needed, found, started=started, generation=generation)
+            ok = True
+        finally:
+            self.store.end(needed, ok=ok)
+        if self.metrics is not None:
+            self.metrics.business_buckets.set(len(self.store))
+        extra: list[HourStats] = [s for h, s in found.items() if h >= open_h]
+        if partial and first - 1 in found:
+            extra.append(found[first - 1])
+        fresh = {h: found.get(h) or HourStats() for h in needed}
+        stats = self.store.merged(first, open_h, fresh=fresh, extra=extra)
+        return shape(stats, time_range=time_range, timestamp=now, min_cell_size=self.cfg.min_cell_size)
+
+
+def _joined(spans: list[Span]) -> list[Span]:
+    """Sorted spans with touching neighbours joined (fewer $or branches)."""
+    out: list[Span] = []
+    for a, b in sorted(spans, key=lambda s: s[0]):
+        if out and out[-1][1] is not None and out[-1][1] >= a:
+            prev_a, prev_b = out[-1]
+            out[-1] = (prev_a, None if b is None else max(prev_b, b))
+        else:
+            out.append((a, b))
+    return out
