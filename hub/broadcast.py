@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from hub.client import Client, CloseReason, prepared_frame
+from hub.client import Client, CloseReason
+from hub.frames import prepared_frame
 from hub.feed import Entry, Feed
 from hub.metrics import HubMetrics
 

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import struct
-import zlib
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from hub.frames import FrameGuard, deflate_message, prepared_frame, text_frame  # noqa: F401 (re-exported)
 from hub.vocab import TOPICS
-
-#: the four bytes every Z_SYNC_FLUSH ends with; RFC 7692 7.2.1 has the sender drop them
-DEFLATE_TAIL = b"\x00\x00\xff\xff"
 
 
 class CloseReason(enum.StrEnum):
@@ -28,37 +24,6 @@ class CloseReason(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     ERROR = "error"
     SHUTDOWN = "shutdown"
-
-
-def text_frame(payload: bytes, *, compressed: bool = False) -> bytes:
-    """One unmasked, final WebSocket text frame (RFC 6455 5.2); RSV1 set when `compressed` (RFC 7692)."""
-    first = 0xC1 if compressed else 0x81
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", first, n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", first, 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 127, n)
-    return header + payload
-
-
-def deflate_message(payload: bytes, *, window_bits: int = 15, level: int = 6) -> bytes:
-    """`payload` compressed on its own, with an empty window (RFC 7692 7.2.1).
-
-    A message that references nothing before it is valid whatever context takeover was agreed,
-    so one compressed copy serves every client with the same window size.
-    """
-    c = zlib.compressobj(level, zlib.DEFLATED, -window_bits)
-    out = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
-    return out[:-4] if out.endswith(DEFLATE_TAIL) else out
-
-
-def prepared_frame(payload: bytes, window_bits: int) -> bytes:
-    """The frame for a client that negotiated `window_bits` (0: no permessage-deflate)."""
-    if not window_bits:
-        return text_frame(payload)
-    return text_frame(deflate_message(payload, window_bits=window_bits), compressed=True)
 
 
 class HubWebSocket(web.WebSocketResponse):
@@ -78,6 +43,11 @@ class HubWebSocket(web.WebSocketResponse):
                                                              server_notakeover=True)
             notakeover = True
         return headers, protocol, compress, notakeover
+
+    def _post_start(self, request, protocol, writer):  # type: ignore[no-untyped-def]
+        super()._post_start(request, protocol, writer)
+        # Frames aiohttp accepts but RFC 6455 forbids (unmasked, reserved close codes) fail with 1002.
+        request.protocol._payload_parser = FrameGuard(request.protocol._payload_parser, self._reader)
 
 
 @dataclass(eq=False, slots=True)

@@ -172,10 +172,14 @@ async def _receive_loop(hub: Hub, request: web.Request, client: Client) -> None:
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return
         if msg.type is WSMsgType.ERROR:
-            if getattr(ws.exception(), "code", None) == TOO_LARGE:
+            code = getattr(ws.exception(), "code", None)
+            if code == TOO_LARGE:
                 client.close_reason, client.close_code = CloseReason.TOO_LARGE, TOO_LARGE
                 hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
                                 reason="message_too_big")
+            elif code in (PROTOCOL_ERROR, INVALID_DATA):
+                # The code the hub sent, whatever the peer does next (it may never answer the close).
+                client.close_reason, client.close_code = CloseReason.PROTOCOL_ERROR, code
             return
         # Every frame a client sends costs the loop, PONG included: all of them count.
         if not bucket.take():
