@@ -40,6 +40,7 @@ from hub.secrets import redact_url, scrub
 from hub.feed import Entry
 from hub.metrics import HubMetrics
 from hub.publish import LocalPublisher, Publisher, new_epoch
+from hub.redis_scripts import FLOOR, PUBLISH, RELEASE, RENEW
 from hub.scheduler import Scheduler, describe, run_every
 
 log = logging.getLogger(__name__)
@@ -53,38 +54,6 @@ BLOCK_MS = 2000
 #: Reconnect backoff: first retry after BACKOFF_MIN, doubling up to BACKOFF_MAX, with jitter.
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 2.0
-
-# KEYS: lease, seq, stream, epoch. ARGV: owner, lease ms, seq, data, maxlen, epoch.
-# Returns {1, id} published, {0, ""} lease not ours, {-1, current seq} seq not newer,
-# {-2, ""} the epoch changed (Redis was emptied and another leader started a new one).
-PUBLISH = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, ''} end
-if redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2, ''} end
-local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[3]) <= cur then return {-1, tostring(cur)} end
-redis.call('SET', KEYS[2], ARGV[3])
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[5], '*', 'seq', ARGV[3], 'replica', ARGV[1], 'data', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {1, id}
-"""
-# KEYS: lease. ARGV: owner, lease ms. Extends the lease only for its owner.
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-# KEYS: lease. ARGV: owner. Deletes the lease only for its owner (graceful shutdown).
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# KEYS: seq. ARGV: seq. Raises the stored seq to at least ARGV[1]; returns the stored value.
-FLOOR = """
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local want = tonumber(ARGV[1])
-if want > cur then redis.call('SET', KEYS[1], ARGV[1]); return want end
-return cur
-"""
-
 
 class LeaseLost(Exception):
     """The lease now belongs to another replica (or expired), or the epoch changed: stop collecting."""

@@ -26,6 +26,7 @@ from hub.context import HUB
 from tests.conftest import recv_json, recv_type, wait_for
 from tests.services.hubproc import HubProcess
 from tests.services.prom import start_prometheus
+from tests.services.mongo import mongo_server_fn  # noqa: F401
 from tests.services.redis import RedisServer, redis_server, start_redis  # noqa: F401
 
 INTERVAL = 0.5
@@ -414,3 +415,50 @@ async def wait_for_new_collector(url: str, old_id: str, *, timeout: float) -> tu
         if time.monotonic() > deadline:
             raise AssertionError(f"no new collector within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+async def test_redis_emptied_starts_a_new_epoch_and_no_seq_is_served_twice_within_one(
+        redis_server, aiohttp_client, make_config):
+    # Bug 4: after Redis came back empty, a replica that was behind (here: a fresh one) could publish
+    # a seq that another replica had already served, with other content. Now an emptied Redis means a
+    # new epoch, and (epoch, seq) names one snapshot on every replica.
+    conf = cluster_config(make_config, redis_server.url, broadcast={"interval": 0.1})
+    a = await aiohttp_client(create_app(conf))
+    b = await aiohttp_client(create_app(conf, role="edge"))
+    seen: dict[tuple[str, int], str] = {}
+
+    async def watch(ws: aiohttp.ClientWebSocketResponse, n: int) -> None:
+        for _ in range(n):
+            m = await recv_type(ws, "metrics_update")
+            key = (m["epoch"], m["seq"])
+            assert seen.setdefault(key, m["timestamp"]) == m["timestamp"], f"{key} served with two contents"
+
+    wb = await b.ws_connect("/ws")
+    await watch(wb, 8)
+    first_epoch = b.app[HUB].feed.epoch
+    await a.close()  # the leader goes away (its lease is released) ...
+    r = Redis.from_url(redis_server.url)
+    try:
+        await r.flushall()  # ... and Redis comes back empty
+    finally:
+        await r.aclose()
+    c = await aiohttp_client(create_app(conf))  # a fresh replica, behind everything B served
+    await wait_for(lambda: b.app[HUB].feed.epoch not in ("", first_epoch), timeout=15, what="a new epoch")
+    wc = await c.ws_connect("/ws")
+    await asyncio.gather(watch(wb, 8), watch(wc, 8))
+    assert len({e for e, _ in seen}) == 2
+    await wb.close()
+    await wc.close()
+
+
+async def test_an_edge_replica_serves_the_business_endpoint(redis_server, mongo_server_fn, aiohttp_client,
+                                                            make_config):
+    # Bug 3: an edge replica's business source was never started, so /api/metrics/business was 503.
+    over = {"sources": {"business": {"enabled": True, "mongodb_uri": mongo_server_fn.uri,
+                                     "timeout": 5.0}}}
+    edge = create_app(cluster_config(make_config, redis_server.url, **over), role="edge")
+    client = await aiohttp_client(edge)
+    resp = await client.get("/api/metrics/business?timeRange=24h")
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["timeRange"] == "24h" and body["appointments"]["total"] == 0

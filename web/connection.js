@@ -1,16 +1,15 @@
-// The connection: token auth, one WebSocket with history on connect, backoff, and a watchdog
+// The connection: token auth, one WebSocket with chart points on connect, backoff, and a watchdog
 // that replaces a silent socket. Messages go to stream.accept().
 
 import { $ } from "./format.js";
 import { setConn, updateBadge } from "./panels.js";
 import { MAX_POINTS, TOKEN_KEY, state } from "./state.js";
-import { accept } from "./stream.js";
+import { accept, acceptPoints } from "./stream.js";
 
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_CAP_MS = 30000;
 const WATCHDOG_MIN_S = 20;       // never replace a silent socket sooner than this
 const PING_AFTER_S = 5;          // ask a silent socket for a pong at most this often
-const HISTORY_SLACK_S = 5;       // extra history asked for on a reconnect, in seconds of ticks
 // RFC 7230 tchar: what may travel in Sec-WebSocket-Protocol.
 const TOKEN_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
 
@@ -71,21 +70,13 @@ async function probeAuth() {
 
 // ------------------------------------------------------------------ socket
 
-function wsUrl(history) {
+// The page asks for its charts' points (a few numbers per tick, whatever the fleet's size), never
+// for raw snapshots: the hub answers with a `points` message, then the latest full snapshot.
+function wsUrl() {
   const url = new URL("ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  url.search = "?history=" + history;
+  url.search = "?points=" + MAX_POINTS;
   return url.href;
-}
-
-// After a gap, ask only for what was missed (plus a margin); the first load asks for all.
-// The margin covers the ticks that pass while the handshake is under way: two ticks, and at
-// least HISTORY_SLACK_S seconds of them (a slow proxy or a busy hub, at short intervals).
-function historyCount() {
-  if (!state.last) return MAX_POINTS;
-  const gap = (performance.now() - state.lastAt) / 1000;
-  const margin = Math.max(2, Math.ceil(HISTORY_SLACK_S / state.interval));
-  return Math.max(2, Math.min(MAX_POINTS, Math.ceil(gap / state.interval) + margin));
 }
 
 function openSocket() {
@@ -94,8 +85,8 @@ function openSocket() {
   let ws;
   try {
     ws = state.token
-      ? new WebSocket(wsUrl(historyCount()), ["hub.v1", "bearer." + state.token])
-      : new WebSocket(wsUrl(historyCount()));
+      ? new WebSocket(wsUrl(), ["hub.v1", "bearer." + state.token])
+      : new WebSocket(wsUrl());
   } catch (e) {
     scheduleReconnect();
     return;
@@ -156,7 +147,10 @@ function onMessage(text) {
   let msg;
   try { msg = JSON.parse(text); } catch (e) { return; }
   if (!msg || typeof msg !== "object") return;
-  if (msg.type === "history") {
+  if (msg.type === "points") {
+    acceptPoints(msg);
+    return;   // the latest snapshot follows at once; it is what marks the connection live
+  } else if (msg.type === "history") {
     accept(Array.isArray(msg.items) ? msg.items : []);
   } else if (msg.type === "metrics_update") {
     accept([msg]);

@@ -2,7 +2,7 @@
 // hub restarts. A hub stamps every message with an opaque `epoch`; `seq` only grows within one
 // epoch, and a new epoch means the sequence restarted (docs/protocol.md).
 
-import { addPoint, derive, drawCharts, estimateInterval, resetPoints } from "./charts.js";
+import { addPoint, derive, drawCharts, estimateInterval, ingestPoints, resetPoints } from "./charts.js";
 import { render, updateBadge } from "./panels.js";
 import { state } from "./state.js";
 
@@ -60,4 +60,16 @@ export function accept(batch) {
   render(state.last);
   updateBadge();
   drawCharts();
+}
+
+/** A `points` message: the charts' history from the hub, oldest first, in the message's epoch. */
+export function acceptPoints(msg) {
+  const items = Array.isArray(msg.items) ? msg.items : [];
+  const epoch = epochOf(msg);
+  if (state.last && epoch !== state.epoch) newSequence();
+  state.epoch = epoch;
+  state.fresh = false;   // the epoch says whether the sequence restarted: nothing to guess
+  if (state.firstBatch === 0) state.firstBatch = items.length;
+  // seq is not advanced here: the full snapshot that follows renders the panels.
+  ingestPoints(items);
 }
