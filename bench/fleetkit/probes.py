@@ -115,6 +115,8 @@ async def page_connect(browser: Any, proxy: CountingProxy, *, timeout: float = 6
     ctx = await browser.new_context(viewport={"width": 1920, "height": 1080})
     try:
         page = await ctx.new_page()
+        responses: list[Any] = []
+        page.on("response", lambda r: responses.append(r))
         proxy.reset()
         t0 = time.monotonic()
         await page.goto(f"http://127.0.0.1:{proxy.port}/", wait_until="commit")
@@ -137,6 +139,14 @@ async def page_connect(browser: Any, proxy: CountingProxy, *, timeout: float = 6
             "chart_points": ready["min_len"],
             "page_points": ready["points"],
         }
+        # Which HTTP responses the bytes went to (Chromium's own accounting, encoded sizes).
+        sizes: dict[str, int] = {}
+        for resp in responses:
+            with contextlib.suppress(Exception):
+                sz = await resp.request.sizes()
+                path = "/" + resp.url.split("/", 3)[-1]
+                sizes[path] = sizes.get(path, 0) + sz["responseBodySize"] + sz["responseHeadersSize"]
+        out["http"] = dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
         with contextlib.suppress(Exception):
             await page.close()
         return out
