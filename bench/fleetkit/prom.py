@@ -106,8 +106,8 @@ class FleetPrometheus:
         app = web.Application()
         app.router.add_route("*", "/api/v1/query", self._query)
         app.router.add_get("/api/v1/alerts", self._alerts)
-        app.router.add_get("/-/ready", lambda _r: _ok())
-        app.router.add_get("/-/healthy", lambda _r: _ok())
+        app.router.add_get("/-/ready", _ok)
+        app.router.add_get("/-/healthy", _ok)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -119,5 +119,5 @@ class FleetPrometheus:
             await self._runner.cleanup()
 
 
-async def _ok() -> web.Response:
+async def _ok(_request: web.Request) -> web.Response:
     return web.Response(text="Prometheus is Ready.\n")
