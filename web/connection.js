@@ -50,7 +50,7 @@ function showAuth(message) {
 async function probeAuth() {
   let res;
   try {
-    res = await fetch("api/metrics/snapshot", { headers: authHeaders(), cache: "no-store" });
+    res = await fetch("api/metrics/history?limit=0", { headers: authHeaders(), cache: "no-store" });
   } catch (e) {
     return true;   // network error: let the socket attempt fail and back off
   }

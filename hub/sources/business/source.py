@@ -38,7 +38,7 @@ from hub.sources.business.client import (
     driver_deadline,
     passwords_of,
 )
-from hub.sources.business.pipeline import QUERY_COMMENT
+from hub.sources.business.pipeline import QUERY_COMMENT, build_pipeline, shape_result
 from hub.vocab import TIME_RANGES, WINDOWS
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,11 @@ WINDOW_IDLE = 3600.0
 #: the reconcile recomputes every closed hour within this share of reconcile_interval (the rest is slack
 #: for the interval between ticks)
 RECONCILE_SHARE = 0.8
+#: with more closed hours than this to (re)compute, a call answers with the full pipeline and the hours
+#: are filled in the background (warm-up, rebuilds), so a short tick budget never blocks filling them
+COLD_HOURS = 3
+#: the deadline of one background fill, in seconds (at least ten times sources.business.timeout)
+FILL_TIMEOUT = 120.0
 
 
 class BusinessSource(Source):
@@ -81,6 +86,7 @@ class BusinessSource(Source):
         self._feed: ChangeFeed | None = None
         self._drain_lock = asyncio.Lock()
         self._inflight: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self._fill: asyncio.Task[None] | None = None
         self._used: dict[str, float] = {}  # endpoint window -> monotonic time of its last request
         #: change_stream or reconcile once known, and why
         self.mode: str | None = None
@@ -126,7 +132,7 @@ class BusinessSource(Source):
 
     async def close(self) -> None:
         """Cancel in-flight calls, close the change stream and the client."""
-        for task in list(self._inflight.values()):
+        for task in [*self._inflight.values(), *([self._fill] if self._fill else [])]:
             task.cancel()
         self._inflight.clear()
         if self._feed is not None:
@@ -172,11 +178,48 @@ class BusinessSource(Source):
         try:
             with pymongo.timeout(deadline):
                 await self._apply_changes()
+                if len(self._needed(time_range)) > COLD_HOURS:
+                    # Warming up (start, rebuild, a forced recompute): filling many hours may not fit
+                    # in a tick. Fill them in the background with a longer deadline, and answer this
+                    # call with the one full pipeline, which is exact too.
+                    self._start_fill(time_range)
+                    return await self._full(time_range)
                 return await self._window(time_range)
         except PyMongoError as exc:
             reason = describe_error(exc, uri=self.cfg.mongodb_uri, timeout=deadline, secrets=self._secrets)
             log.warning("business source: %s", reason)
             raise SourceError(reason) from None
+
+    def _needed(self, time_range: str) -> set[int]:
+        now = now_ms()
+        first = hour_of(now - WINDOWS[time_range])
+        if hour_start(first) < now - WINDOWS[time_range]:
+            first += 1
+        return self.store.needed(first, hour_of(now))
+
+    def _start_fill(self, time_range: str) -> None:
+        """Recompute the needed hours of the largest window in use, in the background, once at a time."""
+        if self._fill is not None and not self._fill.done():
+            return
+        largest = max((time_range, *self._used), key=lambda w: WINDOWS[w])
+
+        async def fill() -> None:
+            try:
+                with pymongo.timeout(max(FILL_TIMEOUT, 10 * self.timeout)):
+                    await self._window(largest)
+            except (PyMongoError, SourceError) as exc:
+                log.warning("business source: filling hour buckets failed (retried next tick): %s",
+                            describe_error(exc, uri=self.cfg.mongodb_uri, timeout=FILL_TIMEOUT,
+                                           secrets=self._secrets))
+
+        self._fill = asyncio.get_running_loop().create_task(fill(), name="hub-business-fill")
+
+    async def _full(self, time_range: str) -> dict[str, Any]:
+        """The window by today's single full pipeline (the oracle), while the buckets fill."""
+        now = now_ms()
+        docs = await self._aggregate(build_pipeline(self.cfg.fields, now - WINDOWS[time_range]))
+        return shape_result(docs[0] if docs else None, time_range=time_range, timestamp=now,
+                            min_cell_size=self.cfg.min_cell_size)
 
     # ------------------------------------------------------------------ change detection
 
