@@ -82,7 +82,8 @@ async def snapshot(request: web.Request) -> web.Response:
     latest = hub.feed.latest
     if latest is None:
         return json_error(503, "no snapshot yet: the first tick has not completed")
-    return web.Response(body=latest.encode(who.topics, hub.feed.source_sections), content_type="application/json")
+    return _compressed(web.Response(body=latest.encode(who.topics, hub.feed.source_sections),
+                                    content_type="application/json"))
 
 
 async def history(request: web.Request) -> web.Response:
@@ -92,7 +93,14 @@ async def history(request: web.Request) -> web.Response:
     size = hub.config.broadcast.history_size
     limit = int_param(request, "limit", default=size, lo=0, hi=size)
     items, _last = hub.feed.encode_items(hub.feed.items(limit), who.topics)
-    return web.Response(body=b'{"items":' + items + b"}", content_type="application/json")
+    return _compressed(web.Response(body=b'{"items":' + items + b"}", content_type="application/json"))
+
+
+def _compressed(resp: web.Response) -> web.Response:
+    """Snapshots compress about 10x; gzip/deflate them for clients that accept it (big fleets)."""
+    if resp.body is not None and len(resp.body) >= 1024:  # type: ignore[arg-type]
+        resp.enable_compression()
+    return resp
 
 
 async def business(request: web.Request) -> web.Response:

@@ -364,3 +364,13 @@ async def test_401_carries_security_headers(aiohttp_client, make_config):
     assert resp.status == 401
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+
+async def test_snapshot_and_history_are_compressed_for_clients_that_accept_it(aiohttp_client, make_config):
+    client = await aiohttp_client(create_app(make_config()))
+    await wait_for(lambda: client.app[HUB].feed.seq >= 2)
+    for path in ("/api/metrics/snapshot", "/api/metrics/history"):
+        gz = await client.get(path, headers={"Accept-Encoding": "gzip"})
+        plain = await client.get(path, headers={"Accept-Encoding": "identity"})
+        assert gz.headers.get("Content-Encoding") == "gzip" and "Content-Encoding" not in plain.headers
+        assert (await gz.json())["seq" if "snapshot" in path else "items"]

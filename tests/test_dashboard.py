@@ -906,3 +906,43 @@ gone = "http://127.0.0.1:{free_port()}/api/health"
             assert_clean(watch)
     finally:
         frontend.close()
+
+
+@contextlib.contextmanager
+def fleet_prometheus(n: int) -> Iterator[Any]:
+    """The fleet benchmark's stand-in Prometheus (N series per default query) on its own loop."""
+    from bench.fleetkit.prom import FleetPrometheus
+    from hub.config import DEFAULT_QUERIES
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    prom = FleetPrometheus(n, queries=dict(DEFAULT_QUERIES))
+    asyncio.run_coroutine_threadsafe(prom.start(), loop).result(10)
+    try:
+        yield prom
+    finally:
+        asyncio.run_coroutine_threadsafe(prom.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def test_a_big_fleet_page_gets_full_charts_from_points_not_raw_history(tmp_path_factory: pytest.TempPathFactory,
+                                                                        open_page: Any) -> None:
+    # 3,000 series per query: each raw snapshot is ~1.7 MB, so raw history would be hundreds of MB.
+    with fleet_prometheus(3000) as prom, running_hub(tmp_path_factory, "fleet", prometheus_url=prom.url,
+                                                      extra="") as hub:
+        before = wait_ticks(hub, 12)
+        watch = open_page()
+        sockets: list[str] = []
+        watch.page.on("websocket", lambda ws: sockets.append(ws.url))
+        load(watch, hub)
+        lengths = wait_for(lambda: (ls := watch.js("hubDebug.seriesLengths()")) and
+                           all(n >= before for n in ls.values()) and ls, what="charts with the whole span")
+        assert len(lengths) == 5
+        assert sockets and all("points=" in u and "history=" not in u for u in sockets), sockets
+        # The per-job charts plot the fleet's jobs, summed over their thousands of series.
+        jobs = watch.js("hubDebug.jobNames ? hubDebug.jobNames('rate') : null")
+        if jobs is not None:
+            assert len(jobs) == 8, jobs
+        assert_clean(watch)
