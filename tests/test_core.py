@@ -367,7 +367,9 @@ async def test_401_carries_security_headers(aiohttp_client, make_config):
 
 
 async def test_snapshot_and_history_are_compressed_for_clients_that_accept_it(aiohttp_client, make_config):
-    client = await aiohttp_client(create_app(make_config()))
+    from tests.test_fanout import BulkySource
+
+    client = await aiohttp_client(create_app(make_config(), extra_sources=[BulkySource(4096)]))
     await wait_for(lambda: client.app[HUB].feed.seq >= 2)
     for path in ("/api/metrics/snapshot", "/api/metrics/history"):
         gz = await client.get(path, headers={"Accept-Encoding": "gzip"})
