@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test bench dist clean
+.PHONY: run test test-fast bench dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-installed
 	$(BIN)/hub demo
 
+# All three tiers: unit (no I/O), integration (in-process apps), system (subprocesses, real
+# Prometheus, Redis, SecantusDB, Chromium).
 test: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+# Unit and integration tiers only: under a minute, no external programs.
+test-fast: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/unit tests/integration
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.fanout.run

@@ -35,7 +35,7 @@ from hub.config import BusinessSourceConfig
 from hub_demo.simulator import history
 from hub.sources.business import WINDOWS, BusinessSource, build_pipeline, shape_result
 from hub_demo.simulator import make_appointment
-from tests.services.mongo import MongoServer
+from tests.support.mongo import MongoServer
 
 UTC = dt.timezone.utc
 

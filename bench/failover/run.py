@@ -29,8 +29,8 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
-from tests.services.hubproc import HubProcess
-from tests.services.redis import RedisServer
+from tests.support.hubproc import HubProcess
+from tests.support.redis import RedisServer
 
 
 class Client:

@@ -16,8 +16,8 @@ from hub.context import HUB
 from hub.feed import Entry, Feed
 from hub.metrics import HubMetrics
 from hub.sources.base import Source, SourceResult
-from tests.conftest import recv_json, sample, wait_for
-from tests.test_fanout import BulkySource, FakeTransport, _raw_ws_connect, _read_frames_until_close
+from tests.support.aio import recv_json, sample, wait_for
+from tests.support.raw import BulkySource, FakeTransport, raw_ws_connect, read_frames_until_close
 
 
 async def test_a_history_client_that_never_reads_is_counted_bounded_and_evicted(aiohttp_client, make_config):
@@ -28,12 +28,12 @@ async def test_a_history_client_that_never_reads_is_counted_bounded_and_evicted(
     client = await aiohttp_client(create_app(cfg, extra_sources=[BulkySource(64 * 1024)]))
     hub = client.app[HUB]
     await wait_for(lambda: len(hub.feed.history) >= 30, timeout=20)
-    sock = await asyncio.to_thread(_raw_ws_connect, client.server.port, rcvbuf=4096, path="/ws?history=60")
+    sock = await asyncio.to_thread(raw_ws_connect, client.server.port, rcvbuf=4096, path="/ws?history=60")
     try:
         await wait_for(lambda: sample(hub.metrics, "hub_ws_connections") == 1, what="the client is counted")
         await wait_for(lambda: sample(hub.metrics, "hub_ws_disconnects_total", reason="slow_consumer") == 1,
                        timeout=20, what="the slow-consumer eviction")
-        code, backlog = await asyncio.to_thread(_read_frames_until_close, sock, timeout=10)
+        code, backlog = await asyncio.to_thread(read_frames_until_close, sock, timeout=10)
         assert code == 1013
         # The history message obeyed the same byte budget as a broadcast (not 60 x 64 KiB).
         assert backlog <= 256 * 1024 + 3 * 65 * 1024 + 4 * 64 * 1024, backlog
@@ -115,7 +115,7 @@ async def test_an_evicted_client_counts_until_its_socket_is_gone(aiohttp_client,
                        "broadcast": {"interval": 0.1, "max_client_buffer_bytes": 128 * 1024}})
     client = await aiohttp_client(create_app(cfg, extra_sources=[BulkySource(64 * 1024)]))
     hub = client.app[HUB]
-    slow = await asyncio.to_thread(_raw_ws_connect, client.server.port, rcvbuf=4096)
+    slow = await asyncio.to_thread(raw_ws_connect, client.server.port, rcvbuf=4096)
     try:
         await wait_for(lambda: sample(hub.metrics, "hub_ws_disconnects_total", reason="slow_consumer") == 1,
                        timeout=20)

@@ -11,8 +11,8 @@ import pytest
 
 from hub.app import create_app
 from hub.context import HUB
-from tests.conftest import sample, wait_for
-from tests.test_fanout import _raw_ws_connect, _read_frames_until_close
+from tests.support.aio import sample, wait_for
+from tests.support.raw import raw_ws_connect, read_frames_until_close
 
 
 def _frame(opcode: int, payload: bytes, *, masked: bool = True) -> bytes:
@@ -25,10 +25,10 @@ def _frame(opcode: int, payload: bytes, *, masked: bool = True) -> bytes:
 
 
 def _exchange(port: int, frame: bytes) -> int | None:
-    sock = _raw_ws_connect(port)
+    sock = raw_ws_connect(port)
     try:
         sock.sendall(frame)
-        code, _ = _read_frames_until_close(sock, timeout=5)
+        code, _ = read_frames_until_close(sock, timeout=5)
         return code
     finally:
         sock.close()
@@ -80,14 +80,14 @@ async def test_pong_floods_count_against_the_rate_limit(aiohttp_client, make_con
     hub = client.app[HUB]
 
     def flood() -> int | None:
-        sock = _raw_ws_connect(client.server.port)
+        sock = raw_ws_connect(client.server.port)
         try:
             for _ in range(200):
                 try:
                     sock.sendall(_frame(0xA, b"p"))
                 except OSError:
                     break
-            return _read_frames_until_close(sock, timeout=5)[0]
+            return read_frames_until_close(sock, timeout=5)[0]
         finally:
             sock.close()
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 import hub
-from tests.services import end_process
-from tests.services.hubproc import ROOT, HubProcess
+from tests.support import end_process
+from tests.support.hubproc import ROOT, HubProcess
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(420)]
 

@@ -20,9 +20,9 @@ import aiohttp
 import pytest
 
 from bench.fanout import run as fanout_run
-from tests.services import need_program
-from tests.services.browser import chromium, open_page, wait_for  # noqa: F401
-from tests.services.hubproc import HubProcess
+from tests.support import need_program
+from tests.support.browser import chromium, open_page, wait_for  # noqa: F401
+from tests.support.hubproc import HubProcess
 
 pytestmark = [pytest.mark.timeout(180)]
 WANT = 14  # metrics_update messages each client collects (all run at once, so their seqs overlap)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub.config import Config, ConfigError, build_config, load_config, redacted_dict
-from tests.services.hubproc import toml_value
+from tests.support.hubproc import toml_value
 from tests.unit.test_config import leaf_keys
 
 SECRET = "PLANTEDSECRET"

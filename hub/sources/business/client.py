@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pymongo.errors import (
     ConnectionFailure,
@@ -16,7 +16,9 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from hub.config import scrub
+from hub.secrets import passwords_of  # noqa: F401 (re-exported: one secrets module)
+
+from hub.secrets import scrub
 
 DEFAULT_DATABASE = "healthcare"
 MAX_REASON_CHARS = 300
@@ -29,18 +31,6 @@ def hosts_of(uri: str) -> str:
     except ValueError:
         return "<unparseable URI>"
     return netloc.rpartition("@")[2] or "<no host>"
-
-
-def passwords_of(uri: str) -> list[str]:
-    """The password in a MongoDB URI as written and percent-decoded (both must be scrubbed)."""
-    try:
-        userinfo = urlsplit(uri).netloc.rpartition("@")[0]  # urlsplit's .password trips on multi-host netlocs
-    except ValueError:
-        return []
-    if ":" not in userinfo:
-        return []
-    raw = userinfo.partition(":")[2]
-    return [p for p in dict.fromkeys((raw, unquote(raw))) if p]
 
 
 def password_of(uri: str) -> str | None:

@@ -18,54 +18,12 @@ from prometheus_client import generate_latest
 
 from hub.metrics import HubMetrics
 from hub.sources.health import HealthSource
-from tests.conftest import wait_for
-from tests.services import free_port, need_program
-from tests.services.mongo import MongoServer, mongo_server_fn  # noqa: F401  (fixture)
-from tests.services.prom import start_prometheus
-from tests.test_prometheus_rules import DEPLOY
-
-
-@asynccontextmanager
-async def serve(app: web.Application, *, ssl_context: ssl.SSLContext | None = None,
-                host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run `app` on a free port; yield its base URL."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"{'https' if ssl_context else 'http'}://{host}:{port}"
-    finally:
-        await runner.cleanup()
-
-
-class Target:
-    """A service with /ok, /fail (503), /slow (answers only at teardown), /moved (302), /toggle."""
-
-    def __init__(self) -> None:
-        self.toggle_status = 200
-        self.release = asyncio.Event()
-        self.hits: dict[str, int] = {}
-        app = web.Application()
-        app.router.add_get("/{name}", self.handle)
-        self.app = app
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        self.hits[name] = self.hits.get(name, 0) + 1
-        if name == "ok":
-            return web.json_response({"status": "ok"})
-        if name == "fail":
-            return web.json_response({"status": "down"}, status=503)
-        if name == "slow":
-            await self.release.wait()  # past any timeout: released when the test ends
-            return web.json_response({"status": "late"})
-        if name == "moved":
-            raise web.HTTPFound("/login")
-        if name == "toggle":
-            return web.json_response({}, status=self.toggle_status)
-        raise web.HTTPNotFound()
+from tests.support.aio import wait_for
+from tests.support import free_port, need_program
+from tests.support.mongo import MongoServer, mongo_server_fn  # noqa: F401  (fixture)
+from tests.support.prom import start_prometheus
+from tests.support.http_targets import Target, serve
+from tests.support.prom import DEPLOY_RULES_DIR as DEPLOY
 
 
 @pytest.fixture

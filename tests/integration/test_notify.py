@@ -17,9 +17,9 @@ from prometheus_client import generate_latest
 from hub.metrics import HubMetrics
 from hub.notify import Notification, Notifier, _retry_after
 from hub.sources.health import HealthSource
-from tests.conftest import wait_for
-from tests.services import free_port
-from tests.test_health_source import Target, serve
+from tests.support.aio import wait_for
+from tests.support import free_port
+from tests.support.http_targets import Target, serve
 
 TOKEN = "T0HUBTEST/B0HUBTEST/xoxb-not-a-real-token-9f8e7d"
 WEBHOOK_PATH = f"/services/{TOKEN}"

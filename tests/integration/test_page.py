@@ -13,7 +13,7 @@ from aiohttp import web
 
 from hub.app import create_app
 from hub.page import Page, check_page
-from tests.services.hubproc import ROOT
+from tests.support.hubproc import ROOT
 
 WEB = ROOT / "web"
 

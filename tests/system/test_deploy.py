@@ -16,8 +16,8 @@ import yaml
 
 from hub.app import create_app
 from hub.config import Config, build_config, env_overrides
-from tests.services import need_program
-from tests.services.hubproc import ROOT, HubProcess
+from tests.support import need_program
+from tests.support.hubproc import ROOT, HubProcess
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"

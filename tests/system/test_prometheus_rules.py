@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import need_program
+from tests.support.prom import DEPLOY_RULES_DIR
+from tests.support import need_program
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+DEPLOY = DEPLOY_RULES_DIR
 ALERTS = ("HubDown", "HubTargetMissing", "HubSourceFailing", "HubBroadcastSlow", "HubConnectionsNearLimit",
           "HubHealthCheckDown")
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from hub.auth import hash_token
-from tests.services.hubproc import ROOT, HubProcess, to_toml
+from tests.support.hubproc import ROOT, HubProcess, to_toml
 
 FAST = {"broadcast": {"interval": 0.2},
         "sources": {"prometheus": {"enabled": False}, "business": {"enabled": False}}}
@@ -192,7 +192,7 @@ def _port_open(port: int) -> bool:
 
 async def test_default_config_serves_without_prometheus_and_mongodb(tmp_path):
     """The shipped config.toml, nothing else running: /ws, /metrics, /health work; the two sources say error."""
-    from tests.services import free_port
+    from tests.support import free_port
 
     port = free_port()
     log = tmp_path / "hub.log"

@@ -1,6 +1,6 @@
 """A real `redis-server` for tests: free port, temp dir, no persistence; stop() and start() keep the port.
 
-Usage: `from tests.services.redis import redis_server  # noqa: F401` and take the fixture, or
+Usage: `from tests.support.redis import redis_server  # noqa: F401` and take the fixture, or
 `start_redis(tmp_dir)` for more control (e.g. `requirepass`).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import end_process, free_port, log_tail, need_program
+from tests.support import end_process, free_port, log_tail, need_program
 
 READY_TIMEOUT = 10.0
 

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.services.hubproc import HubProcess
+from tests.support.hubproc import HubProcess
 
 MAX_BYTES = 4096
 RATE, BURST = 20.0, 40

@@ -28,10 +28,10 @@ from aiohttp import WSMsgType
 from hub.app import create_app
 from hub.auth import SUBPROTOCOL, hash_token
 from hub.context import HUB
-from tests.conftest import sample, recv_json, recv_type, wait_for
-from tests.services.hubproc import ROOT, HubProcess
-from tests.services.mongo import MongoServer, mongo_server_fn  # noqa: F401
-from tests.services.prom import PrometheusServer, prometheus_server  # noqa: F401
+from tests.support.aio import sample, recv_json, recv_type, wait_for
+from tests.support.hubproc import ROOT, HubProcess
+from tests.support.mongo import MongoServer, mongo_server_fn  # noqa: F401
+from tests.support.prom import PrometheusServer, prometheus_server  # noqa: F401
 
 TOKEN_ALL = "tok-all-Zq8vWk2Jm4Lp9Rt6Yx3Ns7Bc1Df5Gh0"
 TOKEN_WALL = "tok-wall-Hb6Nc2Xv9Qm4Kp8Lr1Tz5Wy3Sd7Fg0"

@@ -16,8 +16,8 @@ from aiohttp import web
 from hub.config import build_config
 from hub.sources.base import SourceError, SourceResult
 from hub.sources.prometheus import PrometheusSource
-from tests.services import free_port, need_program
-from tests.services.prom import (  # noqa: F401
+from tests.support import free_port, need_program
+from tests.support.prom import (  # noqa: F401
     PrometheusServer,
     prometheus_server,
     shared_prometheus,
@@ -450,7 +450,7 @@ async def test_tls_ca_file_and_verification(aiohttp_server: Any, tls_files: tupl
 # A real hub app whose Prometheus source points at a real Prometheus that scrapes this hub's
 # /metrics every second: the hub reports data about itself, read back through Prometheus.
 
-DEPLOY_RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "hub-alerts.yml"
+DEPLOY_RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "hub-alerts.yml"
 TICK = 1.0
 
 
@@ -542,7 +542,7 @@ async def test_closed_loop_kill_and_restart(tmp_path: Path, aiohttp_server: Any,
 
 # ------------------------------------------------------------------ docs/prometheus.md's examples
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "prometheus.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "prometheus.md"
 
 
 def doc_blocks(lang: str) -> list[str]:

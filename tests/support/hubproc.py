@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.services import free_port
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

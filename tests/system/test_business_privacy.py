@@ -15,8 +15,8 @@ from hub.config import build_config
 from hub.doctor import run_doctor
 from hub.sources.business import WINDOWS
 from hub.sources.business.changes import CREATED_TOUCHED
-from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
-from tests.test_business_source import SPECIALTIES, insert, make_docs, source_for
+from tests.support.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
+from tests.system.test_business_source import SPECIALTIES, insert, make_docs, source_for
 
 UTC = dt.timezone.utc
 READ_COMMANDS = {"aggregate", "listIndexes", "count", "buildinfo", "buildInfo", "connectionStatus", "ping",

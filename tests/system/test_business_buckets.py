@@ -20,9 +20,9 @@ from hub.sources.base import SourceError
 from hub.sources.business import WINDOWS, BusinessSource, build_pipeline, shape_result
 from hub.sources.business.buckets import BucketStore, HourStats, runs, specialty_key
 from hub.sources.business.changes import CREATED_TOUCHED, watch_pipeline
-from tests.conftest import wait_for
-from tests.services.mongo import MongoServer, mongo_server_fn  # noqa: F401
-from tests.test_business_source import SPECIALTIES, insert, make_docs, ms, source_for
+from tests.support.aio import wait_for
+from tests.support.mongo import MongoServer, mongo_server_fn  # noqa: F401
+from tests.system.test_business_source import SPECIALTIES, insert, make_docs, ms, source_for
 
 UTC = dt.timezone.utc
 MARGIN = 3.0

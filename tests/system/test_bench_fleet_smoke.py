@@ -17,7 +17,7 @@ import pytest
 from bench import fleet
 from bench.fleetkit.prom import fleet_alerts, fleet_results
 from bench.fleetkit.wire import Conn
-from tests.services import need_program, services_required
+from tests.support import need_program, services_required
 
 pytestmark = pytest.mark.timeout(90)
 

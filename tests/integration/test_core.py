@@ -12,7 +12,7 @@ from aiohttp import WSMsgType
 from hub.app import create_app
 from hub.sources.base import Source, SourceError, SourceResult
 from hub.context import HUB
-from tests.conftest import sample, recv_json, recv_type, wait_for
+from tests.support.aio import sample, recv_json, recv_type, wait_for
 
 
 class RaisingSource(Source):
@@ -367,7 +367,7 @@ async def test_401_carries_security_headers(aiohttp_client, make_config):
 
 
 async def test_snapshot_and_history_are_compressed_for_clients_that_accept_it(aiohttp_client, make_config):
-    from tests.test_fanout import BulkySource
+    from tests.support.raw import BulkySource
 
     client = await aiohttp_client(create_app(make_config(), extra_sources=[BulkySource(4096)]))
     await wait_for(lambda: client.app[HUB].feed.seq >= 2)

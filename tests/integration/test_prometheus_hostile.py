@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from hub.sources.base import SourceError, SourceResult
-from tests.prom_fakes import (
+from tests.support.prom_fakes import (
     TS,
     Handler,
     alerts_body,

@@ -28,11 +28,11 @@ import pytest
 from hub.app import create_app
 from hub.config import SourcesConfig, build_config
 from hub.sources.base import Source, SourceResult
-from tests.services import free_port
-from tests.services.browser import (  # noqa: F401  (fixtures)
+from tests.support import free_port
+from tests.support.browser import (  # noqa: F401  (fixtures)
     PageWatch, chromium, open_page, override_document_csp, wait_for)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
 DOCS = ROOT / "docs"
 INTERVAL = 0.5
@@ -242,7 +242,7 @@ responseTime = 'histogram_quantile(0.95, sum by (job, le) (rate(prometheus_http_
 @pytest.fixture(scope="module")
 def prom_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """A hub reading a real Prometheus that scrapes itself, the hub, and one dead target."""
-    from tests.services.prom import start_prometheus
+    from tests.support.prom import start_prometheus
 
     hub_port = free_port()
     prom = start_prometheus(tmp_path_factory.mktemp("prometheus"), targets={

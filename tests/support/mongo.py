@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import free_port, need_program, services_required
+from tests.support import free_port, need_program, services_required
 
 START_TIMEOUT = 20.0
 

@@ -16,21 +16,8 @@ from hub.broadcast import SLICE, SNDBUF_BYTES
 from hub.client import text_frame
 from hub.sources.base import Source, SourceResult
 from hub.context import HUB
-from tests.conftest import sample, recv_json, wait_for
-
-
-class BulkySource(Source):
-    """Fills data.business with ~`size` bytes per tick, so a backlog builds quickly."""
-
-    name = "bulky"
-    sections = ("business",)
-    timeout = 1.0
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    async def collect(self, budget: float) -> SourceResult:
-        return SourceResult(data={"business": {"pad": "x" * self.size}})
+from tests.support.raw import BulkySource, FakeTransport, raw_ws_connect, read_frames_until_close
+from tests.support.aio import sample, recv_json, wait_for
 
 
 def test_text_frame_matches_rfc6455_lengths():
@@ -66,66 +53,12 @@ async def test_thousand_clients_get_every_seq(aiohttp_client, make_config):
         await asyncio.gather(*(ws.close() for ws in wss))
 
 
-def _raw_ws_connect(port: int, *, rcvbuf: int | None = None, path: str = "/ws") -> socket.socket:
-    """A WebSocket client on a bare socket: it never answers pings and reads only when told to."""
-    sock = socket.socket()
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        assert chunk, "server closed during handshake"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
-def _read_frames_until_close(sock: socket.socket, *, timeout: float) -> tuple[int | None, int]:
-    """Read frames off `sock` until a close frame: (its code or None if the socket just ended, bytes read)."""
-    sock.settimeout(timeout)
-    buf = b""
-    total = 0
-
-    def need(n: int) -> bool:
-        nonlocal buf, total
-        while len(buf) < n:
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                return False
-            buf += chunk
-            total += len(chunk)
-        return True
-
-    while True:
-        if not need(2):
-            return None, total
-        opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
-        hdr = 2
-        if length == 126:
-            if not need(4):
-                return None, total
-            length, hdr = struct.unpack("!H", buf[2:4])[0], 4
-        elif length == 127:
-            if not need(10):
-                return None, total
-            length, hdr = struct.unpack("!Q", buf[2:10])[0], 10
-        if not need(hdr + length):
-            return None, total
-        payload, buf = buf[hdr:hdr + length], buf[hdr + length:]
-        if opcode == 0x8:
-            return (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None), total
-
-
 async def test_slow_consumer_closed_1013_others_unaffected(aiohttp_client, make_config):
     cfg = make_config({"broadcast": {"interval": 0.1, "max_client_buffer_bytes": 256 * 1024}})
     client = await aiohttp_client(create_app(cfg, extra_sources=[BulkySource(64 * 1024)]))
     st = client.app[HUB]
     port = client.server.port
-    slow = await asyncio.to_thread(_raw_ws_connect, port, rcvbuf=4096)
+    slow = await asyncio.to_thread(raw_ws_connect, port, rcvbuf=4096)
     try:
         async with client.ws_connect("/ws") as good:
             await recv_json(good)
@@ -135,7 +68,7 @@ async def test_slow_consumer_closed_1013_others_unaffected(aiohttp_client, make_
             for i in range(1, 4):
                 assert (await recv_json(good))["seq"] == first + i
             assert len(st.broadcaster.clients) == 1
-            code, backlog = await asyncio.to_thread(_read_frames_until_close, slow, timeout=10)
+            code, backlog = await asyncio.to_thread(read_frames_until_close, slow, timeout=10)
             assert code == 1013
             # Unsent bytes stayed bounded: the limit, one more frame and the capped kernel buffers
             # (SO_SNDBUF 64 KiB, which Linux doubles, plus the 4 KiB receive buffer). Without the
@@ -149,7 +82,7 @@ async def test_dead_peer_dropped_after_heartbeat(aiohttp_client, make_config):
     cfg = make_config({"broadcast": {"interval": 5.0, "heartbeat": 0.3}})
     client = await aiohttp_client(create_app(cfg))
     st = client.app[HUB]
-    dead = await asyncio.to_thread(_raw_ws_connect, client.server.port)
+    dead = await asyncio.to_thread(raw_ws_connect, client.server.port)
     try:
         await wait_for(lambda: len(st.broadcaster.clients) == 1)
         # The bare socket never answers pings: the hub must drop it after heartbeat + heartbeat/2.
@@ -169,26 +102,6 @@ async def test_live_peer_survives_heartbeats(aiohttp_client, make_config):
         assert seqs == list(range(seqs[0], seqs[0] + 8))
         assert len(st.broadcaster.clients) == 1
         assert sample(st.metrics, "hub_ws_disconnects_total", reason="dead_peer") == 0
-
-
-class FakeTransport(asyncio.Transport):
-    """An in-memory transport for measuring the broadcast loop alone (no sockets involved)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = 0
-
-    def write(self, data: bytes) -> None:  # type: ignore[override]
-        self.written += len(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return default
 
 
 async def test_broadcast_yields_to_the_loop_between_slices(make_config):

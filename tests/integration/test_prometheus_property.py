@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hub.sources.base import SourceError
-from tests.prom_fakes import fake_app, make_source
+from tests.support.prom_fakes import fake_app, make_source
 
 MAX_SERIES = 3
 QUERIES = {"a": "up", "b": "rate(x[5m])"}

@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.services.hubproc import ROOT, HubProcess
+from tests.support.hubproc import ROOT, HubProcess
 
 pytestmark = pytest.mark.slow
 

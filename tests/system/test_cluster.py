@@ -23,11 +23,11 @@ from redis.asyncio import Redis
 from hub.app import create_app
 from hub.cluster import RedisPublisher
 from hub.context import HUB
-from tests.conftest import recv_json, recv_type, wait_for
-from tests.services.hubproc import HubProcess
-from tests.services.prom import start_prometheus
-from tests.services.mongo import mongo_server_fn  # noqa: F401
-from tests.services.redis import RedisServer, redis_server, start_redis  # noqa: F401
+from tests.support.aio import recv_json, recv_type, wait_for
+from tests.support.hubproc import HubProcess
+from tests.support.prom import start_prometheus
+from tests.support.mongo import mongo_server_fn  # noqa: F401
+from tests.support.redis import RedisServer, redis_server, start_redis  # noqa: F401
 
 INTERVAL = 0.5
 
@@ -205,7 +205,7 @@ async def test_a_failed_publish_leaves_no_gap(redis_server, aiohttp_client, make
 
 
 async def test_ready_is_503_when_redis_is_down_from_the_start(aiohttp_client, make_config, tmp_path):
-    from tests.services import free_port
+    from tests.support import free_port
 
     app = create_app(cluster_config(make_config, f"redis://127.0.0.1:{free_port()}/0"))
     client = await aiohttp_client(app)

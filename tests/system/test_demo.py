@@ -18,9 +18,9 @@ import orjson
 import psutil
 import pytest
 
-from tests.services import free_port, need_program
-from tests.services.browser import chromium, open_page  # noqa: F401  (fixtures)
-from tests.services.hubproc import ROOT
+from tests.support import free_port, need_program
+from tests.support.browser import chromium, open_page  # noqa: F401  (fixtures)
+from tests.support.hubproc import ROOT
 
 pytestmark = pytest.mark.timeout(180)
 

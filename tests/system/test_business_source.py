@@ -22,9 +22,9 @@ from hub.doctor import run_doctor
 from hub_demo.simulator import run_simulator
 from hub.sources.base import SourceError
 from hub.sources.business import WINDOWS, BusinessSource, driver_deadline, fold_small_cells
-from tests.conftest import wait_for
-from tests.services import free_port
-from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
+from tests.support.aio import wait_for
+from tests.support import free_port
+from tests.support.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
 
 UTC = dt.timezone.utc
 MARGIN = 2.0  # seconds of slack for a loaded 2-core CI machine

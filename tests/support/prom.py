@@ -1,6 +1,6 @@
 """A real `prometheus` server for tests: free port, temp config and TSDB, 1 s scrape and rule evaluation.
 
-Usage: `from tests.services.prom import prometheus_server  # noqa: F401` and take the fixture;
+Usage: `from tests.support.prom import prometheus_server  # noqa: F401` and take the fixture;
 or `start_prometheus(tmp_dir, targets={...})` to control the scrape targets from the start.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import end_process, free_port, log_tail, need_program
+from tests.support import end_process, free_port, log_tail, need_program
 
 #: Rules loaded into every test Prometheus: one alert that fires at the first evaluation
 #: and one that stays pending for the whole test (its `for` is an hour).
@@ -46,6 +46,9 @@ groups:
 """
 
 READY_TIMEOUT = 30.0
+
+#: the shipped alerting rules and their promtool tests
+DEPLOY_RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 
 
 class PrometheusServer:

@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 
 from bench.fanout import payload, run
 from hub.vocab import utc_iso
-from tests.services import free_port, need_program
+from tests.support import free_port, need_program
 
 pytestmark = pytest.mark.timeout(120)
 

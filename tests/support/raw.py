@@ -1,0 +1,99 @@
+"""Raw-socket WebSocket clients and small test sources, shared by the in-process and system tests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+
+from hub.sources.base import Source, SourceResult
+
+
+class BulkySource(Source):
+    """Fills data.business with ~`size` bytes per tick, so a backlog builds quickly."""
+
+    name = "bulky"
+    sections = ("business",)
+    timeout = 1.0
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def collect(self, budget: float) -> SourceResult:
+        return SourceResult(data={"business": {"pad": "x" * self.size}})
+
+
+def raw_ws_connect(port: int, *, rcvbuf: int | None = None, path: str = "/ws") -> socket.socket:
+    """A WebSocket client on a bare socket: it never answers pings and reads only when told to."""
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "server closed during handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def read_frames_until_close(sock: socket.socket, *, timeout: float) -> tuple[int | None, int]:
+    """Read frames off `sock` until a close frame: (its code or None if the socket just ended, bytes read)."""
+    sock.settimeout(timeout)
+    buf = b""
+    total = 0
+
+    def need(n: int) -> bool:
+        nonlocal buf, total
+        while len(buf) < n:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return False
+            buf += chunk
+            total += len(chunk)
+        return True
+
+    while True:
+        if not need(2):
+            return None, total
+        opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
+        hdr = 2
+        if length == 126:
+            if not need(4):
+                return None, total
+            length, hdr = struct.unpack("!H", buf[2:4])[0], 4
+        elif length == 127:
+            if not need(10):
+                return None, total
+            length, hdr = struct.unpack("!Q", buf[2:10])[0], 10
+        if not need(hdr + length):
+            return None, total
+        payload, buf = buf[hdr:hdr + length], buf[hdr + length:]
+        if opcode == 0x8:
+            return (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None), total
+
+
+class FakeTransport(asyncio.Transport):
+    """An in-memory transport for measuring the broadcast loop alone (no sockets involved)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += len(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
