@@ -18,7 +18,6 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
