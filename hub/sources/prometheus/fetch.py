@@ -69,6 +69,10 @@ async def fetch(client: httpx.AsyncClient, url: str, params: dict[str, str] | No
         return Failure(f"cannot reach Prometheus at {server}: {safe_text(clean(transport_reason(exc)))}")
 
 
+#: how far past the excerpt secrets are looked for, so one cut by the excerpt is still removed whole
+SECRET_SLACK = 4096
+
+
 def decode(answer: Answer, *, server: str, clean: Callable[[str], str]) -> dict[str, Any] | Failure:
     """The success body of a Prometheus API answer, or a `Failure` quoting Prometheus's own (capped) words."""
 
@@ -85,8 +89,11 @@ def decode(answer: Answer, *, server: str, clean: Callable[[str], str]) -> dict[
     except orjson.JSONDecodeError as exc:
         if "json" in ctype:
             return Failure(f"{where}: answer is not valid JSON ({quote(str(exc))})")
-        excerpt = " ".join(answer.body[:BODY_EXCERPT].decode("utf-8", "replace").split())
-        return Failure(f"{where}: not a Prometheus API answer ({ctype}): {quote(repr(excerpt))}")
+        # Secrets are removed from a longer prefix before the cut (a credential straddling the cut
+        # would otherwise survive in part) and before repr() (which would escape it past matching).
+        head = clean(answer.body[:BODY_EXCERPT + SECRET_SLACK].decode("utf-8", "replace"))
+        excerpt = " ".join(head.split())[:BODY_EXCERPT]
+        return Failure(f"{where}: not a Prometheus API answer ({ctype}): {safe_text(repr(excerpt))}")
     if not isinstance(body, dict):
         return Failure(f"{where}: not a Prometheus API answer (JSON {type(body).__name__})")
     if body.get("status") == "success" and answer.status == 200:
