@@ -152,3 +152,16 @@ async def test_every_message_carries_an_epoch_that_changes_when_seq_restarts(aio
         await client.close()
     assert epochs[0] != epochs[1]
     assert firsts == [1, 1]
+
+
+async def test_history_stays_within_its_byte_budget_and_says_so_on_metrics(aiohttp_client, make_config):
+    budget = 1 << 20
+    cfg = make_config({"broadcast": {"interval": 0.1, "history_max_bytes": budget}})
+    client = await aiohttp_client(create_app(cfg, extra_sources=[BulkySource(200 * 1024)]))
+    hub = client.app[HUB]
+    await wait_for(lambda: hub.feed.seq >= 12, timeout=20)
+    text = await (await client.get("/metrics")).text()
+    held = float(next(line.split()[1] for line in text.splitlines() if line.startswith("hub_history_bytes ")))
+    entries = float(next(line.split()[1] for line in text.splitlines() if line.startswith("hub_history_entries ")))
+    assert 0 < held <= budget and 1 <= entries <= 5
+    assert len(hub.feed.points) == hub.feed.seq  # the charts' span is not cut by the byte budget
