@@ -376,3 +376,24 @@ async def test_snapshot_and_history_are_compressed_for_clients_that_accept_it(ai
         plain = await client.get(path, headers={"Accept-Encoding": "identity"})
         assert gz.headers.get("Content-Encoding") == "gzip" and "Content-Encoding" not in plain.headers
         assert (await gz.json())["seq" if "snapshot" in path else "items"]
+
+
+async def test_health_is_a_topic_like_the_others(aiohttp_client, make_config):
+    # A local target the health source probes for real; a token limited to `health` sees only it.
+    from hub.auth import hash_token
+    from tests.support.http_targets import Target, serve
+
+    target = Target()
+    async with serve(target.app) as url:
+        cfg = make_config({"sources": {"health": {"enabled": True, "checks": {"api": url + "/ok"}}},
+                           "auth": {"tokens": [{"name": "h", "hash": hash_token("health-only-token"),
+                                                "topics": ["health"]}]}})
+        client = await aiohttp_client(create_app(cfg))
+        await wait_for(lambda: client.app[HUB].feed.seq >= 1)
+        async with client.ws_connect("/ws", headers={"Authorization": "Bearer health-only-token"}) as ws:
+            m = await recv_type(ws, "metrics_update")
+            assert set(m["data"]) == {"health"} and set(m["sources"]) == {"health"}
+            assert m["data"]["health"]["healthy"] is True and m["data"]["health"]["details"] == {"api": True}
+            await ws.send_str('{"type":"subscribe","topics":["health","system"]}')
+            ack = await recv_type(ws, "subscribed")
+            assert ack == {"type": "subscribed", "topics": ["health"], "denied": ["system"]}

@@ -165,3 +165,28 @@ async def test_history_stays_within_its_byte_budget_and_says_so_on_metrics(aioht
     entries = float(next(line.split()[1] for line in text.splitlines() if line.startswith("hub_history_entries ")))
     assert 0 < held <= budget and 1 <= entries <= 5
     assert len(hub.feed.points) == hub.feed.seq  # the charts' span is not cut by the byte budget
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_per_ip_limit_uses_x_forwarded_for_only_from_a_trusted_proxy(aiohttp_client, make_config, trusted):
+    # Bug 5: behind an ingress, request.remote is the proxy, so max_connections_per_ip limited the proxy.
+    over: dict = {"server": {"max_connections_per_ip": 1}}
+    if trusted:
+        over["server"]["trusted_proxies"] = ["127.0.0.0/8"]
+    client = await aiohttp_client(create_app(make_config(over)))
+    hub = client.app[HUB]
+    a = await client.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.7"})
+    if trusted:
+        b = await client.ws_connect("/ws", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.8"})
+        assert dict(hub.admission.per_ip) == {"203.0.113.7": 1, "203.0.113.8": 1}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:  # the same client twice
+            await client.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.7"})
+        assert info.value.status == 429
+        await b.close()
+    else:
+        # A forged header from an untrusted peer changes nothing: the peer's address counts.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await client.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.8"})
+        assert info.value.status == 429
+        assert dict(hub.admission.per_ip) == {"127.0.0.1": 1}
+    await a.close()

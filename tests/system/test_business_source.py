@@ -17,6 +17,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 from hub.app import create_app
+from hub.context import HUB
 from hub.config import BusinessFields, BusinessSourceConfig, build_config
 from hub.doctor import run_doctor
 from hub_demo.simulator import run_simulator
@@ -534,3 +535,19 @@ def test_passwords_of_uri_raw_and_decoded() -> None:
     assert passwords_of(uri) == ["p%40ss:w0rd", "p@ss:w0rd"]
     assert hosts_of(uri) == "db1:27017,db2:27017"
     assert passwords_of("mongodb://db1/healthcare") == [] and passwords_of("mongodb://user@db1/x") == []
+
+
+async def test_the_health_source_pings_the_business_sources_mongodb(mongo_server_fn: MongoServer,
+                                                                    aiohttp_client, make_config) -> None:
+    # Wiring: with the business source enabled, create_app gives the health source a `database`
+    # check that pings MongoDB through the business source's own client.
+    cfg = make_config({"sources": {"business": {"enabled": True, "mongodb_uri": mongo_server_fn.uri},
+                                   "health": {"enabled": True, "failures_before_down": 1,
+                                              "checks": {"self": "http://127.0.0.1:9/health"}}}})
+    client = await aiohttp_client(create_app(cfg))
+    hub = client.app[HUB]
+    await wait_for(lambda: hub.feed.latest is not None, timeout=20)
+    snap = await (await client.get("/api/metrics/snapshot")).json()
+    checks = snap["data"]["health"]["checks"]
+    assert checks["database"]["up"] is True and checks["database"]["error"] is None
+    assert checks["self"]["up"] is False and "refused" in checks["self"]["error"]
