@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ import httpx
 from hub.notify import Notification
 from hub.secrets import RedactFilter, clean, scrub
 from hub.sources.base import Source, SourceResult
+from hub.sources.http_errors import transport_reason
 from hub.vocab import utc_iso
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ class HealthSource(Source):
         except (TimeoutError, httpx.TimeoutException):  # ours, or httpx's per-phase one: same story
             return _Outcome(False, None, time.monotonic() - t0, f"timed out after {limit:g} s")
         except httpx.HTTPError as exc:
-            return _Outcome(False, None, time.monotonic() - t0, self._clean(_transport_reason(exc)))
+            return _Outcome(False, None, time.monotonic() - t0, self._clean(transport_reason(exc)))
         except Exception as exc:  # the database ping's driver errors, or a bug: say which, keep ticking
             what = "database ping failed" if name == DATABASE else "check failed"
             return _Outcome(False, None, time.monotonic() - t0,
@@ -223,26 +223,3 @@ class HealthSource(Source):
 
     def _clean(self, text: str) -> str:
         return clean(text, self._secrets)
-
-
-def _transport_reason(exc: httpx.HTTPError) -> str:
-    """A short human reason for a transport failure (walks the cause chain: httpx wraps OS/TLS errors)."""
-    chain: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and len(chain) < 10:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    for e in chain:
-        if isinstance(e, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(e, socket.gaierror):
-            return f"DNS lookup failed ({e.strerror or e})"
-        if isinstance(e, ssl.SSLCertVerificationError):
-            return f"TLS certificate verification failed ({e.verify_message or e.reason or e})"
-        if isinstance(e, ssl.SSLError):
-            return f"TLS error ({e.reason or e})"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return f"connection closed by the server ({exc})"
-    if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
-        return "connection refused"
-    return f"{type(exc).__name__}: {exc or 'no details'}"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+from hub.sources.http_errors import transport_reason
 import orjson
 
 from hub.vocab import safe_text
@@ -115,31 +115,6 @@ def _declared_length(resp: httpx.Response) -> int | None:
         return int(resp.headers["content-length"])
     except (KeyError, ValueError):
         return None
-
-
-def transport_reason(exc: httpx.HTTPError) -> str:
-    """A short human reason for a transport failure (walks the cause chain: httpx wraps OS errors)."""
-    if isinstance(exc, httpx.TimeoutException):
-        kind = {httpx.ConnectTimeout: "connect", httpx.ReadTimeout: "read",
-                httpx.WriteTimeout: "write", httpx.PoolTimeout: "pool"}.get(type(exc), "")
-        return f"{kind} timeout".strip()
-    chain: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and len(chain) < 10:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    for e in chain:
-        if isinstance(e, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(e, socket.gaierror):
-            return f"DNS lookup failed ({e.strerror or e})"
-        if isinstance(e, ssl.SSLCertVerificationError):
-            return f"TLS certificate verification failed ({e.verify_message or e})"
-        if isinstance(e, ssl.SSLError):
-            return f"TLS error ({e.reason or e})"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return f"connection closed by the server ({exc})"
-    return f"{type(exc).__name__}: {exc or 'no details'}"
 
 
 def strip_userinfo(url: str) -> str:
