@@ -136,21 +136,26 @@ class Broadcaster:
     async def _fan_out(self, entry: Entry) -> None:
         t0 = time.perf_counter()
         limit = self.max_buffer
-        clients = [c for c in self.clients if c.last_seq < entry.seq or c.last_epoch != entry.epoch]
-        # Encode and compress once per distinct (topics, window) before the loop: no await inside it
-        # but the slice yields.
-        frames = {key: await self.frame(entry, key) for key in {c.frame_key for c in clients}}
+        seq = entry.seq
+        # Every client in the set has seen only older snapshots: `join` and `deliver` share the lock.
+        clients = list(self.clients)
+        # Encode and compress once per distinct (topics, window) before the loop; inside it, only
+        # writes, and a yield between slices.
+        frames = {key: await self.frame(entry, key) for key in {c.key for c in clients}}
         sent = 0
         slow: list[Client] = []
         for start in range(0, len(clients), SLICE):
             for client in clients[start:start + SLICE]:
-                if not client.can_send():
+                transport = client.transport
+                # Inlined Client.can_send (this loop runs per client per tick): never a data frame
+                # after a Close frame, from either side.
+                if client.close_reason is not None or client.ws.closed or transport.is_closing():
                     continue
-                if client.transport.get_write_buffer_size() > limit:
+                if transport.get_write_buffer_size() > limit:
                     slow.append(client)
                     continue
-                client.send_prepared(frames[client.frame_key])
-                client.last_seq, client.last_epoch = entry.seq, entry.epoch
+                transport.write(frames[client.key])
+                client.last_seq = seq
                 sent += 1
             if start + SLICE < len(clients):
                 await asyncio.sleep(0)
@@ -177,18 +182,18 @@ class Broadcaster:
                 payload = feed.encode_points(points, client.topics)
                 frames.append(await self.prepare(payload, client.window_bits))
                 if latest is not None:
-                    frames.append(await self.frame(latest, client.frame_key))
+                    frames.append(await self.frame(latest, client.key))
             elif history >= 0:
                 items, last = feed.encode_items(feed.items(history), client.topics, max_bytes=self.max_buffer)
                 body = b'{"type":"history","epoch":' + orjson.dumps(feed.epoch) + b',"items":' + items + b"}"
                 frames.append(await self.prepare(body, client.window_bits))
                 if latest is not None and last < latest.seq:
-                    frames.append(await self.frame(latest, client.frame_key))
+                    frames.append(await self.frame(latest, client.key))
             elif latest is not None:
-                frames.append(await self.frame(latest, client.frame_key))
+                frames.append(await self.frame(latest, client.key))
             for frame in frames:
                 client.send_prepared(frame)
             if latest is not None:
-                client.last_seq, client.last_epoch = latest.seq, latest.epoch
+                client.last_seq = latest.seq
             self.metrics.messages_sent.inc(len(frames))
             self.add(client)

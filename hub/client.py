@@ -70,14 +70,10 @@ class Client:
     #: the close code the hub sent, when the hub ended the connection
     close_code: int | None = None
     last_seq: int = 0
-    last_epoch: str = ""
+    #: clients with equal keys receive byte-identical frames: (topics, window_bits), kept by set_topics
+    key: tuple[tuple[str, ...] | None, int] = (None, 0)
     #: the hub's close of this client (eviction), awaited before its admission slot is released
     closing: asyncio.Task[None] | None = None
-
-    @property
-    def frame_key(self) -> tuple[tuple[str, ...] | None, int]:
-        """Clients with equal keys receive byte-identical frames."""
-        return self.topics, self.window_bits
 
     def set_topics(self, subscribed: tuple[str, ...] | None) -> tuple[str, ...]:
         """Set the subscription; return the effective topics (never outside `allowed`)."""
@@ -86,6 +82,7 @@ class Client:
         if self.allowed is not None:
             want = tuple(t for t in want if t in self.allowed)
         self.topics = None if set(want) == set(TOPICS) else tuple(t for t in TOPICS if t in want)
+        self.key = (self.topics, self.window_bits)
         return want if self.topics is None else self.topics
 
     def can_send(self) -> bool:
