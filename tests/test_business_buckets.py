@@ -174,7 +174,7 @@ async def test_exact_by_the_next_call_under_every_kind_of_change(mongo_server_fn
             for i in range(4):
                 await work.round(deletes=i % 2 == 1)
                 assert await all_windows_match(src, coll) == [], f"round {i}"
-            assert src.events_total > 4 * 30 and src.forced_total >= 4 and src.resets_total == 0
+            assert src.changes.events_total > 4 * 30 and src.changes.forced_total >= 4 and src.changes.resets_total == 0
             # Steady state: with nothing changed, a 30d call covers the partial and the open hour only.
             await src.metrics_for("30d")
             wire.matches.clear()
@@ -198,6 +198,52 @@ async def test_exact_by_the_next_call_under_every_kind_of_change(mongo_server_fn
         await src.close()
 
 
+class Pipelines(monitoring.CommandListener):
+    """Every metric aggregate pipeline the hub sends (not the change stream's)."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        stages = event.command.get("pipeline") or [{}] if event.command_name == "aggregate" else []
+        if stages and "$changeStream" not in stages[0]:
+            self.sent.append(stages)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_window_without_closed_hours_is_one_facet_and_defers_lookups(mongo_server_fn: MongoServer) -> None:
+    server = mongo_server_fn
+    await seeded(server, 53)
+    wire = Pipelines()
+    src = source_for(server, listeners=[wire])
+    await src.start()
+    try:
+        async with AsyncMongoClient(server.uri) as client:
+            coll = client.get_default_database().appointments
+            await src.metrics_for("30d")  # cold: the full pipeline, and the hours filled in the background
+            await wait_for(lambda: src._fill is not None and src._fill.done(), what="the background fill")
+            # A review in a 20-day-old closed hour: an update, whose hour must be looked up.
+            doc = await coll.find_one({"createdAt": {"$lt": dt.datetime.now(UTC) - dt.timedelta(days=20)}})
+            await coll.update_one({"_id": doc["_id"]}, {"$set": {"review": {"rating": 1}}})
+            wire.sent.clear()
+            got = await src.metrics_for("1h")
+            assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
+            # 1h has no closed hour: the full pipeline's one $facet, no per-hour $group, no lookup (deferred).
+            assert [[next(iter(stage)) for stage in p] for p in wire.sent] == [["$match", "$facet"]]
+            assert len(src.changes.pending_ids) == 1
+            wire.sent.clear()
+            got = await src.metrics_for("30d")  # the first call with closed hours looks the hour up
+            assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
+            assert any("_id" in p[0]["$match"] for p in wire.sent) and src.changes.pending_ids == []
+    finally:
+        await src.close()
+
+
 async def test_deletes_wait_at_most_one_reconcile_interval(mongo_server_fn: MongoServer) -> None:
     server = mongo_server_fn
     await seeded(server, 37)
@@ -214,7 +260,7 @@ async def test_deletes_wait_at_most_one_reconcile_interval(mongo_server_fn: Mong
             await coll.delete_one(old)  # the next one waits for the rate limit
             await wait_for(lambda: _matches(src, coll), timeout=1.5 + MARGIN, interval=0.1,
                            what="the second delete within reconcile_interval")
-            assert src.forced_total == 2
+            assert src.changes.forced_total == 2
     finally:
         await src.close()
 
@@ -248,7 +294,7 @@ async def test_exact_across_a_store_restart_mid_workload(mongo_server_fn: MongoS
                     return False
 
             await wait_for(back, timeout=15, interval=0.2, what="exact answers after the restart")
-            assert src.resets_total == 0  # resumed with the token: nothing rebuilt
+            assert src.changes.resets_total == 0  # resumed with the token: nothing rebuilt
             await work.round(deletes=True)
             assert await all_windows_match(src, coll) == []
     finally:
@@ -274,7 +320,7 @@ async def test_lost_resume_point_rebuilds(tmp_path: Path) -> None:
             # SecantusDB trims its oplog lazily; its admin command does now what a busy mongod does by itself.
             assert (await client.admin.command("secantusAdmin.pruneOplog"))["pruned"] > 0
             assert await all_windows_match(src, coll) == []
-            assert src.resets_total == 1 and src.mode == "change_stream"
+            assert src.changes.resets_total == 1 and src.mode == "change_stream"
             await work.round(deletes=False)
             assert await all_windows_match(src, coll) == []
         await src.close()

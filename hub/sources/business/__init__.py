@@ -14,8 +14,9 @@ from hub.sources.business.client import (
     password_of,
     passwords_of,
 )
+from hub.sources.business.changes import MODES
 from hub.sources.business.pipeline import build_pipeline, fold_small_cells, shape_result
-from hub.sources.business.source import MODES, BusinessSource
+from hub.sources.business.source import BusinessSource
 from hub.vocab import WINDOWS
 
 __all__ = [
