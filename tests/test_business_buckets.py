@@ -3,6 +3,7 @@ with change streams, across a store restart, across a lost resume point, and wit
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
@@ -226,7 +227,7 @@ async def test_window_without_closed_hours_is_one_facet_and_defers_lookups(mongo
         async with AsyncMongoClient(server.uri) as client:
             coll = client.get_default_database().appointments
             await src.metrics_for("30d")  # cold: the full pipeline, and the hours filled in the background
-            await wait_for(lambda: src._fill is not None and src._fill.done(), what="the background fill")
+            await asyncio.wait_for(src.filled(), timeout=10)  # the background fill
             # A review in a 20-day-old closed hour: an update, whose hour must be looked up.
             doc = await coll.find_one({"createdAt": {"$lt": dt.datetime.now(UTC) - dt.timedelta(days=20)}})
             await coll.update_one({"_id": doc["_id"]}, {"$set": {"review": {"rating": 1}}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
@@ -15,7 +16,6 @@ from hub.config import build_config
 from hub.doctor import run_doctor
 from hub.sources.business import WINDOWS
 from hub.sources.business.changes import CREATED_TOUCHED
-from tests.conftest import wait_for
 from tests.services.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
 from tests.test_business_source import SPECIALTIES, insert, make_docs, source_for
 
@@ -56,7 +56,7 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
     try:
         out = {w: await src.metrics_for(w) for w in WINDOWS}
         await src.collect(src.timeout)
-        await wait_for(lambda: src._fill is not None and src._fill.done(), what="the background fill")
+        await asyncio.wait_for(src.filled(), timeout=10)  # the background fill
         await src.metrics_for("24h")  # warm: from hour rows
     finally:
         await src.close()

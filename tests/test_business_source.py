@@ -275,10 +275,10 @@ async def test_burst_of_requests_shares_one_computation(mongo_server: MongoServe
         assert all(r == results[0] for r in results)
         # Cold, the one shared computation answers with the full pipeline and fills the hours in the
         # background with one aggregation grouped by hour.
-        await wait_for(lambda: src._fill is not None and src._fill.done(), what="the background fill")
+        await asyncio.wait_for(src.filled(), timeout=10)  # the background fill
         assert counter.aggregates == 2 and src.queries_total == 2
         await src.metrics_for("30d")  # full pipeline; the fill: the hours 7d did not cover, the open hour
-        await wait_for(lambda: src._fill.done(), what="the second background fill")
+        await asyncio.wait_for(src.filled(), timeout=10)
         assert counter.aggregates == 5
         # Every call answers afresh (exact, no cache); once warm, from the kept hours plus the partial
         # oldest hour and the open hour.

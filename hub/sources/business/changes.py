@@ -181,11 +181,14 @@ class ChangeFeed:
 
 Aggregate = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 MODES = ("change_stream", "reconcile")
+#: the reconcile recomputes every closed hour within this share of reconcile_interval (the rest is slack
+#: for the interval between ticks)
+RECONCILE_SHARE = 0.8
 
 
 class ChangeTracker:
-    """Marks the hours of `store` that changed dirty: from the change stream where the server has one,
-    otherwise it only sets mode "reconcile" (the source then recomputes closed hours on a schedule)."""
+    """Marks the hours of `store` that changed dirty from the change stream where the server has one;
+    otherwise (mode "reconcile") it picks the closed hours each call recomputes (reconcile_slice)."""
 
     def __init__(self, coll: Any, fields: BusinessFields, store: BucketStore, *, aggregate: Aggregate,
                  reconcile_interval: float, metrics: Any = None) -> None:
@@ -203,6 +206,7 @@ class ChangeTracker:
         self.pending_ids: list[Any] = []  # updated documents whose hour is still to be looked up
         self._unknown_pending = False  # a change of unknown hour (delete) waits for the next full recompute
         self._last_forced = -math.inf
+        self._last_slice: float | None = None
         #: change events received, recomputes of every kept hour forced by a change of unknown hour,
         #: rebuilds after a lost resume point
         self.events_total = 0
@@ -252,6 +256,17 @@ class ChangeTracker:
                 self._last_forced = monotonic()
                 self.forced_total += 1
                 self._count_dirty(self.store.mark_all())
+
+    def reconcile_slice(self, first: int, end: int) -> set[int]:
+        """Without change streams: the stalest closed hours in [first, end), so that each is recomputed
+        within RECONCILE_SHARE * reconcile_interval, spread evenly over the calls."""
+        now = monotonic()
+        period = RECONCILE_SHARE * self.reconcile_interval
+        elapsed = 0.0 if self._last_slice is None else now - self._last_slice
+        self._last_slice = now
+        k = math.ceil((end - first) * elapsed / period)
+        overdue = {h for h in range(first, end) if now - self.store.computed_at.get(h, now) >= period}
+        return set(self.store.stalest(first, end, k)) | overdue
 
     async def _hours_of(self, ids: Sequence[Any]) -> set[int]:
         rows = await self.aggregate(hours_of_ids_pipeline(self.fields, ids))

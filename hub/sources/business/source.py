@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,9 +43,6 @@ log = logging.getLogger(__name__)
 
 #: an endpoint window stays "in use" (its hours kept) this long after its last request
 WINDOW_IDLE = 3600.0
-#: the reconcile recomputes every closed hour within this share of reconcile_interval (the rest is slack
-#: for the interval between ticks)
-RECONCILE_SHARE = 0.8
 #: with more closed hours than this to (re)compute, a call answers with the full pipeline and the hours
 #: are filled in the background (warm-up, rebuilds), so a short tick budget never blocks filling them
 COLD_HOURS = 3
@@ -86,7 +82,6 @@ class BusinessSource(Source):
         self._inflight: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self._fill: asyncio.Task[None] | None = None
         self._used: dict[str, float] = {}  # endpoint window -> monotonic time of its last request
-        self._last_slice: float | None = None
         self.queries_total = 0  # aggregate round-trips sent
 
     @property
@@ -175,14 +170,15 @@ class BusinessSource(Source):
         try:
             with pymongo.timeout(deadline):
                 first, open_h = self._closed_hours(time_range)
-                # Updated documents' hours matter only to closed hours: a window without any (1h) leaves
-                # them pending for the next call that has some.
-                await self.changes.apply(resolve_ids=first < open_h)
                 if first >= open_h:
-                    # No closed hour in the window: no bucket to read or fill, so answer with the full
-                    # pipeline's one $facet, which the server evaluates faster than the per-hour $group
-                    # over the same documents (query $match instead of per-document expressions).
+                    # No closed hour in the window (1h): no bucket to read or fill, so answer with the
+                    # full pipeline's one $facet, which the server evaluates faster than the per-hour
+                    # $group over the same documents (query $match, not per-document expressions). The
+                    # stream is still drained (mode, resume point), but the lookup of updated documents'
+                    # hours waits for the next call that reads closed hours.
+                    await self.changes.apply(resolve_ids=False)
                     return await self._full(time_range)
+                await self.changes.apply()
                 if len(self.store.needed(first, open_h)) > COLD_HOURS:
                     # Warming up (start, rebuild, a forced recompute): filling many hours may not fit
                     # in a tick. Fill them in the background with a longer deadline, and answer this
@@ -221,6 +217,11 @@ class BusinessSource(Source):
 
         self._fill = asyncio.get_running_loop().create_task(fill(), name="hub-business-fill")
 
+    async def filled(self) -> None:
+        """Wait until the background fill of hour buckets, if one runs, has finished (benchmarks, tests)."""
+        if self._fill is not None:
+            await asyncio.wait([self._fill])
+
     async def _full(self, time_range: str) -> dict[str, Any]:
         """The window by today's single full pipeline (the oracle), while the buckets fill."""
         now = now_ms()
@@ -240,17 +241,6 @@ class BusinessSource(Source):
         in_use = [self.cfg.time_range, *(w for w, t in self._used.items() if now - t < WINDOW_IDLE)]
         return max(WINDOWS[w] for w in in_use)
 
-    def _reconcile_slice(self, first: int, end: int) -> set[int]:
-        """Without change streams: the stalest closed hours, so each is recomputed within
-        RECONCILE_SHARE * reconcile_interval, spread evenly over the calls."""
-        now = monotonic()
-        period = RECONCILE_SHARE * self.reconcile_interval
-        elapsed = 0.0 if self._last_slice is None else now - self._last_slice
-        self._last_slice = now
-        k = math.ceil((end - first) * elapsed / period)
-        overdue = {h for h in range(first, end) if now - self.store.computed_at.get(h, now) >= period}
-        return set(self.store.stalest(first, end, k)) | overdue
-
     async def _window(self, time_range: str) -> dict[str, Any]:
         now = now_ms()
         start = now - WINDOWS[time_range]
@@ -261,8 +251,8 @@ class BusinessSource(Source):
             first += 1
         self.store.drop_outside(hour_of(now - self._largest_window()), open_h)
         needed = self.store.needed(first, open_h)
-        if self.mode == "reconcile":
-            needed |= self._reconcile_slice(first, open_h)
+        if self.changes is not None and self.changes.mode == "reconcile":
+            needed |= self.changes.reconcile_slice(first, open_h)
         spans: list[Span] = []
         if partial:
             spans.append((start, hour_start(first)))
