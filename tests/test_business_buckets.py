@@ -21,6 +21,7 @@ from hub.sources.base import SourceError
 from hub.sources.business import WINDOWS, BusinessSource, build_pipeline, shape_result
 from hub.sources.business.buckets import BucketStore, HourStats, runs, specialty_key
 from hub.sources.business.changes import CREATED_TOUCHED, watch_pipeline
+from hub.sources.business.source import WINDOW_IDLE
 from tests.conftest import wait_for
 from tests.services.mongo import MongoServer, mongo_server_fn  # noqa: F401
 from tests.test_business_source import SPECIALTIES, insert, make_docs, ms, source_for
@@ -217,7 +218,7 @@ class Pipelines(monitoring.CommandListener):
         pass
 
 
-async def test_window_without_closed_hours_is_one_facet_and_defers_lookups(mongo_server_fn: MongoServer) -> None:
+async def test_window_without_closed_hours_is_one_facet_alone(mongo_server_fn: MongoServer) -> None:
     server = mongo_server_fn
     await seeded(server, 53)
     wire = Pipelines()
@@ -227,20 +228,37 @@ async def test_window_without_closed_hours_is_one_facet_and_defers_lookups(mongo
         async with AsyncMongoClient(server.uri) as client:
             coll = client.get_default_database().appointments
             await src.metrics_for("30d")  # cold: the full pipeline, and the hours filled in the background
-            await asyncio.wait_for(src.filled(), timeout=10)  # the background fill
+            await asyncio.wait_for(src.filled(), timeout=10)
             # A review in a 20-day-old closed hour: an update, whose hour must be looked up.
             doc = await coll.find_one({"createdAt": {"$lt": dt.datetime.now(UTC) - dt.timedelta(days=20)}})
             await coll.update_one({"_id": doc["_id"]}, {"$set": {"review": {"rating": 1}}})
             wire.sent.clear()
+            events = src.changes.events_total
             got = await src.metrics_for("1h")
             assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
-            # 1h has no closed hour: the full pipeline's one $facet, no per-hour $group, no lookup (deferred).
+            # 1h has no closed hour: the full pipeline's one $facet; no per-hour $group, no drain, no lookup.
             assert [[next(iter(stage)) for stage in p] for p in wire.sent] == [["$match", "$facet"]]
-            assert len(src.changes.pending_ids) == 1
+            assert src.changes.events_total == events
             wire.sent.clear()
-            got = await src.metrics_for("30d")  # the first call with closed hours looks the hour up
+            got = await src.metrics_for("30d")  # the next call with closed hours drains and looks the hour up
             assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
-            assert any("_id" in p[0]["$match"] for p in wire.sent) and src.changes.pending_ids == []
+            assert src.changes.events_total == events + 1 and any("_id" in p[0]["$match"] for p in wire.sent)
+            # An hour later only 1h is in use: the kept hours are dropped and the stream closed.
+            src._used = {w: t - WINDOW_IDLE for w, t in src._used.items()}
+            got = await src.metrics_for("1h")
+            assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
+            assert len(src.store) == 0 and src.changes.feed.stream is None and src.changes.feed.token is None
+            # A window with closed hours reopens it before computing any hour, as a new generation (a
+            # computation started while it was closed never stores its hours).
+            generation = src.store.generation
+            got = await src.metrics_for("24h")
+            assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
+            assert src.store.generation == generation + 1 and src.changes.feed.stream is not None
+            await asyncio.wait_for(src.filled(), timeout=10)
+            doc = await coll.find_one({"createdAt": {"$lt": dt.datetime.now(UTC) - dt.timedelta(hours=10)}})
+            await coll.update_one({"_id": doc["_id"]}, {"$set": {"status": "cancelled"}})
+            got = await src.metrics_for("24h")
+            assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
     finally:
         await src.close()
 

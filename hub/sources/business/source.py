@@ -22,13 +22,14 @@ from hub.sources.business.buckets import (
     hour_of,
     hour_pipeline,
     hour_start,
+    joined,
     monotonic,
     now_ms,
     parse_rows,
     runs,
     shape,
 )
-from hub.sources.business.changes import ChangeTracker
+from hub.sources.business.tracker import ChangeTracker
 from hub.sources.business.client import (
     DEFAULT_DATABASE,
     client_options,
@@ -173,10 +174,8 @@ class BusinessSource(Source):
                 if first >= open_h:
                     # No closed hour in the window (1h): no bucket to read or fill, so answer with the
                     # full pipeline's one $facet, which the server evaluates faster than the per-hour
-                    # $group over the same documents (query $match, not per-document expressions). The
-                    # stream is still drained (mode, resume point), but the lookup of updated documents'
-                    # hours waits for the next call that reads closed hours.
-                    await self.changes.apply(resolve_ids=False)
+                    # $group over the same documents (query $match, not per-document expressions).
+                    await self._changes_without_closed_hours(time_range, open_h)
                     return await self._full(time_range)
                 await self.changes.apply()
                 if len(self.store.needed(first, open_h)) > COLD_HOURS:
@@ -190,6 +189,20 @@ class BusinessSource(Source):
             reason = describe_error(exc, uri=self.cfg.mongodb_uri, timeout=deadline, secrets=self._secrets)
             log.warning("business source: %s", reason)
             raise SourceError(reason) from None
+
+    async def _changes_without_closed_hours(self, time_range: str, open_h: int) -> None:
+        """Change detection for a call that reads no kept hour: only what keeps the stream sound."""
+        assert self.changes is not None
+        if self._largest_window() <= WINDOWS[time_range]:  # no window in use keeps hours
+            self.store.drop_outside(open_h, open_h)
+            if self.metrics is not None:
+                self.metrics.business_buckets.set(0)
+        if self.mode is None:
+            await self.changes.apply()  # learn the mode (hub_business_mode)
+        elif self.mode == "change_stream" and not self.store.buckets and not self.store.inflight:
+            await self.changes.forget()  # nothing kept, nothing to track until hours are computed again
+        # Otherwise the stream's events wait for the next call that reads closed hours: a window in
+        # use within WINDOW_IDLE, or its hours are dropped and the stream closed as above.
 
     @staticmethod
     def _closed_hours(time_range: str) -> tuple[int, int]:
@@ -258,7 +271,7 @@ class BusinessSource(Source):
             spans.append((start, hour_start(first)))
         spans += [(hour_start(a), hour_start(b)) for a, b in runs(needed)]
         spans.append((max(start, hour_start(open_h)), None))  # the open hour (and any future-dated)
-        spans = _joined(spans)
+        spans = joined(spans)
         started, generation = monotonic(), self.store.generation
         self.store.begin(needed)
         ok = False
@@ -281,14 +294,3 @@ class BusinessSource(Source):
         stats = self.store.merged(first, open_h, fresh=fresh, extra=extra)
         return shape(stats, time_range=time_range, timestamp=now, min_cell_size=self.cfg.min_cell_size)
 
-
-def _joined(spans: list[Span]) -> list[Span]:
-    """Sorted spans with touching neighbours joined (fewer $or branches)."""
-    out: list[Span] = []
-    for a, b in sorted(spans, key=lambda s: s[0]):
-        if out and out[-1][1] is not None and out[-1][1] >= a:
-            prev_a, prev_b = out[-1]
-            out[-1] = (prev_a, None if b is None else max(prev_b, b))
-        else:
-            out.append((a, b))
-    return out
