@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
@@ -55,6 +56,8 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
     try:
         out = {w: await src.metrics_for(w) for w in WINDOWS}
         await src.collect(src.timeout)
+        await asyncio.wait_for(src.filled(), timeout=10)  # the background fill
+        await src.metrics_for("24h")  # warm: from hour rows
     finally:
         await src.close()
     text = json.dumps(out)
@@ -71,11 +74,18 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
     for name, cmd in wire.sent:
         if name == "aggregate":
             assert not any(k in json.dumps(cmd, default=str) for k in ('"$out"', '"$merge"'))
-    rows = wire.received()
+    # Only aggregates come back: hour rows, or the full pipeline's one $facet document (windows without
+    # closed hours, warm-up).
+    rows = [r for r in wire.received() if set(r) != FACET_KEYS]
+    facets = [r for r in wire.received() if set(r) == FACET_KEYS]
     assert rows and all(set(r) <= METRIC_ROW_KEYS and set(r["_id"]) == {"h", "s"} for r in rows), rows[:3]
+    assert facets and all(set(row) <= FACET_ROW_KEYS for f in facets for part in f.values() for row in part)
+    assert all(row.get("_id") is None for f in facets for k in ("totals", "cancelled", "booking") for row in f[k])
 
 
 METRIC_ROW_KEYS = {"_id", "n", "c", "rs", "rn", "ws", "wn"}
+FACET_KEYS = {"totals", "cancelled", "booking", "bySpecialty"}
+FACET_ROW_KEYS = {"_id", "n", "rating", "avgMs", "count"}
 EVENT_KEYS = {"_id", "operationType", "documentKey", "fullDocument", CREATED_TOUCHED}
 
 
@@ -100,9 +110,9 @@ async def test_change_events_carry_no_patient_field(mongo_server: MongoServer) -
             await coll.update_one({"_id": res.inserted_id}, {"$set": {"createdAt": now - dt.timedelta(days=2)}})
             await coll.replace_one({"_id": res.inserted_id}, {"createdAt": now, "patient": {"name": secret}})
             await coll.delete_one({"_id": res.inserted_id})
-        events_before = src.events_total
+        events_before = src.changes.events_total
         await src.metrics_for("30d")
-        assert src.events_total - events_before == 6
+        assert src.changes.events_total - events_before == 6
     finally:
         await src.close()
     received = wire.received()

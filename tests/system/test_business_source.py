@@ -273,13 +273,21 @@ async def test_burst_of_requests_shares_one_computation(mongo_server: MongoServe
     await src.start()
     try:
         results = await asyncio.gather(*(src.metrics_for("7d") for _ in range(20)))
-        assert counter.aggregates == 1 and src.queries_total == 1  # the warm-up: one aggregation grouped by hour
         assert all(r == results[0] for r in results)
-        await src.metrics_for("30d")  # the hours 7d did not cover, and the open hour (one range each)
-        assert counter.aggregates == 3
-        # Every call answers afresh (exact, no cache); once warm, from the kept hours plus a small query.
+        # Cold, the one shared computation answers with the full pipeline and fills the hours in the
+        # background with one aggregation grouped by hour.
+        await asyncio.wait_for(src.filled(), timeout=10)  # the background fill
+        assert counter.aggregates == 2 and src.queries_total == 2
+        await src.metrics_for("30d")  # full pipeline; the fill: the hours 7d did not cover, the open hour
+        await asyncio.wait_for(src.filled(), timeout=10)
+        assert counter.aggregates == 5
+        # Every call answers afresh (exact, no cache); once warm, from the kept hours plus the partial
+        # oldest hour and the open hour.
+        await src.metrics_for("30d")
+        assert counter.aggregates == 7
+        # A window without closed hours (the tick's default 1h) is the full pipeline alone.
         tick = (await src.collect(src.timeout)).data["business"]
-        assert counter.aggregates == 4 and tick["timeRange"] == src.cfg.time_range
+        assert counter.aggregates == 8 and tick["timeRange"] == src.cfg.time_range == "1h"
     finally:
         await src.close()
 

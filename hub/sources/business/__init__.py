@@ -1,7 +1,8 @@
 """Business source: the seed's appointment metrics from MongoDB, read-only, aggregates only.
 
 pipeline: the full one-aggregation answer (the oracle); buckets: per-hour aggregates and their merge;
-changes: the change stream that marks hours dirty; client: driver options and readable errors;
+changes: the change stream; tracker: marks hours dirty from it (or reconciles without one);
+client: driver options and readable errors;
 source: BusinessSource, which ties them together.
 """
 
@@ -14,8 +15,9 @@ from hub.sources.business.client import (
     password_of,
     passwords_of,
 )
+from hub.sources.business.tracker import MODES
 from hub.sources.business.pipeline import build_pipeline, fold_small_cells, shape_result
-from hub.sources.business.source import MODES, BusinessSource
+from hub.sources.business.source import BusinessSource
 from hub.vocab import WINDOWS
 
 __all__ = [

@@ -139,14 +139,6 @@ def hour_pipeline(fields: BusinessFields, spans: Sequence[Span]) -> list[dict[st
     ]
 
 
-def hours_of_ids_pipeline(fields: BusinessFields, ids: Sequence[Any]) -> list[dict[str, Any]]:
-    """The hours the documents `ids` are in now: only hours come back, never a document."""
-    return [
-        {"$match": {"_id": {"$in": list(ids)}, fields.created_at: {"$type": "date"}}},
-        {"$group": {"_id": hour_key(fields)}},
-    ]
-
-
 def parse_rows(rows: Iterable[Mapping[str, Any]]) -> dict[int, HourStats]:
     """hour_pipeline's output rows as HourStats per hour."""
     out: dict[int, HourStats] = {}
@@ -194,6 +186,18 @@ def runs(hours: Iterable[int]) -> list[tuple[int, int]]:
             out[-1] = (out[-1][0], h + 1)
         else:
             out.append((h, h + 1))
+    return out
+
+
+def joined(spans: list[Span]) -> list[Span]:
+    """Sorted spans with touching neighbours joined (fewer aggregations)."""
+    out: list[Span] = []
+    for a, b in sorted(spans, key=lambda s: s[0]):
+        if out and out[-1][1] is not None and out[-1][1] >= a:
+            prev_a, prev_b = out[-1]
+            out[-1] = (prev_a, None if b is None else max(prev_b, b))
+        else:
+            out.append((a, b))
     return out
 
 

@@ -75,6 +75,8 @@ class Changes:
     unknown: bool = False
     reset: bool = False
     events: int = 0
+    #: the drain stopped early (deadline, outage) after `events` events; the rest wait for the next drain
+    truncated: bool = False
 
 
 class ChangeFeed:
@@ -112,6 +114,7 @@ class ChangeFeed:
         changes = Changes()
         if self.stream is None:
             await self._open(changes)
+        last = None
         try:
             while True:
                 event = await self.stream.try_next()
@@ -119,8 +122,10 @@ class ChangeFeed:
                     break
                 changes.events += 1
                 self._note(event, changes)
+                last = self.stream.resume_token if self.stream is not None else None
                 if event.get("operationType") in RESET_OPS:
                     await self._restart(changes)
+                    last = None
             # The post-batch token moves on even without events: resuming later skips nothing and
             # replays nothing.
             self.token = self.stream.resume_token
@@ -132,7 +137,12 @@ class ChangeFeed:
             await self._restart(changes)
         except PyMongoError:
             await self._drop_stream()  # keep the token: the next drain resumes where this one stopped
-            raise
+            if last is None:
+                raise
+            # A backlog bigger than the deadline (a bulk load, a long outage): keep what was read, and
+            # resume after it, so every drain makes progress instead of timing out on the same events.
+            self.token = last
+            changes.truncated = True
         return changes
 
     def _note(self, event: Mapping[str, Any], changes: Changes) -> None:

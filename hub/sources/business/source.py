@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,14 +22,14 @@ from hub.sources.business.buckets import (
     hour_of,
     hour_pipeline,
     hour_start,
-    hours_of_ids_pipeline,
+    joined,
     monotonic,
     now_ms,
     parse_rows,
     runs,
     shape,
 )
-from hub.sources.business.changes import MAX_IDS, ChangeFeed, ChangeStreamsUnavailable
+from hub.sources.business.tracker import ChangeTracker
 from hub.sources.business.client import (
     DEFAULT_DATABASE,
     client_options,
@@ -43,12 +42,8 @@ from hub.vocab import TIME_RANGES, WINDOWS
 
 log = logging.getLogger(__name__)
 
-MODES = ("change_stream", "reconcile")
 #: an endpoint window stays "in use" (its hours kept) this long after its last request
 WINDOW_IDLE = 3600.0
-#: the reconcile recomputes every closed hour within this share of reconcile_interval (the rest is slack
-#: for the interval between ticks)
-RECONCILE_SHARE = 0.8
 #: with more closed hours than this to (re)compute, a call answers with the full pipeline and the hours
 #: are filled in the background (warm-up, rebuilds), so a short tick budget never blocks filling them
 COLD_HOURS = 3
@@ -83,25 +78,22 @@ class BusinessSource(Source):
         self._coll: Any = None
         self._init_error: str | None = None
         self.store = BucketStore()
-        self._feed: ChangeFeed | None = None
-        self._drain_lock = asyncio.Lock()
+        #: change detection (mode, change events, forced recomputes, rebuilds); set by start()
+        self.changes: ChangeTracker | None = None
         self._inflight: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self._fill: asyncio.Task[None] | None = None
         self._used: dict[str, float] = {}  # endpoint window -> monotonic time of its last request
-        #: change_stream or reconcile once known, and why
-        self.mode: str | None = None
-        self.mode_reason = "not connected yet"
-        self._stream_retry_at = -math.inf
-        self._pending_ids: list[Any] = []  # updated documents whose hour is still to be looked up
-        self._unknown_pending = False  # a change of unknown hour (delete) waits for the next full recompute
-        self._last_forced = -math.inf
-        self._last_slice: float | None = None
-        #: aggregate round-trips sent, change events received, recomputes of every kept hour forced by a
-        #: change of unknown hour, rebuilds after a lost resume point
-        self.queries_total = 0
-        self.events_total = 0
-        self.forced_total = 0
-        self.resets_total = 0
+        self.queries_total = 0  # aggregate round-trips sent
+
+    @property
+    def mode(self) -> str | None:
+        """change_stream or reconcile once known (`mode_reason` says why); None before the first call."""
+        return self.changes.mode if self.changes is not None else None
+
+    @property
+    def mode_reason(self) -> str:
+        """Why the source is in its mode (for `hub doctor` and logs)."""
+        return self.changes.mode_reason if self.changes is not None else "not connected yet"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,7 +114,8 @@ class BusinessSource(Source):
             self._client = None
             return
         self._coll = self._client.get_default_database(DEFAULT_DATABASE)[self.cfg.collection]
-        self._feed = ChangeFeed(self._coll, self.cfg.fields)
+        self.changes = ChangeTracker(self._coll, self.cfg.fields, self.store, aggregate=self._aggregate,
+                                     reconcile_interval=self.reconcile_interval, metrics=self.metrics)
 
     async def ping(self) -> None:
         """Ping MongoDB with this source's client (the health source's `database` check)."""
@@ -135,8 +128,8 @@ class BusinessSource(Source):
         for task in [*self._inflight.values(), *([self._fill] if self._fill else [])]:
             task.cancel()
         self._inflight.clear()
-        if self._feed is not None:
-            await self._feed.close()
+        if self.changes is not None:
+            await self.changes.close()
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
@@ -173,12 +166,27 @@ class BusinessSource(Source):
             task.exception()  # mark retrieved when every waiter gave up
 
     async def _compute(self, time_range: str, deadline: float) -> dict[str, Any]:
-        if self._client is None:
+        if self._client is None or self.changes is None:
             raise SourceError(self._init_error or "business source not started")
         try:
             with pymongo.timeout(deadline):
-                await self._apply_changes()
-                if len(self._needed(time_range)) > COLD_HOURS:
+                first, open_h = self._closed_hours(time_range)
+                if first >= open_h:
+                    # No closed hour in the window (1h): no bucket to read or fill, so answer with the
+                    # full pipeline's one $facet, which the server evaluates faster than the per-hour
+                    # $group over the same documents (query $match, not per-document expressions).
+                    await self._changes_without_closed_hours(time_range, open_h)
+                    return await self._full(time_range)
+                if self._fill is not None and not self._fill.done():
+                    return await self._full(time_range)  # the background fill owns the stream meanwhile
+                # The stream gets half the budget: a backlog it cannot drain in time (a bulk load, a
+                # long outage) is caught up in the background, and the full pipeline answers meanwhile.
+                with pymongo.timeout(deadline / 2):
+                    await self.changes.apply()
+                if self.changes.behind:
+                    self._start_fill(time_range)
+                    return await self._full(time_range)
+                if len(self.store.needed(first, open_h)) > COLD_HOURS:
                     # Warming up (start, rebuild, a forced recompute): filling many hours may not fit
                     # in a tick. Fill them in the background with a longer deadline, and answer this
                     # call with the one full pipeline, which is exact too.
@@ -190,12 +198,28 @@ class BusinessSource(Source):
             log.warning("business source: %s", reason)
             raise SourceError(reason) from None
 
-    def _needed(self, time_range: str) -> set[int]:
+    async def _changes_without_closed_hours(self, time_range: str, open_h: int) -> None:
+        """Change detection for a call that reads no kept hour: only what keeps the stream sound."""
+        assert self.changes is not None
+        if self._largest_window() <= WINDOWS[time_range]:  # no window in use keeps hours
+            self.store.drop_outside(open_h, open_h)
+            if self.metrics is not None:
+                self.metrics.business_buckets.set(0)
+        if self.mode is None:
+            await self.changes.apply()  # learn the mode (hub_business_mode)
+        elif self.mode == "change_stream" and not self.store.buckets and not self.store.inflight:
+            await self.changes.forget()  # nothing kept, nothing to track until hours are computed again
+        # Otherwise the stream's events wait for the next call that reads closed hours: a window in
+        # use within WINDOW_IDLE, or its hours are dropped and the stream closed as above.
+
+    @staticmethod
+    def _closed_hours(time_range: str) -> tuple[int, int]:
+        """The closed hours wholly inside `time_range`'s window now, as [first, open hour)."""
         now = now_ms()
         first = hour_of(now - WINDOWS[time_range])
         if hour_start(first) < now - WINDOWS[time_range]:
             first += 1
-        return self.store.needed(first, hour_of(now))
+        return first, hour_of(now)
 
     def _start_fill(self, time_range: str) -> None:
         """Recompute the needed hours of the largest window in use, in the background, once at a time."""
@@ -206,6 +230,10 @@ class BusinessSource(Source):
         async def fill() -> None:
             try:
                 with pymongo.timeout(max(FILL_TIMEOUT, 10 * self.timeout)):
+                    assert self.changes is not None
+                    await self.changes.apply()
+                    while self.changes.behind:  # each drain resumes after the last event it read
+                        await self.changes.apply()
                     await self._window(largest)
             except (PyMongoError, SourceError) as exc:
                 log.warning("business source: filling hour buckets failed (retried next tick): %s",
@@ -214,6 +242,11 @@ class BusinessSource(Source):
 
         self._fill = asyncio.get_running_loop().create_task(fill(), name="hub-business-fill")
 
+    async def filled(self) -> None:
+        """Wait until the background fill of hour buckets, if one runs, has finished (benchmarks, tests)."""
+        if self._fill is not None:
+            await asyncio.wait([self._fill])
+
     async def _full(self, time_range: str) -> dict[str, Any]:
         """The window by today's single full pipeline (the oracle), while the buckets fill."""
         now = now_ms()
@@ -221,69 +254,10 @@ class BusinessSource(Source):
         return shape_result(docs[0] if docs else None, time_range=time_range, timestamp=now,
                             min_cell_size=self.cfg.min_cell_size)
 
-    # ------------------------------------------------------------------ change detection
-
-    async def _apply_changes(self) -> None:
-        """Drain the change stream and mark the hours it touched dirty (or reconcile where there is none)."""
-        assert self._feed is not None
-        async with self._drain_lock:
-            if self.mode == "reconcile" and monotonic() < self._stream_retry_at:
-                return
-            try:
-                changes = await self._feed.drain()
-            except ChangeStreamsUnavailable as exc:
-                self._set_mode("reconcile", f"{exc}; closed hours are recomputed within "
-                                            f"reconcile_interval = {self.reconcile_interval:g}s")
-                self._stream_retry_at = monotonic() + self.reconcile_interval
-                return
-            if self.mode != "change_stream":
-                if self.mode == "reconcile":  # changes before the stream opened are not in it
-                    self._count_dirty(self.store.mark_all())
-                self._set_mode("change_stream", "the server supports change streams; changes show by the next tick")
-            self.events_total += changes.events
-            if changes.reset:
-                self.store.clear()
-                self._pending_ids.clear()
-                self.resets_total += 1
-            self._count_dirty(self.store.mark(changes.hours))
-            # Updates name a document, not its hour: look the hours up. The ids stay pending until that
-            # succeeds, because the stream has moved past their events.
-            self._pending_ids += changes.ids
-            if len(self._pending_ids) > MAX_IDS:
-                self._pending_ids.clear()
-                changes.unknown = True
-            if changes.unknown:
-                self._unknown_pending = True
-            if self._pending_ids:
-                self._count_dirty(self.store.mark(await self._hours_of(self._pending_ids)))
-                self._pending_ids.clear()
-            # Deletes carry no created-at: recompute every kept hour, at most once per reconcile_interval.
-            if self._unknown_pending and monotonic() - self._last_forced >= self.reconcile_interval:
-                self._unknown_pending = False
-                self._last_forced = monotonic()
-                self.forced_total += 1
-                self._count_dirty(self.store.mark_all())
-
     async def _aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.queries_total += 1
         cursor = await self._coll.aggregate(pipeline, comment=QUERY_COMMENT)
         return await cursor.to_list(None)
-
-    async def _hours_of(self, ids: Sequence[Any]) -> set[int]:
-        rows = await self._aggregate(hours_of_ids_pipeline(self.cfg.fields, ids))
-        return {hour_of(row["_id"]) for row in rows if isinstance(row.get("_id"), dt.datetime)}
-
-    def _set_mode(self, mode: str, reason: str) -> None:
-        if mode != self.mode:
-            log.info("business source: mode %s: %s", mode, reason)
-        self.mode, self.mode_reason = mode, reason
-        if self.metrics is not None:
-            for m in MODES:
-                self.metrics.business_mode.labels(m).set(1 if m == mode else 0)
-
-    def _count_dirty(self, n: int) -> None:
-        if n and self.metrics is not None:
-            self.metrics.business_dirty_hours.inc(n)
 
     # ------------------------------------------------------------------ one window
 
@@ -291,17 +265,6 @@ class BusinessSource(Source):
         now = monotonic()
         in_use = [self.cfg.time_range, *(w for w, t in self._used.items() if now - t < WINDOW_IDLE)]
         return max(WINDOWS[w] for w in in_use)
-
-    def _reconcile_slice(self, first: int, end: int) -> set[int]:
-        """Without change streams: the stalest closed hours, so each is recomputed within
-        RECONCILE_SHARE * reconcile_interval, spread evenly over the calls."""
-        now = monotonic()
-        period = RECONCILE_SHARE * self.reconcile_interval
-        elapsed = 0.0 if self._last_slice is None else now - self._last_slice
-        self._last_slice = now
-        k = math.ceil((end - first) * elapsed / period)
-        overdue = {h for h in range(first, end) if now - self.store.computed_at.get(h, now) >= period}
-        return set(self.store.stalest(first, end, k)) | overdue
 
     async def _window(self, time_range: str) -> dict[str, Any]:
         now = now_ms()
@@ -313,14 +276,14 @@ class BusinessSource(Source):
             first += 1
         self.store.drop_outside(hour_of(now - self._largest_window()), open_h)
         needed = self.store.needed(first, open_h)
-        if self.mode == "reconcile":
-            needed |= self._reconcile_slice(first, open_h)
+        if self.changes is not None and self.changes.mode == "reconcile":
+            needed |= self.changes.reconcile_slice(first, open_h)
         spans: list[Span] = []
         if partial:
             spans.append((start, hour_start(first)))
         spans += [(hour_start(a), hour_start(b)) for a, b in runs(needed)]
         spans.append((max(start, hour_start(open_h)), None))  # the open hour (and any future-dated)
-        spans = _joined(spans)
+        spans = joined(spans)
         started, generation = monotonic(), self.store.generation
         self.store.begin(needed)
         ok = False
@@ -343,14 +306,3 @@ class BusinessSource(Source):
         stats = self.store.merged(first, open_h, fresh=fresh, extra=extra)
         return shape(stats, time_range=time_range, timestamp=now, min_cell_size=self.cfg.min_cell_size)
 
-
-def _joined(spans: list[Span]) -> list[Span]:
-    """Sorted spans with touching neighbours joined (fewer $or branches)."""
-    out: list[Span] = []
-    for a, b in sorted(spans, key=lambda s: s[0]):
-        if out and out[-1][1] is not None and out[-1][1] >= a:
-            prev_a, prev_b = out[-1]
-            out[-1] = (prev_a, None if b is None else max(prev_b, b))
-        else:
-            out.append((a, b))
-    return out
