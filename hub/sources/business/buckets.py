@@ -11,15 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hub.config import BusinessFields
-from hub.sources.business.pipeline import (
-    UNKNOWN_SPECIALTY,
-    field_ref,
-    fold_small_cells,
-    json_id,
-    number,
-    round2,
-)
-from hub.vocab import iso_of
+from hub.sources.business.pipeline import UNKNOWN_SPECIALTY, field_ref, json_id, number, seed_answer
 
 UTC = dt.timezone.utc
 HOUR_MS = 3_600_000
@@ -164,18 +156,10 @@ def shape(stats: HourStats, *, time_range: str, timestamp: dt.datetime, min_cell
     """The seed's response object from merged aggregates; equal to shape_result over the same documents."""
     ordered = sorted(stats.specialties.items(), key=lambda kv: (-kv[1][1], kv[0]))
     rows = [{"_id": json_id(value), "count": count} for _, (value, count) in ordered]
-    total = stats.total
-    return {
-        "timestamp": iso_of(timestamp),
-        "timeRange": time_range,
-        "appointments": {
-            "total": total,
-            "bySpecialty": fold_small_cells(rows, min_cell_size),
-            "cancellationRate": (stats.cancelled / total) * 100 if total > 0 else 0,
-            "averageBookingTime": stats.wait_ms_sum / stats.wait_n / 1000 if stats.wait_n else 0,
-            "patientSatisfaction": round2(stats.rating_sum / stats.rating_n) if stats.rating_n else None,
-        },
-    }
+    return seed_answer(time_range=time_range, timestamp=timestamp, total=stats.total, cancelled=stats.cancelled,
+                       rows=rows, min_cell_size=min_cell_size,
+                       booking_s=stats.wait_ms_sum / stats.wait_n / 1000 if stats.wait_n else 0,
+                       rating=stats.rating_sum / stats.rating_n if stats.rating_n else None)
 
 
 def runs(hours: Iterable[int]) -> list[tuple[int, int]]:

@@ -124,6 +124,15 @@ def shape_result(doc: Mapping[str, Any] | None, *, time_range: str, timestamp: d
     rating = number(_first(doc, "totals", "rating"))
     rows = [{"_id": json_id(r.get("_id")), "count": int(r.get("count") or 0)}
             for r in (doc or {}).get("bySpecialty") or []]
+    return seed_answer(time_range=time_range, timestamp=timestamp, total=total, cancelled=cancelled, rows=rows,
+                       min_cell_size=min_cell_size, booking_s=booking_ms / 1000 if booking_ms is not None else 0,
+                       rating=rating)
+
+
+def seed_answer(*, time_range: str, timestamp: dt.datetime, total: int, cancelled: int,
+                rows: list[dict[str, Any]], min_cell_size: int, booking_s: float,
+                rating: float | None) -> dict[str, Any]:
+    """The seed's response object (its field names and rounding), from the window's aggregates."""
     return {
         "timestamp": iso_of(timestamp),
         "timeRange": time_range,
@@ -131,7 +140,7 @@ def shape_result(doc: Mapping[str, Any] | None, *, time_range: str, timestamp: d
             "total": total,
             "bySpecialty": fold_small_cells(rows, min_cell_size),
             "cancellationRate": (cancelled / total) * 100 if total > 0 else 0,
-            "averageBookingTime": booking_ms / 1000 if booking_ms is not None else 0,
+            "averageBookingTime": booking_s,
             "patientSatisfaction": round2(rating) if rating is not None else None,
         },
     }
