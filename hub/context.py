@@ -29,7 +29,6 @@ class Hub:
     metrics: HubMetrics
     feed: Feed
     broadcaster: Broadcaster
-    #: None only for an app without ticks (never in `create_app`)
     publisher: Publisher
     auth: Authenticator
     auth_failures: AuthFailures
