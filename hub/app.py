@@ -180,7 +180,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
                                       notifier=notifier, extra=extra_sources)
     feed.source_sections = {s.name: s.sections for s in sources} | dict(disabled)
     business = next((s for s in sources if s.name == "business" and hasattr(s, "metrics_for")), None)
-    collected = [s for s in sources if role == "all"]
+    collected = list(sources) if role == "all" else []
     scheduler = Scheduler(sources=collected, disabled=disabled, interval=b.interval, metrics=metrics,
                           secrets=secrets) if role == "all" else None
     publisher: Publisher
