@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hub.frames import FrameGuard, deflate_message, prepared_frame, text_frame  # noqa: F401 (re-exported)
+from hub.frames import FrameGuard
 from hub.vocab import TOPICS
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 
-from hub.vocab import TOPICS
 
 
 def _key(name: str) -> bytes:

@@ -19,7 +19,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from bench.procs import stop_load_clients, stop_process
 from bench.fanout import payload
 
 BENCH = Path(__file__).resolve().parent.parent
@@ -199,15 +199,7 @@ class Server:
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s."""
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
 
 
 #: the hub's WebSocket heartbeat in the benchmark: longer than any measuring window, because the
@@ -401,18 +393,7 @@ class LoadClients:
                 "frame_bytes": max(p["frame_bytes"] for p in parts)}
 
     async def stop(self) -> None:
-        for proc in self.procs:
-            if proc.returncode is None and proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    proc.stdin.write(b'{"cmd":"exit"}\n')
-                    proc.stdin.close()
-        for proc in self.procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await stop_load_clients(self.procs)
 
 
 # --------------------------------------------------------------------------- one measurement

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.procs import stop_load_clients
 from bench.fanout.run import FANOUT_DIR, node_program
 from bench.fleetkit.hub import HubProc
 
@@ -73,18 +73,7 @@ class Clients:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        for proc in self.procs:
-            if proc.returncode is None and proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    proc.stdin.write(b'{"cmd":"exit"}\n')
-                    proc.stdin.close()
-        for proc in self.procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await stop_load_clients(self.procs)
 
 
 async def idle_cpu_per_tick(hub: HubProc, *, interval: float, ticks: int) -> float:

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout
 
+from bench.procs import stop_process
 from bench.fanout.run import free_port, proc_cpu_ms, proc_rss_kb, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,15 +85,7 @@ class HubProc:
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s."""
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
 
 
 async def start_hub(*, workdir: Path, python: str, prometheus_url: str, interval: float,

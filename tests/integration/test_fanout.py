@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import socket
 import struct
 
 import aiohttp
@@ -13,8 +10,7 @@ import pytest
 
 from hub.app import create_app
 from hub.broadcast import SLICE, SNDBUF_BYTES
-from hub.client import text_frame
-from hub.sources.base import Source, SourceResult
+from hub.frames import text_frame
 from hub.context import HUB
 from tests.support.raw import BulkySource, FakeTransport, raw_ws_connect, read_frames_until_close
 from tests.support.aio import sample, recv_json, wait_for

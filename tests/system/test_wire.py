@@ -166,7 +166,7 @@ def test_every_client_decodes_the_same_messages(hub: HubProcess, open_page) -> N
 def test_a_compressed_broadcast_is_a_valid_message_for_any_context_takeover() -> None:
     # RFC 7692 7.2.1: a message compressed on its own decodes in a receiver that kept its window
     # from earlier messages (context takeover) exactly as in a fresh one.
-    from hub.client import deflate_message
+    from hub.frames import deflate_message
 
     a, b = b'{"seq":1,"x":"' + b"a" * 5000 + b'"}', b'{"seq":2,"x":"' + b"a" * 5000 + b'"}'
     d = zlib.decompressobj(-15)
