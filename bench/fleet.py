@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.fanout.run import FANOUT_DIR, ensure_node_deps, raise_nofile, wait_for
 from bench.fleetkit import fanout, probes
-from bench.fleetkit.hub import HubProc, proc_status_kb, start_hub
+from bench.fleetkit.hub import proc_status_kb, start_hub
 from bench.fleetkit.prom import FleetPrometheus
 from bench.fleetkit.wire import CountingProxy
 from hub.config import DEFAULT_QUERIES

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 from collections.abc import Iterable
+from typing import Any
 
 
 async def stop_process(proc: asyncio.subprocess.Process, *, grace: float = 10.0) -> None:
@@ -35,3 +37,15 @@ async def _reap(proc: asyncio.subprocess.Process, grace: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+
+
+async def read_event(proc: asyncio.subprocess.Process, event: str) -> dict[str, Any]:
+    """The next JSON line a load client prints with `"event": event` (earlier lines are skipped)."""
+    assert proc.stdout is not None
+    while True:
+        line = await proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load client exited ({proc.returncode}) before {event!r}")
+        msg = json.loads(line)
+        if msg.get("event") == event:
+            return msg

@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import ClientSession, ClientTimeout, web
 
-from bench.procs import stop_load_clients, stop_process
+from bench.procs import read_event, stop_load_clients, stop_process
 from bench.fanout import payload
 
 BENCH = Path(__file__).resolve().parent.parent
@@ -130,16 +131,26 @@ async def sleep_until_wall(t: float) -> None:
 
 
 class FakePrometheus:
-    """A stand-in Prometheus HTTP API serving the fixed payload, so the hub's frames carry it.
+    """A stand-in Prometheus HTTP API serving fixed answers, so the hub's frames carry them.
 
-    A mock only because the benchmark needs fixed, realistic query results; the hub's own
-    tests run against a real Prometheus.
+    A mock only because the benchmarks need fixed, realistic query results; the hub's own tests
+    run against a real Prometheus. Answers are encoded once, so serving them costs almost nothing.
+    `results` maps PromQL to a result list (default: the small fixed payload).
     """
 
-    def __init__(self, *, queries: dict[str, str] | None = None) -> None:
-        self.by_query = payload.prometheus_query_map(dict(queries or DEFAULT_QUERIES))
-        self.alerts = payload.prometheus_alerts()
+    def __init__(self, *, queries: dict[str, str] | None = None,
+                 results: dict[str, list[dict[str, Any]]] | None = None,
+                 alerts: list[dict[str, Any]] | None = None) -> None:
+        if results is None:
+            results = payload.prometheus_query_map(dict(queries or DEFAULT_QUERIES))
+        self.by_query = {promql: orjson.dumps({"status": "success",
+                                               "data": {"resultType": "vector", "result": result}})
+                         for promql, result in results.items()}
+        self.alerts = orjson.dumps({"status": "success",
+                                    "data": {"alerts": payload.prometheus_alerts() if alerts is None else alerts}})
         self.requests = 0
+        #: queries asked that have no answer here (answered with an empty result)
+        self.unknown: set[str] = set()
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -152,17 +163,22 @@ class FakePrometheus:
         params = dict(request.query)
         if request.method == "POST":
             params.update(await request.post())
-        result = self.by_query.get(str(params.get("query", "")), [])
-        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
+        query = str(params.get("query", ""))
+        body = self.by_query.get(query)
+        if body is None:
+            self.unknown.add(query[:200])
+            body = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+        return web.Response(body=body, content_type="application/json")
 
     async def _alerts(self, _request: web.Request) -> web.Response:
         self.requests += 1
-        return web.json_response({"status": "success", "data": {"alerts": self.alerts}})
+        return web.Response(body=self.alerts, content_type="application/json")
 
     async def _ok(self, _request: web.Request) -> web.Response:
         return web.Response(text="Prometheus is Ready.\n")
 
     async def start(self) -> None:
+        """Listen on a free port of 127.0.0.1."""
         app = web.Application()
         app.router.add_route("*", "/api/v1/query", self._query)
         app.router.add_get("/api/v1/alerts", self._alerts)
@@ -342,14 +358,7 @@ class LoadClients:
                 "errors": [e for r in readies for e in r["errors"]][:5]}
 
     async def _read(self, proc: asyncio.subprocess.Process, event: str) -> dict[str, Any]:
-        assert proc.stdout is not None
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"load client exited ({proc.returncode}) before {event!r}")
-            msg = json.loads(line)
-            if msg.get("event") == event:
-                return msg
+        return await read_event(proc, event)
 
     async def _ask(self, cmd: dict[str, Any], event: str) -> list[dict[str, Any]]:
         for proc in self.procs:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import stop_load_clients
+from bench.procs import read_event, stop_load_clients
 from bench.fanout.run import FANOUT_DIR, node_program
 from bench.fleetkit.hub import HubProc
 
@@ -40,14 +39,7 @@ class Clients:
                 "errors": [e for r in readies for e in r["errors"]][:5]}
 
     async def _read(self, proc: asyncio.subprocess.Process, event: str) -> dict[str, Any]:
-        assert proc.stdout is not None
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"load client exited ({proc.returncode}) before {event!r}")
-            msg = json.loads(line)
-            if msg.get("event") == event:
-                return msg
+        return await read_event(proc, event)
 
     async def status(self) -> dict[str, Any]:
         """open clients, the lowest and highest seq any of them holds, payload bytes received, closes."""

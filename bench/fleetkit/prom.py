@@ -10,10 +10,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import orjson
-from aiohttp import web
 
 from bench.fanout.payload import SAMPLE_TIME
+from bench.fanout.run import FakePrometheus
 
 JOBS = ("healthcare-api", "healthcare-frontend", "healthcare-auth", "healthcare-notifications",
         "healthcare-scheduling", "healthcare-billing", "healthcare-records", "healthcare-search")
@@ -65,59 +64,11 @@ def fleet_alerts(n: int) -> list[dict[str, Any]]:
     return out
 
 
-class FleetPrometheus:
+class FleetPrometheus(FakePrometheus):
     """`/api/v1/query` for `queries` (name -> PromQL) and `/api/v1/alerts`, `n` series per query."""
 
     def __init__(self, n: int, *, queries: dict[str, str]) -> None:
         results = fleet_results(n)
+        super().__init__(results={promql: results.get(name, []) for name, promql in queries.items()},
+                         alerts=fleet_alerts(n))
         self.n = n
-        self.by_query = {
-            promql: orjson.dumps({"status": "success",
-                                  "data": {"resultType": "vector", "result": results.get(name, [])}})
-            for name, promql in queries.items()}
-        self.alerts = orjson.dumps({"status": "success", "data": {"alerts": fleet_alerts(n)}})
-        self.requests = 0
-        self.unknown: set[str] = set()
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _query(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        params = dict(request.query)
-        if request.method == "POST":
-            params.update(await request.post())
-        query = str(params.get("query", ""))
-        body = self.by_query.get(query)
-        if body is None:
-            self.unknown.add(query[:200])
-            body = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
-        return web.Response(body=body, content_type="application/json")
-
-    async def _alerts(self, _request: web.Request) -> web.Response:
-        self.requests += 1
-        return web.Response(body=self.alerts, content_type="application/json")
-
-    async def start(self) -> None:
-        """Listen on a free port of 127.0.0.1."""
-        app = web.Application()
-        app.router.add_route("*", "/api/v1/query", self._query)
-        app.router.add_get("/api/v1/alerts", self._alerts)
-        app.router.add_get("/-/ready", _ok)
-        app.router.add_get("/-/healthy", _ok)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-async def _ok(_request: web.Request) -> web.Response:
-    return web.Response(text="Prometheus is Ready.\n")
