@@ -1,20 +1,13 @@
 """Scale-out through Redis: one elected collector publishes each snapshot once; every replica fans out.
 
-Keys (prefix `p` = [cluster] key_prefix; the braces are a Redis Cluster hash tag keeping the keys in
-one slot, which the Lua scripts need):
-
-- `{p}:leader`    the collector lease: the owner's replica id, `SET NX PX`, extended by its owner only.
-- `{p}:seq`       the highest seq ever published (raised by every replica to its own highest on connect).
-- `{p}:epoch`     the stream epoch; created by the first leader that finds none (a new or emptied Redis).
-- `{p}:snapshots` a stream capped at `stream_maxlen` entries, fields `seq`, `replica` (the collector)
-  and `data` (the snapshot JSON, sent to clients byte for byte).
+The keys and the Lua scripts that change them atomically are in `hub.redis_scripts`.
 
 The leader collects on the monotonic grid and publishes through a script that checks, in one step,
 that it still owns the lease, that the epoch is still the one it numbers in, and that the seq is
 newer than `{p}:seq` (fencing: a paused ex-leader can never publish, and after Redis comes back
-empty no seq is ever published twice within one epoch). Every replica, the leader included, reads the stream and delivers what it reads,
-so all replicas serve the same seq stream. When Redis is unreachable the replicas keep their clients
-and their history, report it, and reconnect with backoff.
+empty no seq is ever published twice within one epoch). Every replica, the leader included, reads
+the stream and delivers what it reads, so all replicas serve the same seq stream. When Redis is
+unreachable the replicas keep their clients and their history, report it, and reconnect with backoff.
 """
 
 from __future__ import annotations
@@ -40,7 +33,7 @@ from hub.secrets import redact_url, scrub
 from hub.feed import Entry
 from hub.metrics import HubMetrics
 from hub.publish import LocalPublisher, Publisher, new_epoch
-from hub.redis_scripts import FLOOR, PUBLISH, RELEASE, RENEW
+from hub.redis_scripts import FLOOR, PUBLISH, RELEASE, RENEW, redis_keys
 from hub.scheduler import Scheduler, describe, run_every
 
 log = logging.getLogger(__name__)
@@ -79,11 +72,7 @@ class RedisPublisher(Publisher):
         self.lease = max(interval, MIN_LEASE)
         self.poll = self.lease * POLL_FRACTION
         self.maxlen = cfg.stream_maxlen or history_size
-        p = cfg.key_prefix
-        self.key_lease = f"{{{p}}}:leader"
-        self.key_seq = f"{{{p}}}:seq"
-        self.key_epoch = f"{{{p}}}:epoch"
-        self.key_stream = f"{{{p}}}:snapshots"
+        self.key_lease, self.key_seq, self.key_epoch, self.key_stream = redis_keys(cfg.key_prefix)
         self.replica = replica or replica_id()
         self.collects = role == "all" and scheduler is not None
         self.leader = False

@@ -1,4 +1,21 @@
-"""The Lua scripts the Redis publisher runs: each check-and-write happens in one atomic step."""
+"""The Redis keys of a hub cluster, and the Lua scripts that change them: each check-and-write is one
+atomic step.
+
+Keys (prefix `p` = [cluster] key_prefix; the braces are a Redis Cluster hash tag keeping the keys in
+one slot, which the Lua scripts need):
+
+- `{p}:leader`    the collector lease: the owner's replica id, `SET NX PX`, extended by its owner only.
+- `{p}:seq`       the highest seq ever published (raised by every replica to its own highest on connect).
+- `{p}:epoch`     the stream epoch; created by the first leader that finds none (a new or emptied Redis).
+- `{p}:snapshots` a stream capped at `stream_maxlen` entries, fields `seq`, `replica` (the collector)
+  and `data` (the snapshot JSON, sent to clients byte for byte).
+"""
+
+
+def redis_keys(prefix: str) -> tuple[str, str, str, str]:
+    """The lease, seq, epoch and stream keys for `[cluster] key_prefix` = `prefix`."""
+    return f"{{{prefix}}}:leader", f"{{{prefix}}}:seq", f"{{{prefix}}}:epoch", f"{{{prefix}}}:snapshots"
+
 
 # KEYS: lease, seq, stream, epoch. ARGV: owner, lease ms, seq, data, maxlen, epoch.
 # Returns {1, id} published, {0, ""} lease not ours, {-1, current seq} seq not newer,
