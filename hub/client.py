@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hub.frames import FrameGuard
+from hub.frames import snap_window
 from hub.vocab import TOPICS
 
 
@@ -24,30 +24,6 @@ class CloseReason(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     ERROR = "error"
     SHUTDOWN = "shutdown"
-
-
-class HubWebSocket(web.WebSocketResponse):
-    """aiohttp's WebSocketResponse, always answering permessage-deflate with server_no_context_takeover.
-
-    Broadcast frames are compressed once per tick and written raw to every client, so no message
-    may depend on an earlier one; RFC 7692 7.1.1.1 lets a server add this parameter on its own.
-    aiohttp's own frames (pong, close, replies) then also use a fresh compressor each.
-    """
-
-    def _handshake(self, request):  # type: ignore[no-untyped-def]
-        headers, protocol, compress, notakeover = super()._handshake(request)
-        if compress:
-            from aiohttp.http_websocket import ws_ext_gen
-
-            headers["Sec-WebSocket-Extensions"] = ws_ext_gen(compress=compress, isserver=True,
-                                                             server_notakeover=True)
-            notakeover = True
-        return headers, protocol, compress, notakeover
-
-    def _post_start(self, request, protocol, writer):  # type: ignore[no-untyped-def]
-        super()._post_start(request, protocol, writer)
-        # Frames aiohttp accepts but RFC 6455 forbids (unmasked, reserved close codes) fail with 1002.
-        request.protocol._payload_parser = FrameGuard(request.protocol._payload_parser, self._reader)
 
 
 @dataclass(eq=False, slots=True)
@@ -69,8 +45,8 @@ class Client:
     close_reason: CloseReason | None = None
     #: the close code the hub sent, when the hub ended the connection
     close_code: int | None = None
-    last_seq: int = 0
-    #: clients with equal keys receive byte-identical frames: (topics, window_bits), kept by set_topics
+    #: clients with equal keys receive byte-identical frames: (topics, the window frames are compressed
+    #: with: 0, 15 or 9), kept by set_topics
     key: tuple[tuple[str, ...] | None, int] = (None, 0)
     #: the hub's close of this client (eviction), awaited before its admission slot is released
     closing: asyncio.Task[None] | None = None
@@ -82,7 +58,7 @@ class Client:
         if self.allowed is not None:
             want = tuple(t for t in want if t in self.allowed)
         self.topics = None if set(want) == set(TOPICS) else tuple(t for t in TOPICS if t in want)
-        self.key = (self.topics, self.window_bits)
+        self.key = (self.topics, snap_window(self.window_bits) if self.window_bits else 0)
         return want if self.topics is None else self.topics
 
     def can_send(self) -> bool:

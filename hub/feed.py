@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from hub.frames import Deflated, deflate_piece
 
 
 def _key(name: str) -> bytes:
@@ -22,7 +23,12 @@ def _key(name: str) -> bytes:
 
 @dataclass(slots=True, eq=False)
 class Entry:
-    """One snapshot as encoded pieces; `frames` caches ready frames while this is the latest."""
+    """One snapshot as encoded pieces (one per data section and per source status).
+
+    `deflated` holds, per window size, each piece compressed once on its own (`frames.Deflated`),
+    so that any topic set's message is assembled from them and never recompressed; `frames`
+    caches ready frames while this is the latest.
+    """
 
     seq: int
     epoch: str
@@ -31,9 +37,15 @@ class Entry:
     sources: dict[str, bytes]
     size: int = 0
     frames: dict[Any, bytes] = field(default_factory=dict)
+    deflated: dict[int, dict[str, Deflated]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.size = sum(map(len, self.sections.values())) + sum(map(len, self.sources.values())) + 120
+        self.size = self.raw_size + 120
+
+    @property
+    def raw_size(self) -> int:
+        """Bytes of the encoded pieces."""
+        return sum(map(len, self.sections.values())) + sum(map(len, self.sources.values()))
 
     @classmethod
     def from_snapshot(cls, snap: Mapping[str, Any]) -> Entry:
@@ -44,22 +56,56 @@ class Entry:
                    sections={k: orjson.dumps(v) for k, v in data.items()},
                    sources={k: orjson.dumps(v) for k, v in sources.items()})
 
+    def _select(self, topics: tuple[str, ...] | None,
+                source_sections: Mapping[str, tuple[str, ...]] | None) -> tuple[Iterable[str], Iterable[str]]:
+        if topics is None:
+            return self.sections, self.sources
+        wanted = set(topics)
+        return ([t for t in topics if t in self.sections],
+                [s for s in self.sources
+                 if source_sections is None or s not in source_sections or wanted & set(source_sections[s])])
+
+    def segments(self, topics: tuple[str, ...] | None = None,
+                 source_sections: Mapping[str, tuple[str, ...]] | None = None, *, window: int = 0,
+                 pieces: Mapping[str, Deflated] | None = None) -> list[bytes]:
+        """The metrics_update as segments: glue bytes and the pieces (compressed ones for `window`).
+
+        Joined, plain segments are the JSON (`encode`); compressed ones are a permessage-deflate
+        payload once passed through `frames.deflated_message`. The compressed pieces are
+        `pieces`, else `deflated[window]`.
+        """
+        names, srcs = self._select(topics, source_sections)
+        z = (pieces if pieces is not None else self.deflated[window]) if window else None
+        out = [b'{"type":"metrics_update","seq":' + str(self.seq).encode() + b',"epoch":' + _key(self.epoch)
+               + b',"timestamp":' + _key(self.timestamp) + b',"data":{']
+        for prefix, keys, values in (("d", names, self.sections), ("s", srcs, self.sources)):
+            if prefix == "s":
+                out.append(b'},"sources":{')
+            for i, k in enumerate(keys):
+                if i:
+                    out.append(b",")
+                if z is None:
+                    out += (_key(k) + b":", values[k])
+                else:
+                    out.append(z[prefix + k])
+        out.append(b"}}")
+        return out
+
     def encode(self, topics: tuple[str, ...] | None = None,
                source_sections: Mapping[str, tuple[str, ...]] | None = None) -> bytes:
         """The metrics_update JSON; with `topics`, only those sections and the sources that fill one."""
-        if topics is None:
-            names: Iterable[str] = self.sections
-            srcs: Iterable[str] = self.sources
-        else:
-            names = [t for t in topics if t in self.sections]
-            wanted = set(topics)
-            srcs = [s for s in self.sources
-                    if source_sections is None or s not in source_sections or wanted & set(source_sections[s])]
-        data = b",".join(_key(k) + b":" + self.sections[k] for k in names)
-        sources = b",".join(_key(k) + b":" + self.sources[k] for k in srcs)
-        head = (b'{"type":"metrics_update","seq":' + str(self.seq).encode() + b',"epoch":' + _key(self.epoch)
-                + b',"timestamp":' + _key(self.timestamp))
-        return head + b',"data":{' + data + b'},"sources":{' + sources + b"}}"
+        return b"".join(self.segments(topics, source_sections))
+
+    def encoded_size(self, topics: tuple[str, ...] | None = None,
+                     source_sections: Mapping[str, tuple[str, ...]] | None = None) -> int:
+        """len(encode(...)) without building it."""
+        return sum(map(len, self.segments(topics, source_sections)))
+
+    def compress(self, window: int) -> dict[str, Deflated]:
+        """Every piece compressed on its own with `window` bits (CPU only: safe in a worker thread)."""
+        z = {"d" + k: deflate_piece(_key(k), b":", v, window_bits=window) for k, v in self.sections.items()}
+        z.update({"s" + k: deflate_piece(_key(k), b":", v, window_bits=window) for k, v in self.sources.items()})
+        return z
 
 
 # ------------------------------------------------------------------------------ chart points
@@ -180,11 +226,25 @@ class Feed:
             latest.frames = {}  # only the latest keeps ready frames
         self.history.append(entry)
         self.bytes += entry.size
-        # Evict by count, then by bytes; the latest always stays.
-        while len(self.history) > 1 and (len(self.history) > self.history_size or self.bytes > self.max_bytes):
-            self.bytes -= self.history.popleft().size
+        self._evict()
         self.points.append(chart_point(entry.seq, entry.timestamp, data))
         return True
+
+    def attach(self, entry: Entry, window: int, pieces: dict[str, Deflated]) -> None:
+        """Keep `pieces` (entry.compress(window)) with `entry`, counted in the byte budget."""
+        if window in entry.deflated:
+            return
+        entry.deflated[window] = pieces
+        added = sum(map(len, pieces.values()))
+        entry.size += added
+        if self.history and any(e is entry for e in reversed(self.history)):
+            self.bytes += added
+            self._evict()
+
+    def _evict(self) -> None:
+        # By count, then by bytes; the latest always stays.
+        while len(self.history) > 1 and (len(self.history) > self.history_size or self.bytes > self.max_bytes):
+            self.bytes -= self.history.popleft().size
 
     def items(self, limit: int, *, after: int = 0) -> list[Entry]:
         """Up to `limit` most recent entries with seq > `after`, oldest first."""
@@ -193,24 +253,29 @@ class Feed:
         out = [e for e in self.history if e.seq > after] if after else list(self.history)
         return out[-limit:]
 
+    def within(self, entries: Iterable[Entry], topics: tuple[str, ...] | None, max_bytes: int | None) -> list[Entry]:
+        """The newest of `entries` whose encoding (filtered to `topics`) fits in `max_bytes`, oldest first.
+
+        The newest is always kept, as a broadcast always sends one snapshot.
+        """
+        kept: list[Entry] = []
+        total = 0
+        for entry in reversed(list(entries)):
+            size = entry.encoded_size(topics, self.source_sections)
+            if max_bytes is not None and kept and total + size > max_bytes:
+                break
+            kept.append(entry)
+            total += size + 1  # the comma
+        kept.reverse()
+        return kept
+
     def encode_items(self, entries: Iterable[Entry], topics: tuple[str, ...] | None, *,
                      max_bytes: int | None = None) -> tuple[bytes, int]:
-        """A JSON array of entries (filtered to `topics`) and the seq of its last entry (0: empty).
-
-        Over `max_bytes`, the oldest entries are left out; the newest is always kept, as a
-        broadcast always sends one snapshot.
-        """
-        parts: list[bytes] = []
-        total = 0
-        last = 0
-        for entry in reversed(list(entries)):
-            encoded = entry.encode(topics, self.source_sections)
-            if max_bytes is not None and parts and total + len(encoded) > max_bytes:
-                break
-            parts.append(encoded)
-            total += len(encoded) + 1
-            last = max(last, entry.seq)
-        return b"[" + b",".join(reversed(parts)) + b"]", last
+        """A JSON array of entries (filtered to `topics`, bounded by `max_bytes` as `within` says) and
+        the seq of its last entry (0: empty)."""
+        kept = self.within(entries, topics, max_bytes)
+        body = b"[" + b",".join(e.encode(topics, self.source_sections) for e in kept) + b"]"
+        return body, kept[-1].seq if kept else 0
 
     def encode_points(self, limit: int, topics: tuple[str, ...] | None) -> bytes:
         """The `points` message: up to `limit` most recent chart points, oldest first."""

@@ -37,6 +37,13 @@ class HubMetrics:
         self.broadcast_duration = Histogram(
             "hub_broadcast_duration_seconds", "Time to hand one snapshot to every client.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
+        self.frame_variants = Gauge(
+            "hub_broadcast_frame_variants",
+            "Distinct frames (topic set x window) assembled for the latest snapshot: at most 32 x 3.", registry=r)
+        self.deflate_input_bytes = Gauge(
+            "hub_broadcast_deflate_input_bytes",
+            "Bytes compressed for the latest snapshot: its pieces once per window in use, so at most twice "
+            "its size (windows 15 and 9), whatever topic sets and window sizes clients choose.", registry=r)
         self.collect_duration = Histogram(
             "hub_collect_duration_seconds", "Time one source took to collect.", ["source"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=r)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from hub.aiohttp_ws import HubWebSocket
 from hub.auth import SUBPROTOCOL, bearer_protocol_ok
-from hub.client import Client, CloseReason, HubWebSocket
+from hub.broadcast import EVICT_GRACE
+from hub.client import Client, CloseReason
 from hub.context import HUB, Hub
 from hub.errors import int_param, json_error
+from hub.frames import control_frame, text_frame
 from hub.views import principal
 from hub.vocab import TOPICS, utc_iso
 
@@ -44,26 +46,6 @@ def same_origin(request: web.BaseRequest, origin: str, allowed: tuple[str, ...])
     return any(norm == a.strip().lower().rstrip("/") for a in allowed)
 
 
-class TokenBucket:
-    """Client message rate limit: `rate` per second with bursts up to `burst`."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        """Spend one token; False when the bucket is empty."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
 def _reject(hub: Hub, request: web.Request, ip: str, status: int, reason: str, message: str) -> web.Response:
     hub.metrics.rejected.labels(reason).inc()
     hub.audit.event("rejected", request, remote=ip, reason=reason)
@@ -82,6 +64,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     ip = hub.client_address(request)
     history_n = int_param(request, "history", default=-1, lo=0, hi=1_000_000)
     points_n = int_param(request, "points", default=-1, lo=0, hi=1_000_000)
+    if not is_upgrade(request):
+        # RFC 9110 15.5.22: name the protocol this resource needs.
+        return json_error(426, f"{request.path} is a WebSocket endpoint: send an Upgrade: websocket request",
+                          headers={"Upgrade": "websocket", "Connection": "Upgrade"})
     if not bearer_protocol_ok(request):
         return _reject(hub, request, ip, 400, "subprotocol",
                        f'a "bearer." token subprotocol must be offered together with "{SUBPROTOCOL}"')
@@ -89,11 +75,13 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if origin is not None and not same_origin(request, origin, cfg.server.allowed_origins):
         return _reject(hub, request, ip, 403, "origin", f"origin {origin[:100]!r} is not allowed")
     who = principal(request)
-    ws = HubWebSocket(
-        heartbeat=cfg.broadcast.heartbeat, compress=True, max_msg_size=cfg.server.max_message_bytes + 1,
-        protocols=(SUBPROTOCOL,), timeout=5.0, autoping=False)  # PINGs count against the rate limit
+    # Every frame counts against the rate limit, PINGs included (autoping off: the hub answers them).
     # aiohttp refuses messages of max_msg_size bytes or more; server.max_message_bytes is the
     # largest message allowed, so the limit handed to aiohttp is one more.
+    ws = HubWebSocket(
+        heartbeat=cfg.broadcast.heartbeat, compress=True, max_msg_size=cfg.server.max_message_bytes + 1,
+        protocols=(SUBPROTOCOL,), close_grace=EVICT_GRACE, autoping=False,
+        rate=(cfg.server.client_rate_limit, cfg.server.client_rate_burst))
     if not ws.can_prepare(request).ok:
         return json_error(400, f"expected a WebSocket upgrade request on {request.path}")
     refused = hub.admission.admit(ip)
@@ -152,49 +140,44 @@ def _disconnect_reason(ws: web.WebSocketResponse) -> CloseReason:
     return CloseReason.ERROR
 
 
-async def _send(hub: Hub, client: Client, obj: dict[str, Any]) -> None:
-    if client.can_send():
-        await client.ws.send_frame(orjson.dumps(obj), WSMsgType.TEXT)
+def _send(hub: Hub, client: Client, obj: dict[str, Any]) -> None:
+    # Replies are written like broadcasts, never awaited: a peer that stopped reading cannot hold
+    # the handler (its backlog counts toward max_client_buffer_bytes, and fan-out evicts it).
+    # Uncompressed frames are valid under permessage-deflate (RFC 7692 6: per message).
+    if client.send_prepared(text_frame(orjson.dumps(obj))):
         hub.metrics.messages_sent.inc()
-
-
-async def _close(client: Client, code: int, reason: CloseReason, message: str) -> None:
-    client.close_reason = reason
-    client.close_code = code
-    await client.ws.close(code=code, message=message.encode()[:120])
 
 
 async def _receive_loop(hub: Hub, request: web.Request, client: Client) -> None:
     ws = client.ws
-    bucket = TokenBucket(hub.config.server.client_rate_limit, hub.config.server.client_rate_burst)
     while True:
         msg = await ws.receive()
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return
         if msg.type is WSMsgType.ERROR:
+            # aiohttp has closed the connection already (HubWebSocket.close: bounded, then aborted);
+            # record the code the hub sent, whatever the peer does next.
             code = getattr(ws.exception(), "code", None)
             if code == TOO_LARGE:
                 client.close_reason, client.close_code = CloseReason.TOO_LARGE, TOO_LARGE
                 hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
                                 reason="message_too_big")
+            elif code == POLICY_VIOLATION:  # the frame guard's rate limit: every frame counts
+                client.close_reason, client.close_code = CloseReason.RATE_LIMITED, POLICY_VIOLATION
+                hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
+                                reason="rate_limited")
             elif code in (PROTOCOL_ERROR, INVALID_DATA):
-                # The code the hub sent, whatever the peer does next (it may never answer the close).
                 client.close_reason, client.close_code = CloseReason.PROTOCOL_ERROR, code
             return
-        # Every frame a client sends costs the loop, PONG included: all of them count.
-        if not bucket.take():
-            hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
-                            reason="rate_limited")
-            await _close(client, POLICY_VIOLATION, CloseReason.RATE_LIMITED, "message rate limit exceeded")
-            return
         if msg.type is WSMsgType.TEXT:
-            await _handle_text(hub, request, client, msg.data)
+            _handle_text(hub, request, client, msg.data)
         elif msg.type is WSMsgType.PING:
-            await ws.pong(msg.data)
+            client.send_prepared(control_frame(0xA, msg.data))
         elif msg.type is WSMsgType.BINARY:
             hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
                             reason="binary_frame")
-            await _close(client, UNSUPPORTED_DATA, CloseReason.PROTOCOL_ERROR, "binary frames are not supported")
+            client.close_reason, client.close_code = CloseReason.PROTOCOL_ERROR, UNSUPPORTED_DATA
+            await ws.close(code=UNSUPPORTED_DATA, message=b"binary frames are not supported")
             return
         # PONG: a heartbeat reply; aiohttp resets the heartbeat on any received data
 
@@ -203,14 +186,14 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": code, "message": message}
 
 
-async def _handle_text(hub: Hub, request: web.Request, client: Client, text: str) -> None:
+def _handle_text(hub: Hub, request: web.Request, client: Client, text: str) -> None:
     try:
         msg = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        await _send(hub, client, _error("invalid_json", f"message is not valid JSON: {exc}"))
+        _send(hub, client, _error("invalid_json", f"message is not valid JSON: {exc}"))
         return
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        await _send(hub, client, _error("invalid_message", 'expected a JSON object with a string "type"'))
+        _send(hub, client, _error("invalid_message", 'expected a JSON object with a string "type"'))
         return
     kind = msg["type"]
     if kind == "ping":
@@ -218,15 +201,15 @@ async def _handle_text(hub: Hub, request: web.Request, client: Client, text: str
                                  "epoch": hub.feed.epoch}
         if "id" in msg and isinstance(msg["id"], (str, int, float)):
             reply["id"] = msg["id"]
-        await _send(hub, client, reply)
+        _send(hub, client, reply)
     elif kind == "subscribe":
         topics = msg.get("topics")
         if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-            await _send(hub, client, _error("invalid_topics", '"topics" must be a list of strings'))
+            _send(hub, client, _error("invalid_topics", '"topics" must be a list of strings'))
             return
         unknown = [t for t in topics if t not in TOPICS]
         if unknown:
-            await _send(hub, client, _error(
+            _send(hub, client, _error(
                 "unknown_topic", f"unknown topic(s) {', '.join(repr(t[:40]) for t in unknown[:10])}; "
                                  f"known: {', '.join(TOPICS)}"))
             return
@@ -238,7 +221,7 @@ async def _handle_text(hub: Hub, request: web.Request, client: Client, text: str
             reply["denied"] = denied
             hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
                             reason="topics_not_allowed", topics=denied)
-        await _send(hub, client, reply)
+        _send(hub, client, reply)
     else:
-        await _send(hub, client, _error("unknown_type", f"unknown message type {kind[:40]!r}; "
+        _send(hub, client, _error("unknown_type", f"unknown message type {kind[:40]!r}; "
                                                         "expected ping or subscribe"))

@@ -1,0 +1,103 @@
+"""The one module that reaches into aiohttp's WebSocket internals.
+
+Three things aiohttp has no public hook for: answering permessage-deflate with
+server_no_context_takeover, checking every client frame from the first byte after the upgrade
+(bytes that arrived with the upgrade request included), and one bounded way to close. The private
+names used here are listed in `PRIVATE`; pyproject.toml pins aiohttp below the next minor release,
+and tests/integration/test_aiohttp_ws.py fails when any of them changes underneath.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+from aiohttp.web_protocol import RequestHandler
+
+from hub.frames import FrameGuard, TokenBucket
+
+#: what this module relies on: (owner, attribute)
+PRIVATE = ((RequestHandler, "_message_tail"), (RequestHandler, "_payload_parser"),
+           (web.WebSocketResponse, "_handshake"), (web.WebSocketResponse, "_post_start"),
+           (web.WebSocketResponse, "_reader"))
+#: how often a closing socket's unsent bytes are checked while its peer has the grace to read them
+FLUSH_POLL = 0.05
+
+
+class HubWebSocket(web.WebSocketResponse):
+    """aiohttp's WebSocketResponse with the hub's three rules.
+
+    - Always answers permessage-deflate with server_no_context_takeover: broadcast frames are
+      compressed once and written raw to every client, so no message may depend on an earlier one
+      (RFC 7692 7.1.1.1 lets a server add this parameter on its own).
+    - A `FrameGuard` sees every byte the client sends after the upgrade, including bytes that came
+      in the same segment as the upgrade request, and rate-limits frames before they are parsed.
+    - Every close goes one way, whoever starts it (the hub's evictions and violations, aiohttp's
+      own 1002/1007/1009, a peer's Close): send the Close frame, give the peer `close_grace`
+      seconds to read it (and answer), then abort the transport. Nothing waits on a peer that
+      stopped reading, so its slot, its unsent bytes and the gauge are released in bounded time.
+    """
+
+    def __init__(self, *, close_grace: float, rate: tuple[float, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(timeout=close_grace, **kwargs)
+        self.close_grace = close_grace
+        self._rate = rate
+        self.guard: FrameGuard | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def _handshake(self, request):  # type: ignore[no-untyped-def]
+        headers, protocol, compress, notakeover = super()._handshake(request)
+        if compress:
+            from aiohttp.http_websocket import ws_ext_gen
+
+            headers["Sec-WebSocket-Extensions"] = ws_ext_gen(compress=compress, isserver=True,
+                                                             server_notakeover=True)
+            notakeover = True
+        return headers, protocol, compress, notakeover
+
+    def _post_start(self, request, protocol, writer):  # type: ignore[no-untyped-def]
+        handler = request.protocol
+        # Bytes that arrived with the upgrade request wait in `_message_tail`; aiohttp feeds them to
+        # its parser inside _post_start. Take them first, so the guard sees them as it sees the rest.
+        tail, handler._message_tail = handler._message_tail, b""
+        super()._post_start(request, protocol, writer)
+        self._transport = request.transport
+        bucket = TokenBucket(*self._rate) if self._rate is not None else None
+        self.guard = FrameGuard(handler._payload_parser, self._reader, bucket=bucket, on_fail=self._violated)
+        handler._payload_parser = self.guard
+        if tail:
+            self.guard.feed_data(tail)
+
+    def _violated(self, code: int, reason: str) -> None:
+        # Nothing more from this peer is read: a flood stops costing the loop at once.
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The connection's transport once upgraded (None before)."""
+        return self._transport
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        """Send a Close frame; within `close_grace` seconds let the peer read it (and, unless the
+        guard failed the connection, answer it); then abort whatever is left. `drain` is ignored:
+        waiting for a peer that stopped reading is what this replaces."""
+        if not message and self.guard is not None and self.guard.violation is not None:
+            message = self.guard.violation[1].encode()[:120]
+        t = self._transport
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.close_grace
+        result = True
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await super().close(code=code, message=message, drain=False)
+                # aiohttp closes the transport after the handshake; it flushes what is queued first.
+                while t is not None and t.get_write_buffer_size():
+                    await asyncio.sleep(FLUSH_POLL)
+        except TimeoutError:
+            pass
+        finally:
+            if t is not None and (not t.is_closing() or t.get_write_buffer_size()):
+                t.abort()
+        return result
