@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.support.hubproc import HubProcess
+from tests.support.raw import client_frame
 
 MAX_BYTES = 4096
 RATE, BURST = 20.0, 40
@@ -38,21 +39,7 @@ FUZZ = settings(max_examples=100, deadline=None, database=None,
 # ----------------------------------------------------------------------------- a raw WebSocket client
 
 
-def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True) -> bytes:
-    """One client frame (RFC 6455 5.2), masked as clients must unless `masked` is False."""
-    head = bytes([(0x80 if fin else 0) | (rsv & 7) << 4 | opcode & 0xF])
-    n = len(payload)
-    mbit = 0x80 if masked else 0
-    if n < 126:
-        head += bytes([mbit | n])
-    elif n < 1 << 16:
-        head += bytes([mbit | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([mbit | 127]) + struct.pack("!Q", n)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+frame = client_frame
 
 
 class RawWS:

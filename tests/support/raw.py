@@ -25,15 +25,40 @@ class BulkySource(Source):
         return SourceResult(data={"business": {"pad": "x" * self.size}})
 
 
-def raw_ws_connect(port: int, *, rcvbuf: int | None = None, path: str = "/ws") -> socket.socket:
-    """A WebSocket client on a bare socket: it never answers pings and reads only when told to."""
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True) -> bytes:
+    """One client frame (RFC 6455 5.2), masked as clients must unless `masked` is False."""
+    head = bytes([(0x80 if fin else 0) | (rsv & 7) << 4 | opcode & 0xF])
+    n = len(payload)
+    mbit = 0x80 if masked else 0
+    if n < 126:
+        head += bytes([mbit | n])
+    elif n < 1 << 16:
+        head += bytes([mbit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mbit | 127]) + struct.pack("!Q", n)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def upgrade_request(port: int, path: str = "/ws") -> bytes:
+    """The bytes of a minimal WebSocket upgrade request (no extensions, no token)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+def raw_ws_connect(port: int, *, rcvbuf: int | None = None, path: str = "/ws", with_request: bytes = b"") -> socket.socket:
+    """A WebSocket client on a bare socket: it never answers pings and reads only when told to.
+
+    `with_request` is sent in the same write as the upgrade request (frames that arrive before the 101).
+    """
     sock = socket.socket()
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    sock.sendall(upgrade_request(port, path) + with_request)
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(1)
@@ -97,3 +122,40 @@ class FakeTransport(asyncio.Transport):
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return default
+
+
+class RecordingTransport(FakeTransport):
+    """A FakeTransport that keeps what was written, for decoding the frames a client was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        super().write(data)
+        self.data += data
+
+
+def server_messages(data: bytes, *, window_bits: int = 15) -> list[dict[str, object]]:
+    """Every text message in a stream of server frames, inflated when RSV1 is set (RFC 7692)."""
+    import zlib
+
+    import orjson
+
+    out: list[dict[str, object]] = []
+    i = 0
+    while i < len(data):
+        first, n = data[i], data[i + 1] & 0x7F
+        hdr = 2
+        if n == 126:
+            n, hdr = struct.unpack("!H", data[i + 2:i + 4])[0], 4
+        elif n == 127:
+            n, hdr = struct.unpack("!Q", data[i + 2:i + 10])[0], 10
+        payload = bytes(data[i + hdr:i + hdr + n])
+        i += hdr + n
+        if first & 0x0F != 0x1:
+            continue
+        if first & 0x40:
+            payload = zlib.decompressobj(-window_bits).decompress(payload + b"\x00\x00\xff\xff")
+        out.append(orjson.loads(payload))
+    return out

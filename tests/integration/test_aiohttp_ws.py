@@ -1,0 +1,42 @@
+"""hub/aiohttp_ws.py relies on private aiohttp names (pinned in pyproject.toml): these tests fail
+when aiohttp changes them underneath, before a user meets the change as a silent hole."""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+import aiohttp
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from hub.aiohttp_ws import PRIVATE, HubWebSocket
+
+
+def test_the_aiohttp_release_is_within_the_pinned_range():
+    major, minor, *_ = (int(x) for x in version("aiohttp").split(".")[:3])
+    assert (major, minor) == (3, 14), "hub/aiohttp_ws.py was checked against aiohttp 3.14 only"
+    assert aiohttp.__version__ == version("aiohttp")
+
+
+def test_every_private_name_relied_on_still_exists():
+    for owner, name in PRIVATE:
+        slots = getattr(owner, "__slots__", ())
+        assert hasattr(owner, name) or name in slots or name in inspect.getsource(owner.__init__), (owner, name)
+
+
+def test_the_upgrade_tail_is_still_fed_by_set_parser_from_message_tail():
+    # HubWebSocket._post_start empties _message_tail before aiohttp's own _post_start, then feeds it
+    # through the frame guard; that only works while set_parser feeds exactly this attribute.
+    src = inspect.getsource(RequestHandler.set_parser)
+    assert "self._message_tail" in src and "self._payload_parser = parser" in src
+    post = inspect.getsource(web.WebSocketResponse._post_start)
+    assert "set_parser(" in post and "self._reader = " in post
+    receive = inspect.getsource(web.WebSocketResponse.receive)
+    # aiohttp closes on a reader error by calling self.close(...): HubWebSocket.close bounds it.
+    assert "await self.close(code=exc.code)" in receive
+
+
+def test_hubwebsocket_overrides_only_what_it_says():
+    own = {n for n, v in vars(HubWebSocket).items() if callable(v) and not n.startswith("__")}
+    assert own == {"_handshake", "_post_start", "_violated", "close"}
