@@ -18,6 +18,8 @@ from prometheus_client import (
 from hub import __version__
 from hub.client import CloseReason
 
+#: why an audit record was not written (hub_audit_dropped_total)
+AUDIT_DROP_REASONS = ("queue_full", "write_error", "closed", "limiter_full")
 
 
 class HubMetrics:
@@ -34,6 +36,11 @@ class HubMetrics:
                                    ["reason"], registry=r)
         self.rejected = Counter("hub_ws_rejected_total", "WebSocket upgrades refused before the handshake.",
                                 ["reason"], registry=r)
+        self.audit_dropped = Counter("hub_audit_dropped_total",
+                                     "Audit records not written: queue_full, write_error, closed, limiter_full.",
+                                     ["reason"], registry=r)
+        for reason in AUDIT_DROP_REASONS:
+            self.audit_dropped.labels(reason)
         self.broadcast_duration = Histogram(
             "hub_broadcast_duration_seconds", "Time to hand one snapshot to every client.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
