@@ -207,9 +207,11 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
 
     app = web.Application(client_max_size=s.max_message_bytes)
     app.on_response_prepare.append(views.security_headers)
+    app.on_response_prepare.append(views.retry_after)
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
     app[HUB] = hub
+    app[views.BODY_SLOTS] = views.BodySlots()
     page = Page.locate()
     check_page(page)
     app.router.add_get("/", _index(page))
