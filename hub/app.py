@@ -110,20 +110,22 @@ async def _sweep_auth_failures(hub: Hub) -> None:
         for ip, failures, refused in hub.auth_failures.sweep():
             hub.audit.event("auth_failure_repeated", remote=ip, failures=failures, refused=refused,
                             window_seconds=60)
+        hub.audit.sweep()  # rejected_repeated lines of ended windows
 
 
 def _lifecycle(sources: Sequence[Source], notifier: Notifier | None):  # type: ignore[no-untyped-def]
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        """Start the notifier, sources and the publisher; on cleanup stop them in reverse."""
+        """Start the audit writer, notifier, sources and the publisher; on cleanup stop them in reverse."""
         hub = app[HUB]
         hub.metrics.set_info()
-        if notifier is not None:
-            await notifier.start()
+        hub.audit.start()  # its thread exists only while the app runs: a failed start leaves none
         try:
+            if notifier is not None:
+                await notifier.start()
             await _start_sources(sources)
         except BaseException:
             if notifier is not None:
-                await notifier.close()
+                await notifier.close()  # safe on a notifier whose start failed
             hub.audit.close()
             raise
         tasks = [asyncio.create_task(hub.publisher.run(), name="hub-publisher"),
@@ -172,7 +174,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     feed = Feed(history_size=b.history_size, history_max_bytes=b.history_max_bytes,
                 source_sections={})
     broadcaster = Broadcaster(feed=feed, max_client_buffer_bytes=b.max_client_buffer_bytes, metrics=metrics)
-    audit = Audit(path=config.audit.path)
+    audit = Audit(path=config.audit.path, metrics=metrics)
     # Only a collecting replica's health source sees transitions, so only it notifies.
     notifier = (Notifier(slack_webhook_url=config.notify.slack_webhook_url, audit=audit.event, metrics=metrics)
                 if config.notify.slack_webhook_url else None)
@@ -205,9 +207,11 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
 
     app = web.Application(client_max_size=s.max_message_bytes)
     app.on_response_prepare.append(views.security_headers)
+    app.on_response_prepare.append(views.retry_after)
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
     app[HUB] = hub
+    app[views.BODY_SLOTS] = views.BodySlots()
     page = Page.locate()
     check_page(page)
     app.router.add_get("/", _index(page))

@@ -1,16 +1,22 @@
 """Audit log: connects, disconnects, auth failures and policy violations as JSON lines.
 
-Records are handed to a queue and written by a listener thread, so a slow disk never stalls the
-event loop; the logger is private to the instance and released with it.
+Records are serialised on the event loop into a bounded queue; one writer thread, started with the
+app and joined on cleanup, writes them, so a slow disk never stalls the loop. What cannot be
+written (queue full, write error, after close) is counted in `hub_audit_dropped_total`, never
+raised into a handler and never printed per record.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
-import logging.handlers
 import queue
 import sys
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import orjson
 from aiohttp import web
@@ -18,27 +24,129 @@ from aiohttp import web
 from hub.config import ConfigError
 from hub.vocab import utc_iso
 
+log = logging.getLogger(__name__)
 
-class Audit:
-    """Writes one JSON object per line to stderr or `path`; never token values or message bodies."""
+#: records waiting for the writer; beyond it they are dropped and counted (queue_full)
+MAX_QUEUE = 4096
+#: a failing file is reported at most this often (seconds), whatever the number of records lost
+ERROR_LOG_EVERY = 60.0
+#: how long close() waits for the writer to finish what is queued (a stuck disk must not hang shutdown)
+JOIN_TIMEOUT = 5.0
+#: `rejected` is written once per (address, reason) and window; repeats are summed when it ends
+WINDOW = 60.0
+#: (address, reason) windows tracked at once; a new key beyond it is dropped (limiter_full)
+MAX_TRACKED = 10_000
 
-    def __init__(self, *, path: str = "") -> None:
+_STOP = object()
+
+
+class Sink:
+    """The one place the audit file is opened, written and closed (`path` "": stderr)."""
+
+    def __init__(self, path: str) -> None:
+        self.where = path or "stderr"
+        self._file: Any = None
+        self._stderr: TextIO | None = None
+        if not path:
+            self._stderr = sys.stderr
+            return
         try:
-            handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+            # Unbuffered: a failed write leaves nothing behind in a buffer to grow or to fail again.
+            self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         except OSError as exc:  # a config problem: report it like one, not as a traceback
             raise ConfigError(f"audit.path: cannot open {path!r} for appending: {exc.strerror}") from None
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._handler = handler
-        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        # Not from logging.getLogger: a registered logger lives for the whole process.
-        self._log = logging.Logger("hub.audit", logging.INFO)
-        self._log.addHandler(logging.handlers.QueueHandler(self._queue))
-        self._listener = logging.handlers.QueueListener(self._queue, handler)
-        self._listener.start()
+
+    def write(self, data: bytes) -> None:
+        """Write `data` whole, or raise OSError/ValueError."""
+        if self._stderr is not None:
+            self._stderr.write(data.decode())
+            self._stderr.flush()
+            return
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view)
+            if not n:
+                raise OSError("short write")
+            view = view[n:]
+
+    def close(self) -> None:
+        """Close the file (never stderr)."""
+        if self._file is not None:
+            self._file.close()
+
+
+class Repeats:
+    """Per key, the first event of each `window` passes; later ones are counted and reported once."""
+
+    def __init__(self, *, window: float = WINDOW, max_tracked: int = MAX_TRACKED,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self.max_tracked, self.clock = window, max_tracked, clock
+        # key -> [window start, repeats]; ordered oldest window first
+        self._windows: collections.OrderedDict[tuple[str, str], list[float]] = collections.OrderedDict()
+
+    def hit(self, key: tuple[str, str]) -> tuple[str, int]:
+        """("first" | "repeat" | "full", repeats of this key's ended window still to report)."""
+        now = self.clock()
+        w = self._windows.get(key)
+        ended = 0
+        if w is not None:
+            if now - w[0] < self.window:
+                w[1] += 1
+                return "repeat", 0
+            ended = int(w[1])  # ended but not swept yet: its summary goes out before the new first
+            del self._windows[key]
+        elif len(self._windows) >= self.max_tracked:
+            return "full", 0
+        self._windows[key] = [now, 0]
+        return "first", ended
+
+    def sweep(self, *, everything: bool = False) -> list[tuple[tuple[str, str], int]]:
+        """Forget ended windows (all of them with `everything`); (key, repeats) of those with repeats."""
+        now = self.clock()
+        out: list[tuple[tuple[str, str], int]] = []
+        while self._windows:
+            key, w = next(iter(self._windows.items()))
+            if not everything and now - w[0] < self.window:
+                break
+            del self._windows[key]
+            if w[1]:
+                out.append((key, int(w[1])))
+        return out
+
+
+class Audit:
+    """Writes one JSON object per line to stderr or `path`; never token values or message bodies.
+
+    Until `start()` records wait in the queue (at most `max_queue`); `close()` writes what is
+    queued, joins the writer and closes the file. No thread exists before `start()`.
+    """
+
+    def __init__(self, *, path: str = "", metrics: Any = None, max_queue: int = MAX_QUEUE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._sink = Sink(path)
+        self._dropped = metrics.audit_dropped if metrics is not None else None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._last_error_log = -ERROR_LOG_EVERY
+        self._errors_since_log = 0
+        self.rejected = Repeats(clock=clock)
+
+    def start(self) -> None:
+        """Start the writer thread (once; the app's startup calls it)."""
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._run, name="hub-audit-writer", daemon=True)
+            self._thread.start()
 
     def event(self, event: str, request: web.BaseRequest | None = None, *, remote: str | None = None,
               **fields: Any) -> None:
-        """Record `event` with the client address (`remote`, else the peer), origin and user agent."""
+        """Record `event` with the client address (`remote`, else the peer), origin and user agent.
+
+        `rejected` is rate-limited per (address, reason): see `Repeats` and `sweep()`.
+        """
+        if self._closed:
+            self._drop("closed")
+            return
         rec: dict[str, Any] = {"time": utc_iso(), "event": event}
         if request is not None:
             rec["remote"] = remote or request.remote
@@ -47,9 +155,95 @@ class Audit:
         elif remote is not None:
             rec["remote"] = remote
         rec.update(fields)
-        self._log.info("%s", orjson.dumps(rec, default=str).decode())
+        if event == "rejected":
+            key = (str(rec.get("remote")), str(fields.get("reason")))
+            verdict, ended = self.rejected.hit(key)
+            if ended:
+                self._repeated(key, ended)
+            if verdict == "repeat":
+                return
+            if verdict == "full":
+                self._drop("limiter_full")
+                return
+        self._put(rec)
+
+    def sweep(self, *, everything: bool = False) -> None:
+        """Write one `rejected_repeated` line per (address, reason) whose window ended with repeats."""
+        for key, repeats in self.rejected.sweep(everything=everything):
+            self._repeated(key, repeats)
 
     def close(self) -> None:
-        """Write what is queued, then close the file."""
-        self._listener.stop()
-        self._handler.close()
+        """Summarise open windows, write what is queued, join the writer, close the file."""
+        if self._closed:
+            return
+        self.sweep(everything=True)
+        self._closed = True
+        thread = self._thread
+        if thread is None:  # never started: write the queue here
+            self._write([item for item in self._take_all() if item is not _STOP])
+        else:
+            try:
+                self._queue.put(_STOP, timeout=JOIN_TIMEOUT)
+            except queue.Full:
+                pass
+            thread.join(JOIN_TIMEOUT)
+            if thread.is_alive():
+                log.warning("audit log %s: the writer did not finish within %.0f s; unwritten records are lost",
+                            self._sink.where, JOIN_TIMEOUT)
+                return  # the daemon thread still owns the file
+        self._sink.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _repeated(self, key: tuple[str, str], repeats: int) -> None:
+        self._put({"time": utc_iso(), "event": "rejected_repeated", "remote": key[0], "reason": key[1],
+                   "repeats": repeats, "window_seconds": int(self.rejected.window)})
+
+    def _put(self, rec: dict[str, Any]) -> None:
+        try:
+            line = orjson.dumps(rec, default=str)
+        except TypeError:  # a header with bytes that are not UTF-8 (aiohttp keeps them as surrogates)
+            text = json.dumps(rec, default=str, ensure_ascii=False, separators=(",", ":"))
+            line = text.encode("utf-8", "replace")  # each such byte becomes "?"
+        try:
+            self._queue.put_nowait(line + b"\n")
+        except queue.Full:
+            self._drop("queue_full")
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        if self._dropped is not None:
+            self._dropped.labels(reason).inc(n)
+
+    def _take_all(self) -> list[Any]:
+        out: list[Any] = []
+        while True:
+            try:
+                out.append(self._queue.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            batch += self._take_all()  # one write and one syscall per burst
+            lines = [item for item in batch if item is not _STOP]
+            if lines:
+                self._write(lines)
+            if len(lines) != len(batch):
+                return
+
+    def _write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        try:
+            self._sink.write(b"".join(lines))
+        except (OSError, ValueError) as exc:
+            self._drop("write_error", len(lines))
+            self._errors_since_log += len(lines)
+            now = time.monotonic()
+            if now - self._last_error_log >= ERROR_LOG_EVERY:
+                log.warning("audit log %s: cannot write (%s); %d record(s) lost so far, counted in "
+                            "hub_audit_dropped_total{reason=\"write_error\"}; next report in a minute at most",
+                            self._sink.where, getattr(exc, "strerror", None) or exc, self._errors_since_log)
+                self._last_error_log = now
+                self._errors_since_log = 0

@@ -18,6 +18,10 @@ from prometheus_client import (
 from hub import __version__
 from hub.client import CloseReason
 
+#: why a REST request was refused (hub_http_rejected_total); WebSocket upgrades count in hub_ws_rejected_total
+HTTP_REJECT_REASONS = ("unauthorized", "auth_rate_limited", "topic_not_allowed", "busy")
+#: why an audit record was not written (hub_audit_dropped_total)
+AUDIT_DROP_REASONS = ("queue_full", "write_error", "closed", "limiter_full")
 
 
 class HubMetrics:
@@ -34,6 +38,16 @@ class HubMetrics:
                                    ["reason"], registry=r)
         self.rejected = Counter("hub_ws_rejected_total", "WebSocket upgrades refused before the handshake.",
                                 ["reason"], registry=r)
+        self.http_rejected = Counter("hub_http_rejected_total",
+                                     "HTTP (non-WebSocket) requests refused: unauthorized, auth_rate_limited, "
+                                     "topic_not_allowed, busy.", ["reason"], registry=r)
+        for reason in HTTP_REJECT_REASONS:
+            self.http_rejected.labels(reason)  # export zeros so rate() works from the start
+        self.audit_dropped = Counter("hub_audit_dropped_total",
+                                     "Audit records not written: queue_full, write_error, closed, limiter_full.",
+                                     ["reason"], registry=r)
+        for reason in AUDIT_DROP_REASONS:
+            self.audit_dropped.labels(reason)
         self.broadcast_duration = Histogram(
             "hub_broadcast_duration_seconds", "Time to hand one snapshot to every client.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)

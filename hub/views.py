@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
+import math
+from collections.abc import Iterable, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub.auth import AuthError, Principal
 from hub.context import HUB
 from hub.errors import JSONHTTPError, int_param, json_error, json_response
+from hub.feed import Entry
 from hub.sources.base import SourceError
 from hub.vocab import TIME_RANGES
 
@@ -33,15 +38,32 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     response.headers.setdefault("Referrer-Policy", "no-referrer")
 
 
-def principal(request: web.Request) -> Principal:
-    """Authenticate `request`, or raise 401 (audited), or 429 while its address is locked out."""
+async def retry_after(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every 503 says when to try again (the broadcast interval, rounded up).
+
+    One place for every 503 (capacity, not ready, no snapshot yet, busy, business unavailable, the
+    page's missing files), so no handler can forget it.
+    """
+    if response.status == 503 and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = str(max(1, math.ceil(request.app[HUB].config.broadcast.interval)))
+
+
+def principal(request: web.Request, *, ws: bool | None = None) -> Principal:
+    """Authenticate `request`, or raise 401 (audited), or 429 while its address is locked out.
+
+    Refusals count in hub_ws_rejected_total for a WebSocket upgrade (`ws`; None: judged by the
+    request's `Upgrade` header) and in hub_http_rejected_total otherwise.
+    """
     hub = request.app[HUB]
     if not hub.auth.enabled:
         return hub.auth.check(request)
+    if ws is None:
+        ws = request.headers.get("Upgrade", "").lower() == "websocket"
+    rejected = hub.metrics.rejected if ws else hub.metrics.http_rejected
     ip = hub.client_address(request)
     failures = hub.auth_failures
     if failures.blocked(ip):
-        hub.metrics.rejected.labels("auth_rate_limited").inc()
+        rejected.labels("auth_rate_limited").inc()
         raise JSONHTTPError(429, "too many failed authentications from this address; try again later",
                             headers={"Retry-After": str(failures.retry_after(ip))})
     try:
@@ -49,7 +71,7 @@ def principal(request: web.Request) -> Principal:
     except AuthError as exc:
         if failures.record(ip) == 1:  # repeats are reported as one line per window (auth.AuthFailures)
             hub.audit.event("auth_failure", request, remote=ip, path=request.path, reason=str(exc))
-        hub.metrics.rejected.labels("unauthorized").inc()
+        rejected.labels("unauthorized").inc()
         raise JSONHTTPError(401, f"unauthorized: {exc}", headers={"WWW-Authenticate": 'Bearer realm="hub"'}) from None
 
 
@@ -75,39 +97,168 @@ async def ready(request: web.Request) -> web.Response:
     return json_response(body, status=200 if ok or hub.feed.latest is not None else 503)
 
 
-async def snapshot(request: web.Request) -> web.Response:
+async def snapshot(request: web.Request) -> web.StreamResponse:
     """The latest snapshot, filtered to the token's topics; 503 before the first tick."""
     hub = request.app[HUB]
-    who = principal(request)
+    who = principal(request, ws=False)
     latest = hub.feed.latest
     if latest is None:
         return json_error(503, "no snapshot yet: the first tick has not completed")
-    return _compressed(web.Response(body=latest.encode(who.topics, hub.feed.source_sections),
-                                    content_type="application/json"))
+    body = latest.encode(who.topics, hub.feed.source_sections)
+    return await send_json(request, [body], len(body))
 
 
-async def history(request: web.Request) -> web.Response:
-    """Up to `limit` recent snapshots, oldest first, as {"items": [...]}."""
+async def history(request: web.Request) -> web.StreamResponse:
+    """Up to `limit` recent snapshots, oldest first, as {"items": [...]}, within the client byte budget.
+
+    Like `/ws?history=N`: over `broadcast.max_client_buffer_bytes` the oldest are left out and the
+    newest is always there. The body is streamed, one snapshot encoded at a time.
+    """
     hub = request.app[HUB]
-    who = principal(request)
+    who = principal(request, ws=False)
     size = hub.config.broadcast.history_size
     limit = int_param(request, "limit", default=size, lo=0, hi=size)
-    items, _last = hub.feed.encode_items(hub.feed.items(limit), who.topics)
-    return _compressed(web.Response(body=b'{"items":' + items + b"}", content_type="application/json"))
+    topics, sections = who.topics, hub.feed.source_sections
+    kept, length = fit(hub.feed.items(limit), topics, sections, hub.config.broadcast.max_client_buffer_bytes)
+
+    def pieces() -> Iterable[bytes]:
+        yield b'{"items":['
+        first = True
+        while kept:
+            entry = kept.popleft()  # let go of each entry once sent (the feed may have evicted it)
+            if not first:
+                yield b","
+            first = False
+            yield entry.encode(topics, sections)
+        yield b"]}"
+
+    return await send_json(request, pieces(), length)
 
 
-def _compressed(resp: web.Response) -> web.Response:
-    """Snapshots compress about 10x; gzip/deflate them for clients that accept it (big fleets)."""
-    if resp.body is not None and len(resp.body) >= 1024:  # type: ignore[arg-type]
+def fit(entries: Sequence[Entry], topics: tuple[str, ...] | None, sections: dict[str, tuple[str, ...]],
+        max_bytes: int) -> tuple[collections.deque[Entry], int]:
+    """The newest `entries` whose encodings fit `max_bytes` (the newest always), and the body's length.
+
+    The same cut as Feed.encode_items, measured one entry at a time instead of holding them all.
+    """
+    kept: collections.deque[Entry] = collections.deque()
+    total = 0
+    for entry in reversed(entries):
+        n = len(entry.encode(topics, sections))
+        if kept and total + n > max_bytes:
+            break
+        kept.appendleft(entry)
+        total += n + 1
+    return kept, len(b'{"items":[]}') + max(0, total - 1)
+
+
+# ------------------------------------------------------------------------------ streamed bodies
+
+#: bodies are written in pieces of this size, each awaiting the peer, so a slow reader holds about one
+CHUNK = 64 * 1024
+#: bodies over one CHUNK streaming at once; more wait SLOT_WAIT seconds for a turn, then get 503 busy
+MAX_STREAMS = 8
+SLOT_WAIT = 1.0
+#: a body not delivered within this many seconds is cut (the connection is closed), freeing its turn
+STREAM_DEADLINE = 60.0
+
+
+class BodySlots:
+    """How many large bodies stream at once, how long a request waits for a turn, how long one may take."""
+
+    def __init__(self, *, limit: int = MAX_STREAMS, wait: float = SLOT_WAIT,
+                 deadline: float = STREAM_DEADLINE) -> None:
+        self.limit, self.wait, self.deadline = limit, wait, deadline
+        self.active = 0
+        self._sem = asyncio.Semaphore(limit)
+
+    async def acquire(self) -> bool:
+        """Take a turn, waiting up to `wait` seconds; False when none came free."""
+        if self._sem.locked():
+            if self.wait <= 0:
+                return False
+            try:
+                async with asyncio.timeout(self.wait):
+                    await self._sem.acquire()
+            except TimeoutError:
+                return False
+        else:
+            await self._sem.acquire()
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        """Give the turn back."""
+        self.active -= 1
+        self._sem.release()
+
+
+BODY_SLOTS = web.AppKey("body_slots", BodySlots)
+
+
+async def send_json(request: web.Request, pieces: Iterable[bytes], length: int) -> web.StreamResponse:
+    """Stream `pieces` (JSON, `length` bytes in all) in CHUNK-sized writes that await the peer.
+
+    gzip/deflate for clients that accept it (snapshots compress about 10x), Content-Length otherwise.
+    A body over one CHUNK needs a turn (BodySlots): concurrent large requests cannot multiply memory.
+    """
+    hub = request.app[HUB]
+    slots = request.app[BODY_SLOTS]
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    resp.content_length = length
+    if length >= 1024:
         resp.enable_compression()
+    if request.method == "HEAD":  # headers only; aiohttp would send what is written, even here
+        await resp.prepare(request)
+        return resp
+    large = length > CHUNK
+    if large and not await slots.acquire():
+        hub.metrics.http_rejected.labels("busy").inc()
+        return json_error(503, f"busy: {slots.limit} large responses are being sent; try again later")
+    try:
+        async with asyncio.timeout(slots.deadline):
+            await resp.prepare(request)
+            await _write_chunks(resp, pieces)
+            await resp.write_eof()
+    except TimeoutError:
+        # Too slow a reader would hold its turn forever: cut it (the client sees a short body).
+        log.debug("cut a response to %s after %.0f s", request.remote, slots.deadline)
+        if request.transport is not None:
+            request.transport.abort()
+    except ConnectionError:
+        pass  # the client went away
+    finally:
+        if large:
+            slots.release()
     return resp
+
+
+async def _write_chunks(resp: web.StreamResponse, pieces: Iterable[bytes]) -> None:
+    pending = bytearray()  # small pieces (a comma, the head) are gathered into one write
+    for piece in pieces:
+        view = memoryview(piece)
+        if pending:
+            take = min(len(view), CHUNK - len(pending))
+            pending += view[:take]
+            view = view[take:]
+            if len(pending) < CHUNK:
+                continue
+            await resp.write(bytes(pending))
+            pending.clear()
+        while len(view) >= CHUNK:
+            await resp.write(view[:CHUNK])
+            view = view[CHUNK:]
+        pending += view
+    if pending:
+        await resp.write(bytes(pending))
 
 
 async def business(request: web.Request) -> web.Response:
     """The seed's /api/metrics/business?timeRange=..., computed in MongoDB."""
     hub = request.app[HUB]
-    who = principal(request)
+    who = principal(request, ws=False)
     if who.topics is not None and "business" not in who.topics:
+        hub.metrics.http_rejected.labels("topic_not_allowed").inc()
         hub.audit.event("policy_violation", request, remote=hub.client_address(request), token=who.name,
                         reason="topic business not allowed")
         return json_error(403, "this token may not read business metrics")
@@ -127,6 +278,6 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of the app's private registry."""
     hub = request.app[HUB]
     if hub.config.auth.protect_metrics:
-        principal(request)
+        principal(request, ws=False)
     body = generate_latest(hub.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

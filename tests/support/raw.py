@@ -159,3 +159,63 @@ def server_messages(data: bytes, *, window_bits: int = 15) -> list[dict[str, obj
             payload = zlib.decompressobj(-window_bits).decompress(payload + b"\x00\x00\xff\xff")
         out.append(orjson.loads(payload))
     return out
+
+def raw_http_get(port: int, path: str, *, rcvbuf: int | None = None,
+                 headers: dict[str, str] | None = None) -> socket.socket:
+    """Send `GET path` on a bare socket (with a small receive buffer: a slow reader); read nothing yet."""
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode())
+    return sock
+
+
+def read_head(sock: socket.socket, *, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    """The response's status, headers (lower-case names) and the body bytes read along with them."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        assert chunk, f"server closed before the end of the headers: {buf[:200]!r}"
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(":", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.strip().lower(): v.strip() for k, v in fields.items()}, rest
+
+
+def read_body(sock: socket.socket, headers: dict[str, str], rest: bytes, *, timeout: float) -> bytes:
+    """The rest of the body (Content-Length, chunked, or until the server closes), not decompressed."""
+    sock.settimeout(timeout)
+    buf = bytearray(rest)
+
+    def fill(n: int) -> bool:
+        while len(buf) < n:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return False
+            buf.extend(chunk)
+        return True
+
+    if "content-length" in headers:
+        n = int(headers["content-length"])
+        assert fill(n), f"short body: {len(buf)} of {n} bytes"
+        return bytes(buf[:n])
+    if headers.get("transfer-encoding") == "chunked":
+        out = bytearray()
+        while True:
+            while b"\r\n" not in buf:
+                assert fill(len(buf) + 1), "the chunked body ended early"
+            size_line = bytes(buf).split(b"\r\n", 1)[0]
+            size = int(size_line.split(b";")[0], 16)
+            del buf[:len(size_line) + 2]
+            assert fill(size + 2), "the chunked body ended early"
+            out += buf[:size]
+            del buf[:size + 2]
+            if size == 0:
+                return bytes(out)
+    while fill(len(buf) + 1):
+        pass
+    return bytes(buf)

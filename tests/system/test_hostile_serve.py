@@ -304,8 +304,11 @@ async def test_failed_authentications_lock_the_address_out_with_429_and_one_audi
     failures = [e for e in events if e["event"] == "auth_failure"]
     assert len(failures) == 1, failures
     assert failures[0]["remote"] == attacker and failures[0]["reason"] == "invalid token"
-    assert re.search(r'hub_ws_rejected_total\{reason="auth_rate_limited"\} 4\.0', metrics), metrics
-    assert re.search(r'hub_ws_rejected_total\{reason="unauthorized"\} 3\.0', metrics), metrics
+    # REST refusals and WebSocket upgrades are counted apart.
+    assert re.search(r'hub_http_rejected_total\{reason="auth_rate_limited"\} 3\.0', metrics), metrics
+    assert re.search(r'hub_http_rejected_total\{reason="unauthorized"\} 3\.0', metrics), metrics
+    assert re.search(r'hub_ws_rejected_total\{reason="auth_rate_limited"\} 1\.0', metrics), metrics
+    assert 'hub_ws_rejected_total{reason="unauthorized"}' not in metrics, metrics
     everything = audit.read_text() + hub.log_path.read_text()
     assert TOKEN not in everything and "wrong-" not in everything
 
