@@ -6,7 +6,7 @@ import asyncio
 import collections
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,7 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub.auth import AuthError, Principal
 from hub.context import HUB
 from hub.errors import JSONHTTPError, int_param, json_error, json_response
-from hub.feed import Entry
 from hub.sources.base import SourceError
 from hub.vocab import TIME_RANGES
 
@@ -119,7 +118,8 @@ async def history(request: web.Request) -> web.StreamResponse:
     size = hub.config.broadcast.history_size
     limit = int_param(request, "limit", default=size, lo=0, hi=size)
     topics, sections = who.topics, hub.feed.source_sections
-    kept, length = fit(hub.feed.items(limit), topics, sections, hub.config.broadcast.max_client_buffer_bytes)
+    kept = collections.deque(hub.feed.within(hub.feed.items(limit), topics, hub.config.broadcast.max_client_buffer_bytes))
+    length = len(b'{"items":[]}') + sum(e.encoded_size(topics, sections) for e in kept) + max(0, len(kept) - 1)
 
     def pieces() -> Iterable[bytes]:
         yield b'{"items":['
@@ -129,27 +129,10 @@ async def history(request: web.Request) -> web.StreamResponse:
             if not first:
                 yield b","
             first = False
-            yield entry.encode(topics, sections)
+            yield from entry.segments(topics, sections)  # the feed's own bytes: nothing is copied whole
         yield b"]}"
 
     return await send_json(request, pieces(), length)
-
-
-def fit(entries: Sequence[Entry], topics: tuple[str, ...] | None, sections: dict[str, tuple[str, ...]],
-        max_bytes: int) -> tuple[collections.deque[Entry], int]:
-    """The newest `entries` whose encodings fit `max_bytes` (the newest always), and the body's length.
-
-    The same cut as Feed.encode_items, measured one entry at a time instead of holding them all.
-    """
-    kept: collections.deque[Entry] = collections.deque()
-    total = 0
-    for entry in reversed(entries):
-        n = len(entry.encode(topics, sections))
-        if kept and total + n > max_bytes:
-            break
-        kept.appendleft(entry)
-        total += n + 1
-    return kept, len(b'{"items":[]}') + max(0, total - 1)
 
 
 # ------------------------------------------------------------------------------ streamed bodies

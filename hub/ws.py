@@ -74,7 +74,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     origin = request.headers.get("Origin")
     if origin is not None and not same_origin(request, origin, cfg.server.allowed_origins):
         return _reject(hub, request, ip, 403, "origin", f"origin {origin[:100]!r} is not allowed")
-    who = principal(request)
+    who = principal(request, ws=True)
     # Every frame counts against the rate limit, PINGs included (autoping off: the hub answers them).
     # aiohttp refuses messages of max_msg_size bytes or more; server.max_message_bytes is the
     # largest message allowed, so the limit handed to aiohttp is one more.
