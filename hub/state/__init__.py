@@ -19,12 +19,17 @@ from __future__ import annotations
 import abc
 import collections
 import copy
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hub.secrets import redact_url
+
 if TYPE_CHECKING:
     from hub.config import Config
+
+log = logging.getLogger(__name__)
 
 #: How long a ledger entry is kept: far longer than any collector's absence, so a transition whose
 #: announcement was recorded is never announced again, and yet the ledger does not grow forever.
@@ -104,9 +109,14 @@ def open_store(config: Config, *, secrets: Sequence[str] = ()) -> Store:
     if config.cluster.redis_url:
         from hub.state.redis_store import RedisStore
 
+        log.info("state: health states and the notification ledger in Redis %s",
+                 redact_url(config.cluster.redis_url))
         return RedisStore(config.cluster.redis_url, key_prefix=config.cluster.key_prefix, secrets=secrets)
     if config.state.dir:
         from hub.state.file_store import FileStore
 
-        return FileStore(config.state.dir)
+        store = FileStore(config.state.dir)
+        log.info("state: health states and the notification ledger in %s", store.path)
+        return store
+    log.info("state: kept in memory only ([state] dir is empty): a restart forgets health states")
     return MemoryStore()
