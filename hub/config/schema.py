@@ -160,7 +160,8 @@ class ClusterConfig:
     key_prefix: str = key("hub", nonempty=True, doc="prefix of every Redis key this hub uses")
     stream_maxlen: int = key(0, lo=0, hi=100 * MILLION, doc="snapshots kept in Redis; 0 = broadcast.history_size")
     stream_max_bytes: int = key(0, lo=0, hi=1 << 40,
-                                doc="snapshot bytes kept in Redis; the oldest go first; 0 = broadcast.history_max_bytes")
+                                doc="snapshot bytes kept in Redis, the oldest go first; "
+                                    "0 = broadcast.history_max_bytes")
 
 
 @dataclass(frozen=True, kw_only=True)
