@@ -41,8 +41,8 @@ def ledger_key(prefix: str, key: str) -> str:
 # {-2, ""} the epoch changed (Redis was emptied and another leader started a new one).
 # After adding, trims the oldest entries while the stream holds more than maxlen entries or more than
 # max bytes of data, never the newest. An entry without `size` (an older hub) counts as its data's
-# length; a missing byte counter is re-estimated from the newest entries (trimming what is beyond
-# the bounds while at it), so the counter never goes negative or stays wrong.
+# length; a missing (or unreadable) byte counter is re-estimated from the newest entries (trimming
+# what is beyond the bounds while at it), so the counter never goes negative or stays wrong.
 PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, ''} end
 if redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2, ''} end
@@ -59,12 +59,12 @@ local function entry_size(fields)
   end
   return data
 end
-local stored = redis.call('GET', KEYS[5])
+local stored = tonumber(redis.call('GET', KEYS[5]) or '')
 local id = redis.call('XADD', KEYS[3], '*', 'seq', ARGV[3], 'replica', ARGV[1], 'epoch', ARGV[6],
                       'size', size, 'data', ARGV[4])
 local total = 0
 if stored then
-  total = tonumber(stored) + size
+  total = stored + size
 else
   local count, upto, kept, done = 0, '+', nil, false
   while not done do
