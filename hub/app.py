@@ -29,6 +29,7 @@ from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
 from hub.notify import Notifier
 from hub.sources.base import Source
+from hub.state import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ AUDIT_SWEEP = 15.0
 
 
 def build_sources(config: Config, *, secrets: list[str], metrics: HubMetrics, broadcaster: Broadcaster,
-                  notifier: Notifier | None = None,
+                  notifier: Notifier | None = None, store: Store | None = None,
                   extra: Sequence[Source] = ()) -> tuple[list[Source], list[tuple[str, tuple[str, ...]]]]:
     """The sources to collect and (name, sections) of the disabled ones.
 
@@ -75,7 +76,7 @@ def build_sources(config: Config, *, secrets: list[str], metrics: HubMetrics, br
         h = src.health
         enabled.append(HealthSource(checks=h.checks, timeout=h.timeout, failures_before_down=h.failures_before_down,
                                     ca_file=h.ca_file, database_ping=business.ping if business else None,
-                                    metrics=metrics, notifier=notifier, secrets=secrets))
+                                    metrics=metrics, notifier=notifier, secrets=secrets, store=store))
     else:
         disabled.append(("health", ("health",)))
     replaced = {s.name for s in extra}
@@ -113,7 +114,7 @@ async def _sweep_auth_failures(hub: Hub) -> None:
         hub.audit.sweep()  # rejected_repeated lines of ended windows
 
 
-def _lifecycle(sources: Sequence[Source], notifier: Notifier | None):  # type: ignore[no-untyped-def]
+def _lifecycle(sources: Sequence[Source], notifier: Notifier | None, store: Store):  # type: ignore[no-untyped-def]
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         """Start the audit writer, notifier, sources and the publisher; on cleanup stop them in reverse."""
         hub = app[HUB]
@@ -126,6 +127,7 @@ def _lifecycle(sources: Sequence[Source], notifier: Notifier | None):  # type: i
         except BaseException:
             if notifier is not None:
                 await notifier.close()  # safe on a notifier whose start failed
+            await store.close()
             hub.audit.close()
             raise
         tasks = [asyncio.create_task(hub.publisher.run(), name="hub-publisher"),
@@ -139,6 +141,7 @@ def _lifecycle(sources: Sequence[Source], notifier: Notifier | None):  # type: i
         await _close_sources(sources)
         if notifier is not None:
             await notifier.close()  # delivers what is queued, briefly
+        await store.close()
         hub.audit.close()
 
     return lifecycle
@@ -168,6 +171,8 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
         raise ValueError("role 'edge' needs [cluster] redis_url: an edge replica never collects")
     b = config.broadcast
     secrets = secrets_of(config)
+    # Health states and the notification ledger: Redis when clustered, else [state] dir, else memory.
+    store = open_store(config, secrets=secrets)
     metrics = HubMetrics()
     metrics.max_connections.set(config.server.max_connections)
     # Sources first (they declare their sections), then the feed that filters by them.
@@ -179,7 +184,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     notifier = (Notifier(slack_webhook_url=config.notify.slack_webhook_url, audit=audit.event, metrics=metrics)
                 if config.notify.slack_webhook_url else None)
     sources, disabled = build_sources(config, secrets=secrets, metrics=metrics, broadcaster=broadcaster,
-                                      notifier=notifier, extra=extra_sources)
+                                      notifier=notifier, store=store, extra=extra_sources)
     feed.source_sections = {s.name: s.sections for s in sources} | dict(disabled)
     business = next((s for s in sources if s.name == "business" and hasattr(s, "metrics_for")), None)
     collected = list(sources) if role == "all" else []
@@ -225,6 +230,6 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     page.add_routes(app)
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
-    app.cleanup_ctx.append(_lifecycle(sources, notifier))
+    app.cleanup_ctx.append(_lifecycle(sources, notifier, store))
     app.on_shutdown.append(_on_shutdown)
     return app

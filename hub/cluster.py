@@ -8,6 +8,8 @@ newer than `{p}:seq` (fencing: a paused ex-leader can never publish, and after R
 empty no seq is ever published twice within one epoch). Every replica, the leader included, reads
 the stream and delivers what it reads, so all replicas serve the same seq stream. When Redis is
 unreachable the replicas keep their clients and their history, report it, and reconnect with backoff.
+On (re)connect a replica pages back through the stream, newest first, only as far as it must: to the
+first entry its feed already holds, or its feed's entry and byte budgets.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from hub.broadcast import Broadcaster
+from hub.catchup import read_back
 from hub.config import ClusterConfig
 from hub.secrets import redact_url, scrub
 from hub.feed import Entry
 from hub.metrics import HubMetrics
 from hub.publish import LocalPublisher, Publisher, new_epoch
-from hub.redis_scripts import FLOOR, PUBLISH, RELEASE, RENEW, redis_keys
+from hub.redis_scripts import FLOOR, PUBLISH, RELEASE, RENEW, redis_keys, stream_bytes_key
 from hub.scheduler import Scheduler, describe, run_every
 
 log = logging.getLogger(__name__)
@@ -72,7 +75,9 @@ class RedisPublisher(Publisher):
         self.lease = max(interval, MIN_LEASE)
         self.poll = self.lease * POLL_FRACTION
         self.maxlen = cfg.stream_maxlen or history_size
+        self.max_bytes = cfg.stream_max_bytes or broadcaster.feed.max_bytes
         self.key_lease, self.key_seq, self.key_epoch, self.key_stream = redis_keys(cfg.key_prefix)
+        self.key_bytes = stream_bytes_key(cfg.key_prefix)
         self.replica = replica or replica_id()
         self.collects = role == "all" and scheduler is not None
         self.leader = False
@@ -186,14 +191,19 @@ class RedisPublisher(Publisher):
                 await asyncio.sleep(BACKOFF_MAX)
 
     async def _sync(self) -> bytes:
-        """Raise `{p}:seq` to our highest seq, deliver the newest `maxlen` entries; return the last id."""
+        """Raise `{p}:seq` to our highest seq, deliver the entries the feed lacks (within its entry and
+        byte budgets, `hub.catchup`), oldest first; return the newest id."""
         assert self._r is not None
+        feed = self.broadcaster.feed
         # If Redis came back empty, this keeps the next leader's seq above what our clients have seen.
-        await self._floor(keys=[self.key_seq], args=[self.broadcaster.feed.seq])
-        entries = await self._r.xrevrange(self.key_stream, count=self.maxlen) or []
-        for _entry_id, fields in reversed(entries):
+        await self._floor(keys=[self.key_seq], args=[feed.seq])
+        newest, gathered, total = await read_back(self._r, self.key_stream, epoch=feed.epoch, seq=feed.seq,
+                                                  max_entries=feed.history_size, max_bytes=feed.max_bytes)
+        if gathered:
+            log.info("cluster: read %d snapshots (%d bytes) from %s", len(gathered), total, self.key_stream)
+        for fields in reversed(gathered):
             await self._deliver_raw(fields)
-        return entries[0][0] if entries else b"0-0"
+        return newest
 
     async def _deliver_raw(self, fields: dict[bytes, bytes]) -> None:
         raw = fields.get(b"data")
@@ -298,8 +308,9 @@ class RedisPublisher(Publisher):
         for _attempt in range(2):
             entry = LocalPublisher.number(collected, self.seq + 1, self.epoch)
             code, value = await self._publish(
-                keys=[self.key_lease, self.key_seq, self.key_stream, self.key_epoch],
-                args=[self.replica, self._lease_ms(), entry.seq, entry.encode(), self.maxlen, self.epoch])
+                keys=[self.key_lease, self.key_seq, self.key_stream, self.key_epoch, self.key_bytes],
+                args=[self.replica, self._lease_ms(), entry.seq, entry.encode(), self.maxlen, self.epoch,
+                      self.max_bytes])
             if code == 1:
                 self.seq = entry.seq
                 self.tick_ok()

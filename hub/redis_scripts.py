@@ -7,8 +7,12 @@ one slot, which the Lua scripts need):
 - `{p}:leader`    the collector lease: the owner's replica id, `SET NX PX`, extended by its owner only.
 - `{p}:seq`       the highest seq ever published (raised by every replica to its own highest on connect).
 - `{p}:epoch`     the stream epoch; created by the first leader that finds none (a new or emptied Redis).
-- `{p}:snapshots` a stream capped at `stream_maxlen` entries, fields `seq`, `replica` (the collector)
-  and `data` (the snapshot JSON, sent to clients byte for byte).
+- `{p}:snapshots` a stream capped at `stream_maxlen` entries and `stream_max_bytes` bytes of `data`,
+  fields `seq`, `replica` (the collector), `epoch`, `size` (bytes of `data`) and `data` (the snapshot
+  JSON, sent to clients byte for byte).
+- `{p}:snapshots:bytes` the bytes of `data` the stream holds, kept by `PUBLISH` (re-estimated when missing).
+- `{p}:state:<scope>` a hash: one JSON state per name (e.g. scope `health`: one per check), see `hub.state`.
+- `{p}:ledger:<key>` one notification ledger entry (`SET NX EX`): the transition `key` was announced.
 """
 
 
@@ -17,16 +21,75 @@ def redis_keys(prefix: str) -> tuple[str, str, str, str]:
     return f"{{{prefix}}}:leader", f"{{{prefix}}}:seq", f"{{{prefix}}}:epoch", f"{{{prefix}}}:snapshots"
 
 
-# KEYS: lease, seq, stream, epoch. ARGV: owner, lease ms, seq, data, maxlen, epoch.
+def stream_bytes_key(prefix: str) -> str:
+    """The key counting the bytes of `data` in the snapshot stream."""
+    return f"{{{prefix}}}:snapshots:bytes"
+
+
+def state_key(prefix: str, scope: str) -> str:
+    """The hash holding the states of `scope` (e.g. "health")."""
+    return f"{{{prefix}}}:state:{scope}"
+
+
+def ledger_key(prefix: str, key: str) -> str:
+    """The notification ledger entry for transition `key`."""
+    return f"{{{prefix}}}:ledger:{key}"
+
+
+# KEYS: lease, seq, stream, epoch, stream bytes. ARGV: owner, lease ms, seq, data, maxlen, epoch, max bytes.
 # Returns {1, id} published, {0, ""} lease not ours, {-1, current seq} seq not newer,
 # {-2, ""} the epoch changed (Redis was emptied and another leader started a new one).
+# After adding, trims the oldest entries while the stream holds more than maxlen entries or more than
+# max bytes of data, never the newest. An entry without `size` (an older hub) counts as its data's
+# length; a missing (or unreadable) byte counter is re-estimated from the newest entries (trimming
+# what is beyond the bounds while at it), so the counter never goes negative or stays wrong.
 PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, ''} end
 if redis.call('GET', KEYS[4]) ~= ARGV[6] then return {-2, ''} end
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[3]) <= cur then return {-1, tostring(cur)} end
 redis.call('SET', KEYS[2], ARGV[3])
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[5], '*', 'seq', ARGV[3], 'replica', ARGV[1], 'data', ARGV[4])
+local size = string.len(ARGV[4])
+local maxlen, maxbytes = tonumber(ARGV[5]), tonumber(ARGV[7])
+local function entry_size(fields)
+  local data = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'size' and tonumber(fields[i + 1]) then return tonumber(fields[i + 1]) end
+    if fields[i] == 'data' then data = string.len(fields[i + 1]) end
+  end
+  return data
+end
+local stored = tonumber(redis.call('GET', KEYS[5]) or '')
+local id = redis.call('XADD', KEYS[3], '*', 'seq', ARGV[3], 'replica', ARGV[1], 'epoch', ARGV[6],
+                      'size', size, 'data', ARGV[4])
+local total = 0
+if stored then
+  total = stored + size
+else
+  local count, upto, kept, done = 0, '+', nil, false
+  while not done do
+    local page = redis.call('XREVRANGE', KEYS[3], upto, '-', 'COUNT', 8)
+    done = #page == 0
+    for _, e in ipairs(page) do
+      local s = entry_size(e[2])
+      if count >= 1 and (count + 1 > maxlen or total + s > maxbytes) then
+        redis.call('XTRIM', KEYS[3], 'MINID', kept)
+        done = true
+        break
+      end
+      total, count, kept, upto = total + s, count + 1, e[1], '(' .. e[1]
+    end
+  end
+end
+local n = redis.call('XLEN', KEYS[3])
+while n > 1 and (n > maxlen or total > maxbytes) do
+  local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+  total = total - entry_size(oldest[2])
+  redis.call('XDEL', KEYS[3], oldest[1])
+  n = n - 1
+end
+if n <= 1 or total < 0 then total = size end
+redis.call('SET', KEYS[5], total)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1, id}
 """

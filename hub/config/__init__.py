@@ -25,6 +25,7 @@ from hub.config.schema import (
     PrometheusSourceConfig,
     ServerConfig,
     SourcesConfig,
+    StateConfig,
     TokenConfig,
 )
 from hub.secrets import redact_url, scrub, secrets_of  # re-exported for existing importers
@@ -34,7 +35,7 @@ __all__ = [
     "DEFAULT_HEALTH_CHECKS", "DEFAULT_QUERIES", "TIME_RANGES", "TOPICS",
     "AuditConfig", "AuthConfig", "BroadcastConfig", "BusinessFields", "BusinessSourceConfig", "ClusterConfig",
     "Config", "ConfigError", "HealthSourceConfig", "NotifyConfig", "ProcessSourceConfig",
-    "PrometheusSourceConfig", "ServerConfig", "SourcesConfig", "TokenConfig",
+    "PrometheusSourceConfig", "ServerConfig", "SourcesConfig", "StateConfig", "TokenConfig",
     "build_config", "default_config_path", "env_overrides", "load_config", "redact_url", "redacted_dict",
     "scrub", "secrets_of", "to_raw", "with_overrides",
 ]

@@ -159,6 +159,15 @@ class ClusterConfig:
                          doc='empty: single process; "redis://host:6379/0" to run several replicas')
     key_prefix: str = key("hub", nonempty=True, doc="prefix of every Redis key this hub uses")
     stream_maxlen: int = key(0, lo=0, hi=100 * MILLION, doc="snapshots kept in Redis; 0 = broadcast.history_size")
+    stream_max_bytes: int = key(0, lo=0, hi=1 << 40,
+                                doc="snapshot bytes kept in Redis, the oldest go first; "
+                                    "0 = broadcast.history_max_bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateConfig:
+    dir: str = key("", doc="directory keeping health-check states and the notification ledger across restarts "
+                           "of a single process; empty = nothing kept. Clustered, Redis keeps them")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,4 +184,5 @@ class Config:
     auth: AuthConfig = section(AuthConfig, "access tokens")
     audit: AuditConfig = section(AuditConfig, "audit log")
     cluster: ClusterConfig = section(ClusterConfig, "several replicas through Redis")
+    state: StateConfig = section(StateConfig, "state kept across restarts")
     notify: NotifyConfig = section(NotifyConfig, "notifications")

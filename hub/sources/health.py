@@ -2,7 +2,8 @@
 
 Each check GETs a URL (healthy on a 2xx within the timeout); an optional `database` check awaits a
 ping callable. A check counts as down only after `failures_before_down` failures in a row and is up
-again at its first success; each of those two transitions calls the notifier exactly once.
+again at its first success; each of those two transitions calls the notifier exactly once, cluster-wide
+and across restarts: the states live in a `hub.state` store (`health_state`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from hub.notify import Notification
 from hub.secrets import RedactFilter, clean, scrub
 from hub.sources.base import Source, SourceResult
 from hub.sources.http_errors import transport_reason
+from hub.sources.health_state import CheckStates
+from hub.state import MemoryStore, Store
 from hub.vocab import utc_iso
 
 if TYPE_CHECKING:
@@ -47,21 +49,15 @@ class _Outcome:
     error: str | None
 
 
-@dataclass(slots=True)
-class _State:
-    up: bool = True
-    since: str | None = None
-    since_ts: float = 0.0
-    failures: int = 0
-    last: _Outcome | None = None
-
-
 class HealthSource(Source):
     """Fills `data.health` = {"healthy", "details", "checks"} from HTTP checks and an optional database ping.
 
     Before its first result a check counts as up: "down" must mean N failures were seen, so a hub
     that just started never reports (or notifies) an outage it has not observed. `since` is the
-    time of the last up/down change, or of the first result while there was none.
+    time of the last up/down change, or of the first result while there was none. With a persistent
+    `store`, "just started" means the first collection this store ever saw: a restarted collector
+    continues the stored states (an outage is not announced again; a recovery while nothing ran is
+    announced at the first good check).
     """
 
     name = "health"
@@ -70,7 +66,7 @@ class HealthSource(Source):
     def __init__(self, *, checks: Mapping[str, str], timeout: float = 5.0, failures_before_down: int = 3,
                  ca_file: str = "", database_ping: Callable[[], Awaitable[None]] | None = None,
                  metrics: HubMetrics | None = None, notifier: Notifier | None = None,
-                 secrets: Sequence[str] = ()) -> None:
+                 secrets: Sequence[str] = (), store: Store | None = None) -> None:
         if not timeout > 0:
             raise ValueError(f"sources.health.timeout: must be > 0 seconds, got {timeout!r}")
         if not isinstance(failures_before_down, int) or failures_before_down < 1:
@@ -100,7 +96,7 @@ class HealthSource(Source):
         self._notifier = notifier
         self._secrets = found
         names = [*self._checks, *([DATABASE] if database_ping is not None else [])]
-        self._state = {n: _State() for n in names}
+        self._states = CheckStates(names, store=store if store is not None else MemoryStore(), notifier=notifier)
         self._client: httpx.AsyncClient | None = None
         self._filter = RedactFilter(found)
 
@@ -137,15 +133,23 @@ class HealthSource(Source):
     # ------------------------------------------------------------------ collect
 
     async def collect(self, budget: float) -> SourceResult:
-        """Run every check concurrently, each bounded by min(timeout, budget); update states and notify."""
+        """Run every check concurrently, each bounded by min(timeout, budget), while the stored states
+        are read; update the states, store the changed ones, then claim and announce transitions."""
         if self._client is None:
             await self.start()
         limit = max(0.001, min(self.timeout, budget))
-        names = list(self._state)
-        outcomes = await asyncio.gather(*(self._run(n, limit) for n in names))
+        names = list(self._states.states)
+        stored, *outcomes = await asyncio.gather(self._states.load(), *(self._run(n, limit) for n in names))
+        if stored is not None:
+            self._states.adopt(stored)
         now = time.time()
         for name, outcome in zip(names, outcomes, strict=True):
             self._update(name, outcome, now)
+        # Claims only once the states naming the transitions are stored: a collector taking over
+        # after a crash at any point finds each transition pending, or claimed.
+        if await self._states.save():
+            await self._states.announce()
+        self._states.settle()
         return SourceResult(data={"health": self._snapshot()})
 
     async def _run(self, name: str, limit: float) -> _Outcome:
@@ -182,32 +186,33 @@ class HealthSource(Source):
         return _Outcome(False, resp.status_code, elapsed, reason)
 
     def _update(self, name: str, o: _Outcome, now: float) -> None:
-        st = self._state[name]
+        st = self._states.states[name]
         st.last = o
         if st.since is None:
             st.since, st.since_ts = utc_iso(now), now
         if o.ok:
-            st.failures = 0
+            st.failures, st.failing_since = 0, 0.0
             if not st.up:
                 down_for = now - st.since_ts
                 st.up, st.since, st.since_ts = True, utc_iso(now), now
                 logger.warning("health check %s recovered after %.0f s", name, down_for)
-                if self._notifier is not None:
-                    self._notifier.notify(Notification.recovered(name, down_for=down_for, ts=now))
+                st.pend(name, {"kind": "recovered", "outage": st.outage, "ts": now, "down_for": down_for})
         else:
+            if st.failures == 0:
+                st.failing_since = now
             st.failures += 1
             if st.up and st.failures >= self._failures_before_down:
                 st.up, st.since, st.since_ts = False, utc_iso(now), now
+                st.outage = utc_iso(st.failing_since or now)
                 logger.warning("health check %s is down: %s", name, o.error)
-                if self._notifier is not None:
-                    self._notifier.notify(Notification.down(name, o.error or "failed", ts=now))
+                st.pend(name, {"kind": "down", "outage": st.outage, "ts": now, "reason": o.error or "failed"})
         if self._metrics is not None:
             self._metrics.health_check_up.labels(name).set(1 if st.up else 0)
             self._metrics.health_check_latency.labels(name).set(o.elapsed)
 
     def _snapshot(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}
-        for name, st in self._state.items():
+        for name, st in self._states.states.items():
             o = st.last
             checks[name] = {
                 "up": st.up,

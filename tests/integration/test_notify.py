@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import web
 from prometheus_client import generate_latest
 
 from hub.metrics import HubMetrics
@@ -20,45 +17,13 @@ from hub.sources.health import HealthSource
 from tests.support.aio import wait_for
 from tests.support import free_port
 from tests.support.http_targets import Target, serve
-
-TOKEN = "T0HUBTEST/B0HUBTEST/xoxb-not-a-real-token-9f8e7d"
-WEBHOOK_PATH = f"/services/{TOKEN}"
-
-
-@dataclass
-class Receiver:
-    """Slack's webhook: answers from `script` (status, headers, body) first, then 200 "ok"."""
-
-    script: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
-    hang: bool = False
-    attempts: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)  # (monotonic, status, json)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if self.hang:
-            await self.release.wait()
-        status, headers, text = self.script.pop(0) if self.script else (200, {}, "ok")
-        self.attempts.append((time.monotonic(), status, body))
-        return web.Response(status=status, headers=headers, text=text)
-
-    @property
-    def delivered(self) -> list[dict[str, Any]]:
-        return [b for _t, s, b in self.attempts if 200 <= s < 300]
+from tests.support.slack import TOKEN, WEBHOOK_PATH, Receiver, slack_receiver
 
 
 @pytest.fixture
 async def slack() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    app = web.Application()
-    app.router.add_post(WEBHOOK_PATH, r.handle)
-    try:
-        async with serve(app) as base:
-            r.url = base + WEBHOOK_PATH
-            yield r
-    finally:
-        r.release.set()
+    async with slack_receiver() as r:
+        yield r
 
 
 class AuditLog:

@@ -150,6 +150,17 @@ def test_shipped_config_loads_with_the_secret_env():
     assert mounts["config"] == "/etc/hub"
 
 
+def test_the_state_dir_is_a_writable_volume():
+    # The root filesystem is read-only: [state] dir must be a volume of the pod, mounted writable.
+    cm = find("ConfigMap", "hub-config")
+    cfg = build_config(tomllib.loads(cm["data"]["config.toml"]), environ={})
+    mounts = {m["mountPath"]: m for m in hub_container()["volumeMounts"]}
+    assert cfg.state.dir in mounts and not mounts[cfg.state.dir].get("readOnly", False)
+    volumes = {v["name"]: v for v in find("Deployment", "hub")["spec"]["template"]["spec"]["volumes"]}
+    volume = volumes[mounts[cfg.state.dir]["name"]]
+    assert "emptyDir" in volume or "persistentVolumeClaim" in volume
+
+
 def test_service_targets_the_hub_port():
     svc = find("Service", "hub")
     deployment = find("Deployment", "hub")

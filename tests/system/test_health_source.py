@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,10 +17,11 @@ from prometheus_client import generate_latest
 from hub.metrics import HubMetrics
 from hub.sources.health import HealthSource
 from tests.support.aio import wait_for
-from tests.support import free_port, need_program
+from tests.support import free_port
 from tests.support.mongo import MongoServer, mongo_server_fn  # noqa: F401  (fixture)
 from tests.support.prom import start_prometheus
 from tests.support.http_targets import Target, serve
+from tests.support.tls import make_private_ca, server_context
 from tests.support.prom import DEPLOY_RULES_DIR as DEPLOY
 
 
@@ -42,29 +41,12 @@ async def target() -> AsyncIterator[tuple[Target, str]]:
 @pytest.fixture(scope="module")
 def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """A throwaway CA and a server certificate for localhost/127.0.0.1 signed by it."""
-    openssl = need_program("openssl", hint="Debian/Ubuntu package 'openssl'")
-    d = tmp_path_factory.mktemp("ca")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=hub test CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=localhost")
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-                               "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
-                               "extendedKeyUsage=serverAuth\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
-    yield {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
+    yield make_private_ca(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture
 async def tls_url(private_ca: dict[str, Path]) -> AsyncIterator[str]:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(private_ca["cert"], private_ca["key"])
-    async with serve(Target().app, ssl_context=ctx) as url:
+    async with serve(Target().app, ssl_context=server_context(private_ca)) as url:
         yield url
 
 

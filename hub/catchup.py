@@ -1,0 +1,64 @@
+"""Catching up with the snapshot stream on (re)connect: newest first, in small pages, only as far as needed.
+
+A replica that reconnects after N new entries reads about N of them, not the whole stream: it stops
+at the first entry its feed already holds, and never gathers much more than its feed's byte budget
+(one stream of full snapshots can be hundreds of MB; one reply of it would be parsed on the loop).
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+#: Entries per XREVRANGE page, at most: a few snapshots at a time, never the whole stream.
+PAGE = 8
+
+
+def entry_size(fields: dict[bytes, bytes]) -> int:
+    """Bytes of a stream entry's data: its `size` field, or (an older hub's entry) the data's length."""
+    try:
+        return int(fields[b"size"])
+    except (KeyError, ValueError):
+        return len(fields.get(b"data") or b"")
+
+
+def _seq(fields: dict[bytes, bytes]) -> int | None:
+    try:
+        return int(fields[b"seq"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def read_back(r: Redis, key: str, *, epoch: str, seq: int, max_entries: int,
+                    max_bytes: int) -> tuple[bytes, list[dict[bytes, bytes]], int]:
+    """(newest id or b"0-0", the entries a feed at (`epoch`, `seq`) lacks, newest first, their bytes).
+
+    Stops at the first entry the feed holds (same epoch, seq not newer; an entry without `epoch`, from
+    an older hub, never is), after the entry right after the feed's (seq + 1, same epoch), or once
+    `max_entries` or `max_bytes` are gathered (the entry reaching the byte bound is kept: at most one
+    entry over). Pages are small and sized by what is left: the budget, and the seq gap to the feed.
+    """
+    mine = epoch.encode()
+    newest, gathered, total = b"0-0", [], 0
+    upto: bytes = b"+"
+    count = 1  # the first page shows how big entries are and how far behind the feed is
+    while len(gathered) < max_entries and total < max_bytes:
+        page = await r.xrevrange(key, max=upto, min="-", count=count)
+        if not page:
+            break
+        if newest == b"0-0":
+            newest = page[0][0]
+        biggest, gap = 1, max_entries
+        for entry_id, fields in page:
+            n = _seq(fields) if fields.get(b"epoch") == mine else None  # None: not of the feed's numbering
+            if n is not None and n <= seq:
+                return newest, gathered, total
+            size = entry_size(fields)
+            gathered.append(fields)
+            total, biggest, upto = total + size, max(biggest, size), b"(" + entry_id
+            if n == seq + 1:  # the feed holds everything before this one
+                return newest, gathered, total
+            if len(gathered) >= max_entries or total >= max_bytes:
+                break
+            gap = n - seq - 1 if n is not None else max_entries
+        count = max(1, min(PAGE, (max_bytes - total) // biggest, max_entries - len(gathered), gap))
+    return newest, gathered, total
