@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast bench dist clean
+.PHONY: run test test-fast test-system lint bench dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: $(VENV)/.dev-installed
 # Unit and integration tiers only: under a minute, no external programs.
 test-fast: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/unit tests/integration
+
+# The system tier alone (CI runs it a second time under a CPU hog).
+test-system: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/system
+
+# ruff and mypy over hub/ (rules in pyproject.toml).
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check hub
+	$(BIN)/mypy
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.fanout.run

@@ -20,14 +20,14 @@ from hub.audit import Audit
 from hub.auth import Authenticator, AuthFailures
 from hub.broadcast import Broadcaster
 from hub.config import Config
-from hub.secrets import secrets_of
 from hub.context import CONFIG_KEY, HUB, METRICS_KEY, Hub
 from hub.feed import Feed
 from hub.metrics import HubMetrics
+from hub.notify import Notifier
 from hub.page import Page, check_page
 from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
-from hub.notify import Notifier
+from hub.secrets import secrets_of
 from hub.sources.base import Source
 from hub.state import Store, open_store
 

@@ -18,7 +18,7 @@ import orjson
 
 from hub.client import Client, CloseReason
 from hub.feed import Entry, Feed
-from hub.frames import Deflated, deflated_message, prepared_frame, snap_window, text_frame
+from hub.frames import Deflated, deflated_message, prepared_frame, text_frame
 from hub.metrics import HubMetrics
 from hub.tasks import spawn
 

@@ -7,6 +7,8 @@ at the first entry its feed already holds, and never gathers much more than its 
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis.asyncio import Redis
 
 #: Entries per XREVRANGE page, at most: a few snapshots at a time, never the whole stream.
@@ -38,11 +40,14 @@ async def read_back(r: Redis, key: str, *, epoch: str, seq: int, max_entries: in
     entry over). Pages are small and sized by what is left: the budget, and the seq gap to the feed.
     """
     mine = epoch.encode()
-    newest, gathered, total = b"0-0", [], 0
+    newest: bytes = b"0-0"
+    gathered: list[dict[bytes, bytes]] = []
+    total = 0
     upto: bytes = b"+"
     count = 1  # the first page shows how big entries are and how far behind the feed is
     while len(gathered) < max_entries and total < max_bytes:
-        page = await r.xrevrange(key, max=upto, min="-", count=count)
+        # decode_responses=False: ids and fields are bytes (redis-py types them loosely).
+        page = cast("list[tuple[bytes, dict[bytes, bytes]]]", await r.xrevrange(key, max=upto, min="-", count=count))
         if not page:
             break
         if newest == b"0-0":

@@ -44,7 +44,7 @@ def _load(path: str | None, *, host: str | None = None, port: int | None = None)
 
 def _install_uvloop() -> None:
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop  # type: ignore[import-not-found,unused-ignore]  # absent on some platforms
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

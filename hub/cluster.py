@@ -21,7 +21,7 @@ import os
 import random
 import secrets as _secrets
 import socket
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -32,12 +32,12 @@ from redis.exceptions import RedisError
 from hub.broadcast import Broadcaster
 from hub.catchup import read_back
 from hub.config import ClusterConfig
-from hub.secrets import redact_url, scrub
 from hub.feed import Entry
 from hub.metrics import HubMetrics
 from hub.publish import LocalPublisher, Publisher, new_epoch
 from hub.redis_scripts import FLOOR, PUBLISH, RELEASE, RENEW, redis_keys, stream_bytes_key
 from hub.scheduler import Scheduler, describe, run_every
+from hub.secrets import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ class RedisPublisher(Publisher):
                 backoff = BACKOFF_MIN
                 while True:
                     assert self._reader is not None
-                    resp = await self._reader.xread({self.key_stream: last_id}, count=100, block=BLOCK_MS)
+                    resp = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
+                                await self._reader.xread({self.key_stream: last_id}, count=100, block=BLOCK_MS))
                     for _stream, entries in resp or ():
                         for entry_id, fields in entries:
                             last_id = entry_id
@@ -273,7 +274,7 @@ class RedisPublisher(Publisher):
         # With a new epoch, a seq another replica served before the loss can be reused without
         # clients confusing the two snapshots.
         await self._r.set(self.key_epoch, new_epoch(), nx=True)
-        self.epoch = (await self._r.get(self.key_epoch) or b"").decode()
+        self.epoch = (cast("bytes | None", await self._r.get(self.key_epoch)) or b"").decode()
         # Raise the stored seq to ours first (FLOOR), then number after the highest: `stored` covers
         # a publish whose reply was lost, our feed a Redis that came back empty.
         stored = int(await self._floor(keys=[self.key_seq], args=[self.broadcaster.feed.seq]))

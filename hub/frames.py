@@ -122,7 +122,7 @@ def valid_close_code(code: int) -> bool:
 class TokenBucket:
     """Client frame rate limit: `rate` per second with bursts up to `burst`."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp", "clock")
+    __slots__ = ("burst", "clock", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.burst, self.clock = rate, float(burst), clock

@@ -118,7 +118,8 @@ async def history(request: web.Request) -> web.StreamResponse:
     size = hub.config.broadcast.history_size
     limit = int_param(request, "limit", default=size, lo=0, hi=size)
     topics, sections = who.topics, hub.feed.source_sections
-    kept = collections.deque(hub.feed.within(hub.feed.items(limit), topics, hub.config.broadcast.max_client_buffer_bytes))
+    budget = hub.config.broadcast.max_client_buffer_bytes
+    kept = collections.deque(hub.feed.within(hub.feed.items(limit), topics, budget))
     length = len(b'{"items":[]}') + sum(e.encoded_size(topics, sections) for e in kept) + max(0, len(kept) - 1)
 
     def pieces() -> Iterable[bytes]:

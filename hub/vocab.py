@@ -41,13 +41,13 @@ class Snapshot(TypedDict, total=False):
 
 def utc_iso(ts: float | None = None) -> str:
     """ISO 8601 UTC with milliseconds and a Z, as JavaScript's Date.toISOString() prints it."""
-    d = dt.datetime.fromtimestamp(time.time() if ts is None else ts, tz=dt.timezone.utc)
+    d = dt.datetime.fromtimestamp(time.time() if ts is None else ts, tz=dt.UTC)
     return iso_of(d)
 
 
 def iso_of(d: dt.datetime) -> str:
     """`d` (timezone-aware) as ISO 8601 UTC with milliseconds and a Z."""
-    d = d.astimezone(dt.timezone.utc)
+    d = d.astimezone(dt.UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
@@ -69,7 +69,8 @@ def _escape(c: str) -> str:
 
 
 def safe_text(text: str, *, limit: int = MAX_REASON_CHARS) -> str:
-    """`text` as one printable line of at most `limit` characters: controls escaped (\\n, \\x1b), long text cut with '…'."""
+    """`text` as one printable line of at most `limit` characters: controls escaped (\\n, \\x1b), long
+    text cut with '…'."""
     # Only the first `limit` characters can survive (escaping never shortens), so a 3 MB error
     # string costs no more than a short one.
     head = text[: limit + 1]

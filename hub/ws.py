@@ -100,7 +100,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         await hub.broadcaster.join(client, history=history_n, points=points_n)
         hub.audit.event("connect", request, remote=ip, token=who.name)
         await _receive_loop(hub, request, client)
-    except (ConnectionError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, ConnectionError) as exc:
         log.debug("client %s: connection lost: %s", ip, exc)
     finally:
         try:

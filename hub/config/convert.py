@@ -48,7 +48,7 @@ def _show(value: Any, spec: Spec | None) -> str:
             "a value (not shown: it may hold a password)"
     if isinstance(value, str) and secret == "webhook":
         return repr(redact_webhook(value))
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         return repr(value)
     if isinstance(value, int):
         return repr(value) if abs(value) < 10**30 else f"an integer of {value.bit_length()} bits"
@@ -104,7 +104,7 @@ def _scalar(path: str, tp: Any, value: Any, spec: Spec | None) -> Any:
 
 def _convert(path: str, tp: Any, value: Any, spec: Spec | None) -> Any:
     """Convert one TOML value to the annotated type, or raise ConfigError naming `path`."""
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a table, got {_kind(value)}", key=path)
         return _build(tp, value, path)

@@ -14,7 +14,6 @@ from hub.config.convert import ConfigError, _build, _fields, _kind, _relations, 
 from hub.config.schema import Config
 from hub.config.spec import Spec
 
-
 # --------------------------------------------------------------------------- overrides
 
 
@@ -23,7 +22,7 @@ def _lookup(parts: list[str]) -> tuple[Any, Spec | None] | None:
     tp: Any = Config
     spec: Spec | None = None
     for part in parts:
-        if not dataclasses.is_dataclass(tp):
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
             return None
         fields = _fields(tp)
         if part not in fields:

@@ -1,4 +1,5 @@
-"""How one config key is declared: `key(default, doc=..., lo=..., hi=..., ...)` puts a `Spec` in the field's metadata."""
+"""How one config key is declared: `key(default, doc=..., lo=..., hi=..., ...)` puts a `Spec` in the
+field's metadata."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ class FileStore(Store):
             now = time.time()
             if self._ledger.has(key, now):
                 return False
-            ledger = Ledger(self._ledger.items.items())
+            ledger = Ledger(list(self._ledger.items.items()))
             ledger.add(key, now)
             await self._commit(self._scopes, ledger)
             return True

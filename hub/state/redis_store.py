@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -49,7 +49,7 @@ class RedisStore(Store):
 
     async def load(self, scope: str) -> dict[str, dict[str, Any]]:
         try:
-            raw = await self._r.hgetall(state_key(self.key_prefix, scope))
+            raw = cast("dict[bytes, bytes]", await self._r.hgetall(state_key(self.key_prefix, scope)))
         except (RedisError, OSError, TimeoutError) as exc:
             raise await self._failed(exc) from None
         out: dict[str, dict[str, Any]] = {}
