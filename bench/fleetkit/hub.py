@@ -90,8 +90,9 @@ class HubProc:
 
 async def start_hub(*, workdir: Path, python: str, prometheus_url: str, interval: float,
                     history_size: int | None = None, max_client_buffer_bytes: int | None = None,
-                    heartbeat: float | None = None) -> HubProc:
-    """Start `python -m hub serve` with a generated config; return once /ready answers 200."""
+                    heartbeat: float | None = None, root: Path = REPO) -> HubProc:
+    """Start `python -m hub serve` (the hub of checkout `root`) with a generated config; return once
+    /ready answers 200."""
     port = free_port()
     cfg = workdir / f"hub-{port}.toml"
     cfg.write_text(hub_config_text(port=port, prometheus_url=prometheus_url, interval=interval,
@@ -99,11 +100,11 @@ async def start_hub(*, workdir: Path, python: str, prometheus_url: str, interval
                                    heartbeat=heartbeat))
     log = workdir / f"hub-{port}.log"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
     for name in ("PROMETHEUS_URL", "MONGODB_URI"):  # seed-era variables would override the config
         env.pop(name, None)
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(python, "-m", "hub", "serve", "--config", str(cfg), cwd=REPO,
+        proc = await asyncio.create_subprocess_exec(python, "-m", "hub", "serve", "--config", str(cfg), cwd=root,
                                                     env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
                                                     stderr=asyncio.subprocess.STDOUT)
     hub = HubProc(proc=proc, port=port, log=log)
