@@ -1,5 +1,5 @@
 """Background work owns its deadline and its lifetime: tasks a source starts inherit no caller's
-pymongo.timeout, and are cancelled and awaited on close.
+pymongo.timeout, are cancelled and awaited on close, and a drain's updated ids stay bounded.
 
 MongoDB and Prometheus are replaced by stand-ins here, because what is checked happens between the
 hub and the driver: which deadline pymongo would apply (read from pymongo's own context variable),
@@ -19,10 +19,14 @@ import pytest
 from pymongo import _csot
 from pymongo.errors import ExecutionTimeout
 
-from hub.config import BusinessSourceConfig
+from hub.config import BusinessFields, BusinessSourceConfig
+from hub.metrics import HubMetrics
 from hub.sources.base import SourceError
 from hub.sources.business import BusinessSource
+from hub.sources.business.buckets import BucketStore, HourStats
+from hub.sources.business.changes import CREATED_TOUCHED, MAX_IDS, ChangeFeed
 from hub.sources.business.source import FILL_TIMEOUT
+from hub.sources.business.tracker import ChangeTracker
 from hub.tasks import cancel_and_wait, spawn
 from tests.support.prom_fakes import make_source
 
@@ -207,3 +211,72 @@ async def test_a_cancelled_prometheus_collection_waits_for_its_requests_to_stop(
         assert [t for t in asyncio.all_tasks() if t.get_name().startswith("hub-prometheus")] == []
     finally:
         await src.close()
+
+
+# ----------------------------------------------------------------------------- bounded ids
+
+
+class Stream:
+    """Stands in for a change stream: the given events, then nothing."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = iter(events)
+        self.resume_token = {"_data": "00"}
+
+    async def try_next(self) -> dict[str, Any] | None:
+        return next(self.events, None)
+
+    async def close(self) -> None:
+        pass
+
+
+class Collection:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+
+    async def watch(self, pipeline: list[dict[str, Any]], **options: Any) -> Stream:
+        return Stream(self.events)
+
+
+class Watched(ChangeFeed):
+    """The real feed, recording the most ids it held at any point of a drain."""
+
+    peak = 0
+
+    def _note(self, event: Any, changes: Any) -> None:
+        super()._note(event, changes)
+        self.peak = max(self.peak, len(changes.ids))
+
+
+def updates(n: int) -> list[dict[str, Any]]:
+    return [{"operationType": "update", "documentKey": {"_id": i}, CREATED_TOUCHED: False} for i in range(n)]
+
+
+async def test_a_drain_never_holds_more_than_max_ids_updated_ids() -> None:
+    feed = Watched(Collection(updates(MAX_IDS + 50)), BusinessFields())
+    changes = await feed.drain()
+    assert feed.peak <= MAX_IDS
+    assert changes.overflow and changes.unknown and changes.ids == []
+    assert changes.events == MAX_IDS + 50
+
+    feed = Watched(Collection(updates(MAX_IDS)), BusinessFields())  # exactly MAX_IDS: looked up
+    changes = await feed.drain()
+    assert len(changes.ids) == MAX_IDS and not changes.overflow and not changes.unknown
+
+
+async def test_an_overflowing_drain_is_counted_and_recomputes_every_kept_hour() -> None:
+    store = BucketStore()
+    store.store([10, 11], {10: HourStats(total=3), 11: HourStats(total=4)}, started=0.0, generation=0)
+    looked_up: list[int] = []
+
+    async def aggregate(pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        looked_up.append(len(pipeline[0]["$match"]["_id"]["$in"]))
+        return []
+
+    metrics = HubMetrics()
+    tracker = ChangeTracker(Collection(updates(MAX_IDS + 1)), BusinessFields(), store,
+                            aggregate=aggregate, reconcile_interval=300.0, metrics=metrics)
+    await tracker.apply()
+    assert looked_up == []  # no $in of thousands of ids
+    assert store.dirty == {10, 11} and tracker.forced_total == 1
+    assert metrics.registry.get_sample_value("hub_business_change_overflow_total") == 1
