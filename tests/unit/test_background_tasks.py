@@ -157,6 +157,32 @@ async def test_close_cancels_and_awaits_every_task_of_the_business_source() -> N
         await caller
 
 
+async def test_a_failed_span_query_leaves_no_sibling_running() -> None:
+    # A window is read as one aggregation per span, concurrently. When one failed, gather returned
+    # at once and left the others running past the call (and past close()).
+    src = BusinessSource(BusinessSourceConfig(timeout=5.0))
+    first, open_h = src._closed_hours("24h")
+    src.store.store(range(first, open_h), {}, started=0.0, generation=0)
+    src.store.mark([first + 5])  # a dirty hour between kept ones: a span of its own
+    siblings: list[asyncio.Task[Any]] = []
+    calls = 0
+
+    async def aggregate(pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ExecutionTimeout("operation exceeded time limit")
+        siblings.append(asyncio.current_task())  # type: ignore[arg-type]
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    src._aggregate = aggregate  # type: ignore[method-assign]
+    with pytest.raises(ExecutionTimeout):
+        await src._window("24h")
+    assert siblings and all(t.done() for t in siblings)
+    assert first + 5 in src.store.dirty  # the failed hour is still to be recomputed
+
+
 async def test_cancel_and_wait_returns_once_every_task_finished() -> None:
     started, stopping, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
 

@@ -299,8 +299,13 @@ class BusinessSource(Source):
         try:
             # One aggregation per span, concurrently: a $or of ranges (or $unionWith) makes some servers
             # (SecantusDB) scan the collection, while a single range always uses the created-at index.
-            batches = await asyncio.gather(*(self._aggregate(hour_pipeline(self.cfg.fields, [span]))
-                                             for span in spans))
+            # Parts of this call: they inherit its deadline (create_task), and none outlives it.
+            parts = [asyncio.create_task(self._aggregate(hour_pipeline(self.cfg.fields, [span])),
+                                         name="hub-business-span") for span in spans]
+            try:
+                batches = await asyncio.gather(*parts)
+            finally:  # gather leaves the others running when one fails or the call is cancelled
+                await cancel_and_wait(parts)
             found = parse_rows(row for rows in batches for row in rows)
             self.store.store(needed, found, started=started, generation=generation)
             ok = True
