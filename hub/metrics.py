@@ -87,6 +87,11 @@ class HubMetrics:
         self.business_mode = Gauge("hub_business_mode",
                                    "1 for the business source's change detection mode (change_stream or reconcile).",
                                    ["mode"], registry=r)
+        self.business_change_overflow = Counter(
+            "hub_business_change_overflow_total",
+            "Change-stream drains whose updated documents exceeded MAX_IDS (5000); every kept hour was "
+            "recomputed instead, as after a delete.",
+            registry=r)
         self.cluster_redis_up.set(-1)
         for reason in CloseReason:
             self.disconnects.labels(reason.value)  # export zeros so rate() works from the start

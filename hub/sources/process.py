@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import psutil
 
 from hub.sources.base import Source, SourceResult
+from hub.tasks import cancel_and_wait, spawn
 
 LAG_PROBE_INTERVAL = 0.25  # seconds between event-loop lag probes
 
@@ -33,7 +33,8 @@ class ProcessSource(Source):
     async def start(self) -> None:
         self._proc.cpu_percent(None)  # first call primes the counter and returns 0.0
         self._cpu_primed_at = time.monotonic()
-        self._lag_task = asyncio.create_task(self._probe_lag(), name="hub-loop-lag")
+        # The probe outlives start(): it runs in a context of its own, not the caller's.
+        self._lag_task = spawn(self._probe_lag(), name="hub-loop-lag")
 
     async def _probe_lag(self) -> None:
         # Sleep a fixed interval and record how late the loop woke us: that delay is
@@ -77,6 +78,5 @@ class ProcessSource(Source):
 
     async def close(self) -> None:
         if self._lag_task is not None:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
+            task, self._lag_task = self._lag_task, None
+            await cancel_and_wait([task])

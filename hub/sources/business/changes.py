@@ -71,8 +71,11 @@ class Changes:
     whether some change's hour is unknown (a delete), and whether the history was lost (rebuild)."""
 
     hours: set[int] = field(default_factory=set)
+    #: at most MAX_IDS: past that the drain keeps none (`overflow`) and every kept hour is recomputed
     ids: list[Any] = field(default_factory=list)
     unknown: bool = False
+    #: more than MAX_IDS documents were updated: `ids` was dropped and `unknown` set instead
+    overflow: bool = False
     reset: bool = False
     events: int = 0
     #: the drain stopped early (deadline, outage) after `events` events; the rest wait for the next drain
@@ -155,8 +158,14 @@ class ChangeFeed:
                 changes.unknown = True  # the replaced version's created-at is not in the event
         elif op == "update":
             key = event.get("documentKey") or {}
-            if "_id" in key:
-                changes.ids.append(key["_id"])
+            if "_id" in key and not changes.overflow:
+                if len(changes.ids) < MAX_IDS:
+                    changes.ids.append(key["_id"])
+                else:
+                    # Bounded while draining (a bulk update may touch millions of documents): past
+                    # MAX_IDS their hours are not looked up; every kept hour is recomputed instead.
+                    changes.ids.clear()
+                    changes.overflow = changes.unknown = True
             if event.get(CREATED_TOUCHED):
                 changes.unknown = True
         elif op == "delete":

@@ -38,6 +38,7 @@ from hub.sources.business.client import (
     passwords_of,
 )
 from hub.sources.business.pipeline import QUERY_COMMENT, build_pipeline, shape_result
+from hub.tasks import cancel_and_wait, spawn
 from hub.vocab import TIME_RANGES, WINDOWS
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,12 @@ class BusinessSource(Source):
         await self._client.admin.command("ping")
 
     async def close(self) -> None:
-        """Cancel in-flight calls, close the change stream and the client."""
-        for task in [*self._inflight.values(), *([self._fill] if self._fill else [])]:
-            task.cancel()
+        """Cancel in-flight calls and the fill and wait until they have stopped, then close the change
+        stream and the client."""
+        tasks = [*self._inflight.values(), *([self._fill] if self._fill else [])]
         self._inflight.clear()
+        # Awaited before the client closes: none is left pending, none runs on a closed client.
+        await cancel_and_wait(tasks)
         if self.changes is not None:
             await self.changes.close()
         if self._client is not None:
@@ -151,9 +154,9 @@ class BusinessSource(Source):
     async def _get(self, time_range: str, *, deadline: float) -> dict[str, Any]:
         task = self._inflight.get(time_range)
         if task is None:
-            # Concurrent callers for one window (ticks and API requests) share one computation.
-            task = asyncio.get_running_loop().create_task(self._compute(time_range, deadline),
-                                                          name=f"hub-business-{time_range}")
+            # Concurrent callers for one window (ticks and API requests) share one computation, so
+            # it must not inherit the context (a pymongo.timeout) of whichever caller started it.
+            task = spawn(self._compute(time_range, deadline), name=f"hub-business-{time_range}")
             self._inflight[time_range] = task
             task.add_done_callback(lambda t: self._finished(time_range, t))
         # shield: one caller's cancellation must not cancel the computation the others wait for.
@@ -168,6 +171,7 @@ class BusinessSource(Source):
     async def _compute(self, time_range: str, deadline: float) -> dict[str, Any]:
         if self._client is None or self.changes is None:
             raise SourceError(self._init_error or "business source not started")
+        applied = deadline  # the deadline in force, named in the log if it expires
         try:
             with pymongo.timeout(deadline):
                 first, open_h = self._closed_hours(time_range)
@@ -181,8 +185,10 @@ class BusinessSource(Source):
                     return await self._full(time_range)  # the background fill owns the stream meanwhile
                 # The stream gets half the budget: a backlog it cannot drain in time (a bulk load, a
                 # long outage) is caught up in the background, and the full pipeline answers meanwhile.
-                with pymongo.timeout(deadline / 2):
+                applied = deadline / 2
+                with pymongo.timeout(applied):
                     await self.changes.apply()
+                applied = deadline
                 if self.changes.behind:
                     self._start_fill(time_range)
                     return await self._full(time_range)
@@ -194,7 +200,7 @@ class BusinessSource(Source):
                     return await self._full(time_range)
                 return await self._window(time_range)
         except PyMongoError as exc:
-            reason = describe_error(exc, uri=self.cfg.mongodb_uri, timeout=deadline, secrets=self._secrets)
+            reason = describe_error(exc, uri=self.cfg.mongodb_uri, timeout=applied, secrets=self._secrets)
             log.warning("business source: %s", reason)
             raise SourceError(reason) from None
 
@@ -226,10 +232,11 @@ class BusinessSource(Source):
         if self._fill is not None and not self._fill.done():
             return
         largest = max((time_range, *self._used), key=lambda w: WINDOWS[w])
+        deadline = max(FILL_TIMEOUT, 10 * self.timeout)  # its own, never a call's
 
         async def fill() -> None:
             try:
-                with pymongo.timeout(max(FILL_TIMEOUT, 10 * self.timeout)):
+                with pymongo.timeout(deadline):
                     assert self.changes is not None
                     await self.changes.apply()
                     while self.changes.behind:  # each drain resumes after the last event it read
@@ -237,10 +244,12 @@ class BusinessSource(Source):
                     await self._window(largest)
             except (PyMongoError, SourceError) as exc:
                 log.warning("business source: filling hour buckets failed (retried next tick): %s",
-                            describe_error(exc, uri=self.cfg.mongodb_uri, timeout=FILL_TIMEOUT,
+                            describe_error(exc, uri=self.cfg.mongodb_uri, timeout=deadline,
                                            secrets=self._secrets))
 
-        self._fill = asyncio.get_running_loop().create_task(fill(), name="hub-business-fill")
+        # Started from inside a call's pymongo.timeout: a fresh context, or the fill would inherit
+        # the call's deadline (a fraction of a second) instead of its own.
+        self._fill = spawn(fill(), name="hub-business-fill")
 
     async def filled(self) -> None:
         """Wait until the background fill of hour buckets, if one runs, has finished (benchmarks, tests)."""
@@ -290,8 +299,13 @@ class BusinessSource(Source):
         try:
             # One aggregation per span, concurrently: a $or of ranges (or $unionWith) makes some servers
             # (SecantusDB) scan the collection, while a single range always uses the created-at index.
-            batches = await asyncio.gather(*(self._aggregate(hour_pipeline(self.cfg.fields, [span]))
-                                             for span in spans))
+            # Parts of this call: they inherit its deadline (create_task), and none outlives it.
+            parts = [asyncio.create_task(self._aggregate(hour_pipeline(self.cfg.fields, [span])),
+                                         name="hub-business-span") for span in spans]
+            try:
+                batches = await asyncio.gather(*parts)
+            finally:  # gather leaves the others running when one fails or the call is cancelled
+                await cancel_and_wait(parts)
             found = parse_rows(row for rows in batches for row in rows)
             self.store.store(needed, found, started=started, generation=generation)
             ok = True

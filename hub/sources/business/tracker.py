@@ -91,9 +91,11 @@ class ChangeTracker:
             # Updates name a document, not its hour: look the hours up. The ids stay pending until that
             # succeeds, because the stream has moved past their events.
             self.pending_ids += changes.ids
-            if len(self.pending_ids) > MAX_IDS:
+            if len(self.pending_ids) > MAX_IDS:  # with ids still pending from a failed look-up
                 self.pending_ids.clear()
-                changes.unknown = True
+                changes.overflow = changes.unknown = True
+            if changes.overflow and self.metrics is not None:
+                self.metrics.business_change_overflow.inc()
             if changes.unknown:
                 self._unknown_pending = True
             if self.pending_ids and not self.store.buckets and not self.store.inflight:

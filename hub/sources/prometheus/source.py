@@ -18,6 +18,7 @@ from hub.secrets import redact_url, scrub
 from hub.sources.base import Source, SourceError, SourceResult
 from hub.sources.prometheus.fetch import Answer, Failure, decode, fetch, strip_userinfo
 from hub.sources.prometheus.shape import BadAnswer, shape_alerts, shape_result, text_warnings
+from hub.tasks import cancel_and_wait
 from hub.vocab import safe_text
 
 logger = logging.getLogger(__name__)
@@ -97,20 +98,22 @@ class PrometheusSource(Source):
         if self._client is None:
             await self.start()
         queries = self._cfg.queries
+        # Plain create_task (the caller's context): these are this call's own parts, awaited below
+        # before it returns or raises, so none outlives it.
         tasks: dict[str, asyncio.Task[Any]] = {
-            name: asyncio.create_task(self._query(expr)) for name, expr in queries.items()
+            name: asyncio.create_task(self._query(expr), name=f"hub-prometheus-query:{name}")
+            for name, expr in queries.items()
         }
-        alerts_task = asyncio.create_task(self._alerts()) if self._cfg.alerts else None
+        alerts_task = (asyncio.create_task(self._alerts(), name="hub-prometheus-alerts")
+                       if self._cfg.alerts else None)
         every = [*tasks.values(), *([alerts_task] if alerts_task else [])]
         t0 = time.monotonic()
         try:
             done, pending = await asyncio.wait(every, timeout=budget)
         finally:
-            # Also reached when the scheduler cancels us: never leave requests running.
-            for task in every:
-                task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+            # Also reached when the scheduler cancels us: never leave requests running, and wait
+            # until they have stopped, so that no task of this call is pending once it is over.
+            await cancel_and_wait(every)
         elapsed = time.monotonic() - t0
         timed_out = Failure(f"no answer from Prometheus at {self._safe_url} within the {budget:g} s budget")
         bugs: set[str] = set()
