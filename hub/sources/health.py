@@ -21,8 +21,8 @@ import httpx
 
 from hub.secrets import RedactFilter, clean, scrub
 from hub.sources.base import Source, SourceResult
-from hub.sources.http_errors import transport_reason
 from hub.sources.health_state import CheckStates
+from hub.sources.http_errors import transport_reason
 from hub.state import MemoryStore, Store
 from hub.vocab import utc_iso
 

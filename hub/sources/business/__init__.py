@@ -15,9 +15,9 @@ from hub.sources.business.client import (
     password_of,
     passwords_of,
 )
-from hub.sources.business.tracker import MODES
 from hub.sources.business.pipeline import build_pipeline, fold_small_cells, shape_result
 from hub.sources.business.source import BusinessSource
+from hub.sources.business.tracker import MODES
 from hub.vocab import WINDOWS
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Any
 from hub.config import BusinessFields
 from hub.sources.business.pipeline import UNKNOWN_SPECIALTY, field_ref, json_id, number, seed_answer
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 HOUR_MS = 3_600_000
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -177,8 +177,8 @@ def joined(spans: list[Span]) -> list[Span]:
     """Sorted spans with touching neighbours joined (fewer aggregations)."""
     out: list[Span] = []
     for a, b in sorted(spans, key=lambda s: s[0]):
-        if out and out[-1][1] is not None and out[-1][1] >= a:
-            prev_a, prev_b = out[-1]
+        prev_a, prev_b = out[-1] if out else (a, None)
+        if out and prev_b is not None and prev_b >= a:
             out[-1] = (prev_a, None if b is None else max(prev_b, b))
         else:
             out.append((a, b))

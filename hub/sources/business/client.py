@@ -16,9 +16,10 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from hub.secrets import passwords_of  # noqa: F401 (re-exported: one secrets module)
-
-from hub.secrets import scrub
+from hub.secrets import (
+    passwords_of,
+    scrub,
+)
 
 DEFAULT_DATABASE = "healthcare"
 MAX_REASON_CHARS = 300

@@ -29,7 +29,6 @@ from hub.sources.business.buckets import (
     runs,
     shape,
 )
-from hub.sources.business.tracker import ChangeTracker
 from hub.sources.business.client import (
     DEFAULT_DATABASE,
     client_options,
@@ -38,6 +37,7 @@ from hub.sources.business.client import (
     passwords_of,
 )
 from hub.sources.business.pipeline import QUERY_COMMENT, build_pipeline, shape_result
+from hub.sources.business.tracker import ChangeTracker
 from hub.tasks import cancel_and_wait, spawn
 from hub.vocab import TIME_RANGES, WINDOWS
 
@@ -145,7 +145,8 @@ class BusinessSource(Source):
         return SourceResult(data={"business": data})
 
     async def metrics_for(self, time_range: str) -> dict[str, Any]:
-        """The seed's metrics object for `time_range` from the same buckets, within cfg.timeout; SourceError when unavailable."""
+        """The seed's metrics object for `time_range` from the same buckets, within cfg.timeout;
+        SourceError when unavailable."""
         if time_range not in WINDOWS:
             raise ValueError(f"unknown timeRange {time_range!r}; allowed: {', '.join(TIME_RANGES)}")
         self._used[time_range] = monotonic()

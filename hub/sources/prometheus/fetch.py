@@ -8,10 +8,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-
-from hub.sources.http_errors import transport_reason
 import orjson
 
+from hub.sources.http_errors import transport_reason
 from hub.vocab import safe_text
 
 #: How much of an unexpected (non-JSON) response body is quoted in an error message.

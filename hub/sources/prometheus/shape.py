@@ -200,7 +200,8 @@ def _alert(a: dict[str, Any], issues: Issues) -> dict[str, Any]:
     if found is None:
         issues.changed["alerts whose labels are not an object shown without labels"] += 1
         found = {}
-    notes = a.get("annotations") if isinstance(a.get("annotations"), dict) else {}
+    annotations = a.get("annotations")
+    notes: dict[str, Any] = annotations if isinstance(annotations, dict) else {}
     summary = notes.get("summary") or notes.get("description")
     active = a.get("activeAt")
     return {

@@ -109,7 +109,7 @@ class PrometheusSource(Source):
         every = [*tasks.values(), *([alerts_task] if alerts_task else [])]
         t0 = time.monotonic()
         try:
-            done, pending = await asyncio.wait(every, timeout=budget)
+            _done, pending = await asyncio.wait(every, timeout=budget)
         finally:
             # Also reached when the scheduler cancels us: never leave requests running, and wait
             # until they have stopped, so that no task of this call is pending once it is over.
@@ -162,7 +162,7 @@ class PrometheusSource(Source):
                     f"aggregate it, e.g. sum by (job) ({safe_text(queries[name], limit=200)})")
 
         data: dict[str, Any] = {"system": system}
-        if alerts_task is not None:
+        if alerts is not None:
             if isinstance(alerts, Failure):
                 # Alerts are a separate section: null it, keep the good system data, say why.
                 data["alerts"] = None
