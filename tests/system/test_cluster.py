@@ -109,8 +109,17 @@ async def test_edge_alone_never_collects(redis_server, aiohttp_client, make_conf
     client = await aiohttp_client(app)
     st = app[HUB]
     await wait_for(lambda: st.publisher.redis_state == "up")
-    # Several intervals (0.2 s each) pass: nothing may be collected or published.
-    await asyncio.sleep(1.0)
+    # Not a sleep: the edge's own reads show the time passing. Its second XREAD starts once the
+    # first has blocked for its whole BLOCK_MS (2 s, ten intervals) and found nothing.
+    r = Redis.from_url(redis_server.url)
+    try:
+        async def two_xreads() -> bool:
+            stats = await r.info("commandstats")
+            return int(stats.get("cmdstat_xread", {}).get("calls", 0)) >= 2
+
+        await wait_for(two_xreads, timeout=10, what="two XREADs by the edge")
+    finally:
+        await r.aclose()
     assert st.feed.seq == 0 and not st.publisher.ready
     assert await stream_seqs(redis_server.url) == []
     resp = await client.get("/ready")
@@ -169,8 +178,12 @@ async def test_leader_that_lost_its_lease_cannot_publish(redis_server, aiohttp_c
         fenced_at = st.feed.seq
         stolen = await r.pttl("{hub}:leader")
         assert stolen > 0 and await r.get("{hub}:leader") == b"another-replica"
-        # While the other replica owns the lease, this one publishes nothing ...
-        await asyncio.sleep(stolen / 1000 * 0.8)
+        # While the other replica owns the lease, this one publishes nothing: checked once the lease
+        # has almost run out (Redis's clock, not a sleep standing in for it) ...
+        async def lease_nearly_over() -> bool:
+            return 0 < await r.pttl("{hub}:leader") < 0.2 * stolen
+
+        await wait_for(lease_nearly_over, timeout=5, interval=0.01, what="the stolen lease nearly over")
         assert st.feed.seq == fenced_at
         # ... and when it lapses, this one takes over and continues the same sequence.
         await wait_for(lambda: st.publisher.leader and st.feed.seq >= fenced_at + 2)

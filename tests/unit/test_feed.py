@@ -68,3 +68,23 @@ def test_chart_points_are_what_the_page_plots():
             "business": {"appointments": {"total": 9}}}
     assert chart_point(4, "t", data) == {"seq": 4, "timestamp": "t", "rate": {"api": 4.0}, "p95": {"api": 0.4},
                                          "rss": 10.0, "cpu": 3.5, "conns": 2.0, "appts": 9.0}
+
+
+def test_compressed_pieces_count_in_the_history_byte_budget():
+    feed = Feed(history_size=100, history_max_bytes=12_000, source_sections={})
+    for seq in range(1, 4):
+        feed.append(entry(seq, pad=2_000), {})
+    assert feed.bytes == sum(e.size for e in feed.history)
+    before = feed.bytes
+    latest = feed.latest
+    assert latest is not None
+    feed.attach(latest, 15, latest.compress(15))
+    feed.attach(latest, 15, latest.compress(15))  # once per window
+    added = sum(map(len, latest.deflated[15].values()))
+    assert feed.bytes == before + added == sum(e.size for e in feed.history)
+    for seq in range(4, 8):  # compressed pieces push older entries out like any other bytes
+        e = entry(seq, pad=2_000)
+        feed.attach(e, 15, e.compress(15))
+        feed.attach(e, 9, e.compress(9))
+        feed.append(e, {})
+    assert feed.bytes <= 12_000 and feed.bytes == sum(e.size for e in feed.history)
