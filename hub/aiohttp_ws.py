@@ -83,6 +83,8 @@ class HubWebSocket(web.WebSocketResponse):
         """Send a Close frame; within `close_grace` seconds let the peer read it (and, unless the
         guard failed the connection, answer it); then abort whatever is left. `drain` is ignored:
         waiting for a peer that stopped reading is what this replaces."""
+        if self.closed:
+            return False  # another close runs (or ran) this path; its grace is not cut short
         if not message and self.guard is not None and self.guard.violation is not None:
             message = self.guard.violation[1].encode()[:120]
         t = self._transport
