@@ -87,8 +87,12 @@ def run(app: web.Application, cfg: Config, sock: socket.socket, *, role: str) ->
     """Serve `app` on `sock` until a signal; logs the real address (an ephemeral port included)."""
     host, port = sock.getsockname()[:2]
     install_bad_request_log()
-    log.info("hub serving on http://%s:%s (role %s)", f"[{host}]" if ":" in host else host, port, role)
+
+    def serving(_banner: str) -> None:
+        # run_app calls this once the socket listens: a client that reads the line can connect.
+        log.info("hub serving on http://%s:%s (role %s)", f"[{host}]" if ":" in host else host, port, role)
+
     # keepalive_timeout also bounds a connection that has not sent a whole request yet (aiohttp arms
     # it at connect), so handshake_timeout closes slowloris sockets and idle keep-alives alike.
-    web.run_app(app, sock=sock, shutdown_timeout=3.0, print=None, backlog=BACKLOG,
+    web.run_app(app, sock=sock, shutdown_timeout=3.0, print=serving, backlog=BACKLOG,
                 keepalive_timeout=cfg.server.handshake_timeout, access_log=logging.getLogger("aiohttp.access"))

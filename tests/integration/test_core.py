@@ -13,6 +13,7 @@ from hub.app import create_app
 from hub.sources.base import Source, SourceError, SourceResult
 from hub.context import HUB
 from tests.support.aio import sample, recv_json, recv_type, wait_for
+from tests.support.raw import GateSource
 
 
 class RaisingSource(Source):
@@ -36,21 +37,6 @@ class HangingSource(Source):
         self.calls += 1
         await asyncio.Event().wait()  # never set: hangs until cancelled by the scheduler
         raise AssertionError("unreachable")
-
-
-class GateSource(Source):
-    """Blocks every collection until `gate` is set (to observe the hub before its first tick)."""
-
-    name = "gate"
-    sections = ()
-    timeout = 30.0
-
-    def __init__(self) -> None:
-        self.gate = asyncio.Event()
-
-    async def collect(self, budget: float) -> SourceResult:
-        await self.gate.wait()
-        return SourceResult(data={})
 
 
 async def test_snapshot_on_connect(aiohttp_client, make_config):

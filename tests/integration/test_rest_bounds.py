@@ -16,10 +16,9 @@ from hub.app import create_app
 from hub.auth import hash_token
 from hub.context import HUB, Hub
 from hub.feed import Entry
-from hub.sources.base import Source, SourceResult
 from hub.views import BODY_SLOTS, CHUNK, BodySlots
 from tests.support.aio import sample, wait_for
-from tests.support.raw import raw_http_get, read_body, read_head
+from tests.support.raw import GateSource, raw_http_get, read_body, read_head
 
 KiB, MiB = 1024, 1 << 20
 #: ticks never come by themselves: the tests add snapshots to the feed, so what it holds is exact
@@ -171,21 +170,6 @@ async def test_a_reader_too_slow_for_the_deadline_is_cut_and_frees_its_turn(aioh
         sock.close()
     assert status == 200 and len(cut) < int(headers["content-length"])
     assert len(await (await client.get("/api/metrics/snapshot")).read()) == int(headers["content-length"])
-
-
-class GateSource(Source):
-    """Blocks collection until `gate` is set, so the hub stays before its first tick."""
-
-    name = "gate"
-    sections = ()
-    timeout = 30.0
-
-    def __init__(self) -> None:
-        self.gate = asyncio.Event()
-
-    async def collect(self, budget: float) -> SourceResult:
-        await self.gate.wait()
-        return SourceResult(data={})
 
 
 async def test_every_503_says_when_to_retry(aiohttp_client, make_config):

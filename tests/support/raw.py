@@ -25,6 +25,21 @@ class BulkySource(Source):
         return SourceResult(data={"business": {"pad": "x" * self.size}})
 
 
+class GateSource(Source):
+    """Blocks every collection until `gate` is set (to observe the hub before its first tick)."""
+
+    name = "gate"
+    sections = ()
+    timeout = 30.0
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def collect(self, budget: float) -> SourceResult:
+        await self.gate.wait()
+        return SourceResult(data={})
+
+
 def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True) -> bytes:
     """One client frame (RFC 6455 5.2), masked as clients must unless `masked` is False."""
     head = bytes([(0x80 if fin else 0) | (rsv & 7) << 4 | opcode & 0xF])
