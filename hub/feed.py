@@ -38,6 +38,9 @@ class Entry:
     size: int = 0
     frames: dict[Any, bytes] = field(default_factory=dict)
     deflated: dict[int, dict[str, Deflated]] = field(default_factory=dict)
+    #: the chart point (`chart_point`), set when the feed keeps the entry: the one definition the
+    #: page plots, sent with the snapshot so that no client derives it again
+    point: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.size = self.raw_size + 120
@@ -88,7 +91,10 @@ class Entry:
                     out += (_key(k) + b":", values[k])
                 else:
                     out.append(z[prefix + k])
-        out.append(b"}}")
+        out.append(b"}")
+        if self.point is not None:
+            out.append(b',"point":' + orjson.dumps(filter_point(self.point, topics)))
+        out.append(b"}")
         return out
 
     def encode(self, topics: tuple[str, ...] | None = None,
@@ -224,10 +230,13 @@ class Feed:
                 self.points.clear()
                 self.bytes = 0
             latest.frames = {}  # only the latest keeps ready frames
+        if entry.point is None:
+            entry.point = chart_point(entry.seq, entry.timestamp, data)
+            entry.size += len(orjson.dumps(entry.point)) + 9  # ,"point":
         self.history.append(entry)
         self.bytes += entry.size
         self._evict()
-        self.points.append(chart_point(entry.seq, entry.timestamp, data))
+        self.points.append(entry.point)
         return True
 
     def attach(self, entry: Entry, window: int, pieces: dict[str, Deflated]) -> None:

@@ -4,7 +4,7 @@
 //   format.js      number formatting, DOM helpers (textContent only)
 //   connection.js  token auth, the socket, backoff, watchdog
 //   stream.js      which snapshots to accept: seq, epoch, hub restarts
-//   charts.js      chart points (derive, ingestPoints) and uPlot drawing
+//   charts.js      chart points (the hub's, as sent) and uPlot drawing
 //   panels.js      the header and sections; health.js the Health panel
 
 import { initCharts, seriesLengths } from "./charts.js";

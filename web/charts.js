@@ -1,6 +1,7 @@
-// The charts: snapshots reduced to points (derive), a bounded window of points, and uPlot drawing.
-// Points are plain objects {seq, t, rate: {job: v}, p95: {job: v}, rss, cpu, conns, appts};
-// ingestPoints() takes them directly, for a hub that sends chart history as points.
+// The charts: a bounded window of chart points, and uPlot drawing.
+// Points are plain objects {seq, t, rate: {job: v}, p95: {job: v}, rss, cpu, conns, appts}. The hub
+// derives them (hub/feed.py chart_point, the one definition): each metrics_update carries its own as
+// `point`, and a `points` message carries the history; the page only plots them.
 
 import { $, MIB, fmtCount, fmtFixed, fmtLatency, num } from "./format.js";
 import { MAX_POINTS, state } from "./state.js";
@@ -25,21 +26,11 @@ export function byJob(result, how) {
   return out;
 }
 
-/** The chart point of one metrics_update snapshot. */
-export function derive(snap) {
-  const d = snap.data || {};
-  const sys = d.system, app = d.application, biz = d.business;
-  const appts = biz && biz.appointments ? biz.appointments : null;
-  return {
-    seq: snap.seq,
-    t: Date.parse(snap.timestamp) / 1000,
-    rate: sys ? byJob(sys.requestRate, "sum") : null,
-    p95: sys ? byJob(sys.responseTime, "max") : null,
-    rss: app && app.memoryUsage ? num(app.memoryUsage.rss) : null,
-    cpu: app ? num(app.cpuPercent) : null,
-    conns: app ? num(app.activeConnections) : null,
-    appts: appts ? num(appts.total) : null,
-  };
+/** The chart point the hub sent with a metrics_update (`point`), timed as `t` (seconds); null without one. */
+export function pointOf(snap) {
+  const p = snap.point;
+  if (!p || typeof p !== "object") return null;
+  return { ...p, t: Date.parse(p.timestamp) / 1000 };
 }
 
 /** Append one point; a point at or before the newest one's time replaces the tail (x must increase). */
@@ -59,7 +50,7 @@ export function resetPoints() {
 
 /**
  * Add `points` (oldest first) to the window and redraw; returns how many were taken. A point is
- * derive()-shaped, with its time as `t` (seconds) or as the hub's ISO `timestamp`.
+ * shaped like a metrics_update's `point`, with its time as `t` (seconds) or as the hub's ISO `timestamp`.
  * Sequence bookkeeping (seq, epoch) stays with the caller (stream.js).
  */
 export function ingestPoints(points) {

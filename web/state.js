@@ -12,7 +12,7 @@ function loadToken() {
 }
 
 export const state = {
-  points: [],          // derived chart points, oldest first, at most MAX_POINTS
+  points: [],          // the hub's chart points, oldest first, at most MAX_POINTS
   epoch: null,         // the hub's stream epoch of the accepted snapshots (null: an older hub sends none)
   lastSeq: 0,          // highest seq accepted in the current epoch
   last: null,          // latest accepted snapshot

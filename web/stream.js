@@ -2,7 +2,7 @@
 // hub restarts. A hub stamps every message with an opaque `epoch`; `seq` only grows within one
 // epoch, and a new epoch means the sequence restarted (docs/protocol.md).
 
-import { addPoint, derive, drawCharts, estimateInterval, ingestPoints, resetPoints } from "./charts.js";
+import { addPoint, drawCharts, estimateInterval, ingestPoints, pointOf, resetPoints } from "./charts.js";
 import { render, updateBadge } from "./panels.js";
 import { state } from "./state.js";
 
@@ -51,7 +51,8 @@ export function accept(batch) {
     if (snap.seq <= state.lastSeq) continue;
     state.lastSeq = snap.seq;
     state.last = snap;
-    addPoint(derive(snap));
+    const point = pointOf(snap);
+    if (point) addPoint(point);
     accepted += 1;
   }
   if (accepted === 0) return;

@@ -47,7 +47,7 @@ async def test_snapshot_on_connect(aiohttp_client, make_config):
         first = await recv_json(ws)
         assert first["type"] == "metrics_update"
         assert first["seq"] >= st.feed.latest.seq - 1
-        assert set(first) == {"type", "seq", "epoch", "timestamp", "data", "sources"}
+        assert set(first) == {"type", "seq", "epoch", "timestamp", "data", "sources", "point"}
         assert set(first["data"]) == {"system", "application", "business", "alerts", "health"}
         assert first["data"]["system"] is None and first["data"]["business"] is None
         app = first["data"]["application"]

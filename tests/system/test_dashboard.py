@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hub.feed import chart_point
 from hub.app import create_app
 from hub.config import SourcesConfig, build_config
 from hub.sources.base import Source, SourceResult
@@ -537,10 +538,12 @@ def test_bounded_window_dedup_and_text_only_rendering(hub: Hub, open_page: Any) 
 
     def snap(seq: int) -> dict[str, Any]:
         ts = datetime.fromtimestamp(start + seq * 10, timezone.utc).isoformat(timespec="milliseconds")
-        return {**template, "seq": seq, "timestamp": ts.replace("+00:00", "Z"),
-                "data": {**template["data"], "alerts": [
-                    {"name": "Evil" + evil, "state": "firing", "severity": "critical",
-                     "activeAt": ts, "summary": evil, "labels": {}}]},
+        ts = ts.replace("+00:00", "Z")
+        data = {**template["data"], "alerts": [
+            {"name": "Evil" + evil, "state": "firing", "severity": "critical",
+             "activeAt": ts, "summary": evil, "labels": {}}]}
+        # The point a hub sends with each snapshot, by the hub's own (and only) definition.
+        return {**template, "seq": seq, "timestamp": ts, "data": data, "point": chart_point(seq, ts, data),
                 "sources": {**template["sources"], "business": {
                     "status": "error", "latency_ms": 1.0, "collected_at": ts, "error": evil}}}
 
@@ -648,7 +651,9 @@ def test_new_epoch_drops_old_points_and_takes_the_new_sequence(hub: Hub, open_pa
 
     def snap(seq: int, epoch: str, at: float) -> dict[str, Any]:
         data = {**template["data"], "application": {**template["data"]["application"], "uptime": float(seq)}}
-        return {**template, "seq": seq, "epoch": epoch, "timestamp": _iso(start + at), "data": data}
+        ts = _iso(start + at)
+        return {**template, "seq": seq, "epoch": epoch, "timestamp": ts, "data": data,
+                "point": chart_point(seq, ts, data)}
 
     sockets: list[Any] = []
 

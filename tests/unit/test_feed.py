@@ -39,14 +39,19 @@ def test_a_snapshot_is_held_once_as_pieces_and_assembled_per_topic_set():
     feed = Feed(history_size=5, history_max_bytes=1 << 20,
                 source_sections={"prometheus": ("system", "alerts"), "process": ("application",)})
     e = entry(7)
-    feed.append(e, {})
+    data = {"system": {"pad": ""}, "application": {"activeConnections": 1}}
+    feed.append(e, data)
     full = orjson.loads(e.encode())
-    assert full == {"type": "metrics_update", "seq": 7, "epoch": "e", "timestamp": "t7",
-                    "data": {"system": {"pad": ""}, "application": {"activeConnections": 1}},
-                    "sources": {"prometheus": {"status": "ok"}, "process": {"status": "ok"}}}
+    point = {"seq": 7, "timestamp": "t7", "rate": None, "p95": None, "rss": None, "cpu": None, "conns": 1.0,
+             "appts": None}
+    assert full == {"type": "metrics_update", "seq": 7, "epoch": "e", "timestamp": "t7", "data": data,
+                    "sources": {"prometheus": {"status": "ok"}, "process": {"status": "ok"}}, "point": point}
     app_only = orjson.loads(e.encode(("application",), feed.source_sections))
     assert app_only["data"] == {"application": {"activeConnections": 1}}
     assert app_only["sources"] == {"process": {"status": "ok"}}  # another source's error text never leaks
+    # The chart point (the one definition the page plots) is filtered like the sections.
+    assert app_only["point"] == {"seq": 7, "timestamp": "t7", "rss": None, "cpu": None, "conns": 1.0}
+    assert e.encoded_size() == len(e.encode()) and feed.bytes == e.size
 
 
 def test_older_or_repeated_seq_is_ignored_and_a_new_epoch_starts_over():
