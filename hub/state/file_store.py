@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from hub.state import Ledger, Store, StoreUnavailable
+from hub.state.base import Ledger, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

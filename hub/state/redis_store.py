@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from hub.redis_scripts import ledger_key, state_key
 from hub.scheduler import describe
 from hub.secrets import scrub
-from hub.state import LEDGER_TTL, Store, StoreUnavailable
+from hub.state.base import LEDGER_TTL, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

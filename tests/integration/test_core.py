@@ -12,6 +12,8 @@ from aiohttp import WSMsgType
 from hub.app import create_app
 from hub.sources.base import Source, SourceError, SourceResult
 from hub.context import HUB
+from hub.metrics import HubMetrics
+from hub.scheduler import Scheduler
 from tests.support.aio import sample, recv_json, recv_type, wait_for
 from tests.support.raw import GateSource
 
@@ -383,3 +385,17 @@ async def test_health_is_a_topic_like_the_others(aiohttp_client, make_config):
             await ws.send_str('{"type":"subscribe","topics":["health","system"]}')
             ack = await recv_type(ws, "subscribed")
             assert ack == {"type": "subscribed", "topics": ["health"], "denied": ["system"]}
+
+
+async def test_a_source_past_its_budget_is_cancelled_with_a_readable_reason():
+    # Real loop time (a budget of 0.05 s passes): an integration test, not a unit one.
+    class Hang(Source):
+        name, sections, timeout = "hang", ("hang",), 0.05
+
+        async def collect(self, budget: float) -> SourceResult:
+            await asyncio.Event().wait()  # never set: only the scheduler's budget ends this
+            raise AssertionError("unreachable")
+
+    sched = Scheduler(sources=[Hang()], interval=1.0, metrics=HubMetrics())
+    out = await sched.collect()
+    assert orjson.loads(out.sources["hang"])["error"] == "timed out after 0.05 s"

@@ -120,7 +120,7 @@ async def test_a_claim_counts_only_once_it_is_on_disk(tmp_path: Path, monkeypatc
 
 
 async def test_the_ledger_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hub.state.MAX_LEDGER", 5)
+    monkeypatch.setattr("hub.state.base.MAX_LEDGER", 5)
     store = FileStore(str(tmp_path))
     for i in range(8):
         assert await store.claim(f"k{i}")

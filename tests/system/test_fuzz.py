@@ -1,5 +1,9 @@
 """Hypothesis-generated client input against a real `hub serve`: malformed, oversized, binary, random.
 
+A system test: it starts a real `hub serve`. After every test, the autouse fixture checks that the
+hub still answers and that the good client connected throughout has seen every seq, so each test
+proves that on its own, in any order.
+
 Each bad input gets its documented answer (an error message, or close 1002/1003/1007/1008/1009),
 the hub never crashes or logs a traceback, and a good client connected the whole time keeps
 every seq. Raw sockets, so frames aiohttp's client would refuse to build can be sent too.
@@ -24,12 +28,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from hub.vocab import TOPICS
 from tests.support.hubproc import HubProcess
 from tests.support.raw import client_frame
 
 MAX_BYTES = 4096
 RATE, BURST = 20.0, 40
-TOPICS = ("system", "application", "business", "alerts")
 #: documented close codes for bad input (docs/security.md)
 BAD_INPUT_CODES = {1002, 1003, 1007, 1008, 1009}
 FUZZ = settings(max_examples=100, deadline=None, database=None,
@@ -407,14 +411,15 @@ def test_random_bytes_after_handshake_never_hurt_the_hub(hub, junk):
 @settings(FUZZ, max_examples=30)
 @given(request=st.binary(max_size=400))
 def test_random_bytes_instead_of_a_request_never_hurt_the_hub(hub, request):
+    answer = b""
     with socket.create_connection(("127.0.0.1", hub.port), timeout=5) as s:
-        with contextlib.suppress(OSError):
+        try:
             s.sendall(request)
             s.shutdown(socket.SHUT_WR)
-        with contextlib.suppress(OSError):
-            while s.recv(65536):
-                pass
-
-
-def test_hub_survived_everything_and_good_client_kept_every_seq(hub):
-    hub.check_alive()
+            while chunk := s.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass  # the hub may close before reading everything: an answer, not a failure
+    # Nothing, or an HTTP answer (aiohttp's 400 for a malformed request); never a hang or a crash.
+    assert answer == b"" or answer.startswith(b"HTTP/1."), answer[:80]
+    hub.check_alive()  # also checked after every test, by the autouse fixture
