@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from hub.metrics import HubMetrics
-from hub.notify import Notification, Notifier, _retry_after
+from hub.notify import Notification, Notifier
 from hub.sources.health import HealthSource
 from tests.support.aio import wait_for
 from tests.support import free_port
@@ -204,13 +203,6 @@ async def test_notify_never_blocks_and_close_counts_what_was_not_sent(slack: Rec
     assert audit.names().count("notification_dropped") == 301
     reasons = {e["reason"] for e in audit.events}
     assert reasons == {"queue full (256 undelivered messages)", "hub shutting down"}
-
-
-def test_retry_after_forms() -> None:
-    assert _retry_after("7") == 7.0
-    assert _retry_after(None) is None and _retry_after("soon") is None
-    later = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 <= (_retry_after(later) or 0) <= 31
 
 
 def test_invalid_webhook_url_is_refused_without_echoing_it() -> None:

@@ -1,0 +1,42 @@
+"""What a notification says: one health-check transition, the same for every channel."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to post: `text` is already free of secrets; `ts` is when the transition happened."""
+
+    kind: str  # "down" | "recovered"
+    check: str
+    severity: str  # critical | warning | info
+    text: str
+    ts: float
+
+    @classmethod
+    def down(cls, check: str, reason: str, *, ts: float | None = None) -> Notification:
+        """A check went down: severity critical, text `Health check failed: <name>: <reason>`."""
+        return cls("down", check, "critical", f"Health check failed: {check}: {reason}",
+                   time.time() if ts is None else ts)
+
+    @classmethod
+    def recovered(cls, check: str, *, down_for: float, ts: float | None = None) -> Notification:
+        """A check is up again after `down_for` seconds: one info message."""
+        return cls("recovered", check, "info",
+                   f"Health check recovered: {check} (down for {duration(down_for)})",
+                   time.time() if ts is None else ts)
+
+
+def duration(seconds: float) -> str:
+    """`seconds` as a short human duration: "45 s", "1 min 15 s", "2 h 5 min"."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s} s" if s else f"{m} min"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min" if m else f"{h} h"
