@@ -25,12 +25,26 @@ PRIVATE = ((RequestHandler, "_message_tail"), (RequestHandler, "_payload_parser"
 FLUSH_POLL = 0.05
 
 
+def _without_duplicated_parameters(offers: str) -> str:
+    """`offers` (a Sec-WebSocket-Extensions value) without the permessage-deflate offers that repeat
+    a parameter: RFC 7692 7.1 makes such an offer invalid, and the server must decline it."""
+    kept = []
+    for offer in offers.split(","):  # aiohttp splits offers at every comma too
+        name, *params = (p.strip() for p in offer.split(";"))
+        names = [p.split("=", 1)[0].strip() for p in params]
+        if name == "permessage-deflate" and len(set(names)) != len(names):
+            continue
+        kept.append(offer)
+    return ",".join(kept)
+
+
 class HubWebSocket(web.WebSocketResponse):
     """aiohttp's WebSocketResponse with the hub's three rules.
 
     - Always answers permessage-deflate with server_no_context_takeover: broadcast frames are
       compressed once and written raw to every client, so no message may depend on an earlier one
-      (RFC 7692 7.1.1.1 lets a server add this parameter on its own).
+      (RFC 7692 7.1.1.1 lets a server add this parameter on its own). An offer that repeats a
+      parameter is declined (RFC 7692 7.1); a later valid offer may still be accepted.
     - A `FrameGuard` sees every byte the client sends after the upgrade, including bytes that came
       in the same segment as the upgrade request, and rate-limits frames before they are parsed.
     - Every close goes one way, whoever starts it (the hub's evictions and violations, aiohttp's
@@ -49,11 +63,19 @@ class HubWebSocket(web.WebSocketResponse):
     def _handshake(self, request):  # type: ignore[no-untyped-def]
         headers, protocol, compress, notakeover = super()._handshake(request)
         if compress:
-            from aiohttp.http_websocket import ws_ext_gen
+            from aiohttp.http_websocket import ws_ext_gen, ws_ext_parse
 
+            offers = request.headers.get("Sec-WebSocket-Extensions", "")
+            valid = _without_duplicated_parameters(offers)
+            if valid != offers:  # aiohttp took the first offer it could parse, duplicates or not
+                compress, _ = ws_ext_parse(valid, isserver=True)
+        if compress:
             headers["Sec-WebSocket-Extensions"] = ws_ext_gen(compress=compress, isserver=True,
                                                              server_notakeover=True)
             notakeover = True
+        else:
+            headers.popall("Sec-WebSocket-Extensions", None)
+            notakeover = False
         return headers, protocol, compress, notakeover
 
     def _post_start(self, request, protocol, writer):  # type: ignore[no-untyped-def]

@@ -3,7 +3,9 @@
 Records are serialised on the event loop into a bounded queue; one writer thread, started with the
 app and joined on cleanup, writes them, so a slow disk never stalls the loop. What cannot be
 written (queue full, write error, after close) is counted in `hub_audit_dropped_total`, never
-raised into a handler and never printed per record.
+raised into a handler and never printed per record. Every field a client can influence is cut
+and escaped (`field`), so one request costs at most a few hundred bytes of audit. The file is
+reopened after a rotation (`hub.audit_sink`).
 """
 
 from __future__ import annotations
@@ -12,17 +14,16 @@ import collections
 import json
 import logging
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from hub.config import ConfigError
-from hub.vocab import utc_iso
+from hub.audit_sink import Sink, WriteError
+from hub.vocab import safe_text, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -36,43 +37,29 @@ JOIN_TIMEOUT = 5.0
 WINDOW = 60.0
 #: (address, reason) windows tracked at once; a new key beyond it is dropped (limiter_full)
 MAX_TRACKED = 10_000
+#: longest text field (Origin, User-Agent, path, token name, reason...); longer ones end with "…"
+MAX_FIELD_CHARS = 256
+#: most items of a list field that are kept
+MAX_FIELD_ITEMS = 16
 
 _STOP = object()
+_REOPEN = object()
 
 
-class Sink:
-    """The one place the audit file is opened, written and closed (`path` "": stderr)."""
-
-    def __init__(self, path: str) -> None:
-        self.where = path or "stderr"
-        self._file: Any = None
-        self._stderr: TextIO | None = None
-        if not path:
-            self._stderr = sys.stderr
-            return
-        try:
-            # Unbuffered: a failed write leaves nothing behind in a buffer to grow or to fail again.
-            self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
-        except OSError as exc:  # a config problem: report it like one, not as a traceback
-            raise ConfigError(f"audit.path: cannot open {path!r} for appending: {exc.strerror}") from None
-
-    def write(self, data: bytes) -> None:
-        """Write `data` whole, or raise OSError/ValueError."""
-        if self._stderr is not None:
-            self._stderr.write(data.decode())
-            self._stderr.flush()
-            return
-        view = memoryview(data)
-        while view:
-            n = self._file.write(view)
-            if not n:
-                raise OSError("short write")
-            view = view[n:]
-
-    def close(self) -> None:
-        """Close the file (never stderr)."""
-        if self._file is not None:
-            self._file.close()
+def field(value: Any) -> Any:
+    """`value` as the audit writes it: numbers, booleans and None as they are; text (anything else
+    as its `str`) cut at MAX_FIELD_CHARS and escaped to one printable line; lists cut likewise."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [field(v) for v in value[:MAX_FIELD_ITEMS]] + (["…"] if len(value) > MAX_FIELD_ITEMS else [])
+    head = str(value)[: MAX_FIELD_CHARS + 1]  # only these can survive: a 8 KB header costs no more
+    if not head.isascii():
+        try:  # header bytes that are not UTF-8 (aiohttp keeps them as surrogates) shown as \xff
+            head = head.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            pass  # other lone surrogates: safe_text escapes them
+    return safe_text(head, limit=MAX_FIELD_CHARS)
 
 
 class Repeats:
@@ -128,8 +115,9 @@ class Audit:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._last_error_log = -ERROR_LOG_EVERY
+        self._last_warning = -ERROR_LOG_EVERY
         self._errors_since_log = 0
+        self._failing_reported = False  # a write failure was logged: say so when writing works again
         self.rejected = Repeats(clock=clock)
 
     def start(self) -> None:
@@ -149,12 +137,12 @@ class Audit:
             return
         rec: dict[str, Any] = {"time": utc_iso(), "event": event}
         if request is not None:
-            rec["remote"] = remote or request.remote
-            rec["origin"] = request.headers.get("Origin")
-            rec["user_agent"] = request.headers.get("User-Agent")
+            rec["remote"] = field(remote or request.remote)
+            rec["origin"] = field(request.headers.get("Origin"))
+            rec["user_agent"] = field(request.headers.get("User-Agent"))
         elif remote is not None:
-            rec["remote"] = remote
-        rec.update(fields)
+            rec["remote"] = field(remote)
+        rec.update((k, field(v)) for k, v in fields.items())
         if event == "rejected":
             key = (str(rec.get("remote")), str(fields.get("reason")))
             verdict, ended = self.rejected.hit(key)
@@ -172,6 +160,18 @@ class Audit:
         for key, repeats in self.rejected.sweep(everything=everything):
             self._repeated(key, repeats)
 
+    def reopen(self) -> None:
+        """Reopen the file before the next write (SIGHUP after a rotation); stderr has nothing to reopen."""
+        if not self._sink.path:
+            log.info("audit log goes to stderr: nothing to reopen")
+            return
+        self._sink.reopen_requested = True
+        if self._thread is not None:
+            try:  # wake the writer: the renamed file is released now, not at the next record
+                self._queue.put_nowait(_REOPEN)
+            except queue.Full:
+                pass  # the writer is busy and reopens before its next write anyway
+
     def close(self) -> None:
         """Summarise open windows, write what is queued, join the writer, close the file."""
         if self._closed:
@@ -180,7 +180,7 @@ class Audit:
         self._closed = True
         thread = self._thread
         if thread is None:  # never started: write the queue here
-            self._write([item for item in self._take_all() if item is not _STOP])
+            self._write([item for item in self._take_all() if isinstance(item, bytes)])
         else:
             try:
                 self._queue.put(_STOP, timeout=JOIN_TIMEOUT)
@@ -202,9 +202,9 @@ class Audit:
     def _put(self, rec: dict[str, Any]) -> None:
         try:
             line = orjson.dumps(rec, default=str)
-        except TypeError:  # a header with bytes that are not UTF-8 (aiohttp keeps them as surrogates)
+        except TypeError:  # an integer beyond 64 bits (text is made encodable by `field` already)
             text = json.dumps(rec, default=str, ensure_ascii=False, separators=(",", ":"))
-            line = text.encode("utf-8", "replace")  # each such byte becomes "?"
+            line = text.encode("utf-8", "replace")
         try:
             self._queue.put_nowait(line + b"\n")
         except queue.Full:
@@ -226,24 +226,46 @@ class Audit:
         while True:
             batch = [self._queue.get()]
             batch += self._take_all()  # one write and one syscall per burst
-            lines = [item for item in batch if item is not _STOP]
-            if lines:
-                self._write(lines)
-            if len(lines) != len(batch):
+            self._write([item for item in batch if isinstance(item, bytes)])
+            if _STOP in batch:
                 return
 
+    def _warning_due(self) -> bool:
+        """True at most once per ERROR_LOG_EVERY: a failing disk is reported, never per record."""
+        now = time.monotonic()
+        if now - self._last_warning < ERROR_LOG_EVERY:
+            return False
+        self._last_warning = now
+        return True
+
     def _write(self, lines: list[bytes]) -> None:
+        """Reopen the file if it was rotated (or SIGHUP asked), then write `lines` in one go."""
+        try:
+            why = self._sink.rotated()
+            if why:
+                self._sink.reopen()
+                log.info("audit log %s reopened: %s", self._sink.where, why)
+        except OSError as exc:
+            if self._warning_due():
+                log.warning("audit log %s: cannot reopen (%s); still writing to the file opened before",
+                            self._sink.where, exc.strerror or exc)
         if not lines:
             return
         try:
-            self._sink.write(b"".join(lines))
-        except (OSError, ValueError) as exc:
-            self._drop("write_error", len(lines))
-            self._errors_since_log += len(lines)
-            now = time.monotonic()
-            if now - self._last_error_log >= ERROR_LOG_EVERY:
+            self._sink.write(lines)
+        except (WriteError, OSError, ValueError) as exc:
+            lost = len(lines) - exc.written if isinstance(exc, WriteError) else len(lines)
+            self._drop("write_error", lost)
+            self._errors_since_log += lost
+            if self._warning_due():
                 log.warning("audit log %s: cannot write (%s); %d record(s) lost so far, counted in "
                             "hub_audit_dropped_total{reason=\"write_error\"}; next report in a minute at most",
                             self._sink.where, getattr(exc, "strerror", None) or exc, self._errors_since_log)
-                self._last_error_log = now
                 self._errors_since_log = 0
+                self._failing_reported = True
+            return
+        if self._failing_reported:
+            log.info("audit log %s: writing again; %d more record(s) were lost since the last report",
+                     self._sink.where, self._errors_since_log)
+            self._failing_reported = False
+            self._errors_since_log = 0

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from hub import __version__
-from hub.config import Config, ConfigError, load_config, redacted_dict, with_overrides
+
+if TYPE_CHECKING:
+    from hub.config import Config
+
+# Imports beyond the standard library's smallest modules happen inside the commands: `hub serve`
+# takes its signals over first, so that a SIGTERM during start-up is never fatal.
 
 log = logging.getLogger("hub")
 
@@ -29,8 +35,23 @@ def _setup_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def _remember_signals() -> list[int]:
+    """From here until `hub serve`'s event loop takes them over, SIGTERM, SIGINT and SIGHUP are only
+    remembered (the default action would kill the hub: -15, or -1 for SIGHUP)."""
+    received: list[int] = []
+
+    def remember(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, remember)
+    return received
+
+
 def _load(path: str | None, *, host: str | None = None, port: int | None = None) -> Config:
     """The config file plus environment, then --host/--port, all validated alike; exit 2 naming the key."""
+    from hub.config import ConfigError, load_config, with_overrides
+
     try:
         cfg = load_config(path)
         overrides = {k: v for k, v in (("server.host", host), ("server.port", port)) if v is not None}
@@ -43,6 +64,8 @@ def _load(path: str | None, *, host: str | None = None, port: int | None = None)
 
 
 def _install_uvloop() -> None:
+    import asyncio
+
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]  # absent on some platforms
     except ImportError:
@@ -63,12 +86,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"hub: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _install_uvloop()
-    run(app, cfg, sock, role=args.role)
+    run(app, cfg, sock, role=args.role, early=getattr(args, "signals", None))
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Print the effective config with secrets redacted, or what is wrong (exit 2)."""
+    from hub.config import redacted_dict
+
     cfg = _load(args.config)
     print(json.dumps(redacted_dict(cfg), indent=2))
     for tok in cfg.auth.tokens:
@@ -80,6 +105,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check the live dependencies (MongoDB index) for the config."""
+    import asyncio
+
     from hub.doctor import run_doctor
 
     cfg = _load(args.config)
@@ -149,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hub` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        args.signals = _remember_signals()  # before anything slow: imports, config, create_app
     _setup_logging()
     return int(args.func(args) or 0)
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from hub.app import create_app
-from hub.audit import WINDOW, Audit, Repeats
+from hub.audit import MAX_FIELD_CHARS, WINDOW, Audit, Repeats
 from hub.context import HUB
 from hub.metrics import HubMetrics
 from hub.sources.base import Source, SourceResult
@@ -159,5 +159,36 @@ async def test_a_user_agent_that_is_not_utf8_is_audited_not_a_500(aiohttp_client
     assert head.startswith(b"HTTP/1.1 403"), head
     await client.close()
     [rec] = [r for r in lines(path) if r["event"] == "rejected"]
-    assert rec["user_agent"] == "probe??/1" and rec["reason"] == "origin"
+    assert rec["user_agent"] == "probe\\xff\\xfe/1" and rec["reason"] == "origin"  # the bytes, escaped
     assert sample(client.app[HUB].metrics, "hub_audit_dropped_total", reason="write_error") == 0
+
+
+async def test_client_fields_are_capped_and_escaped_so_one_attempt_costs_one_short_line(
+        aiohttp_client, make_config, tmp_path):
+    # Before: Origin and User-Agent went in uncut (up to 8 KB each: ~16 KB per refused attempt), and a
+    # U+2028 or NEL in them split the record for any reader that splits lines the Unicode way.
+    path = tmp_path / "audit.jsonl"
+    client = await aiohttp_client(create_app(make_config({"audit": {"path": str(path)}})))
+    port = client.server.port
+    origin = "https://evil.example/" + "\u2028\x85" + "o" * 8000  # (the parser refuses raw C0 controls)
+    agent = "probe/1 " + "\u00e9" * 4000  # two bytes each in UTF-8: 8 KB, just under the header limit
+
+    def refused_upgrade() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                      + f"Origin: {origin}\r\nUser-Agent: {agent}\r\n\r\n".encode())
+            return s.recv(100)
+
+    head = await asyncio.to_thread(refused_upgrade)
+    assert head.startswith(b"HTTP/1.1 403"), head
+    await client.close()
+    raw = path.read_bytes()
+    [line] = [ln for ln in raw.split(b"\n") if b'"rejected"' in ln]
+    assert len(line) < 1500, len(line)
+    assert raw.decode().splitlines() == raw.decode().split("\n")[:-1], "no character a reader splits lines at"
+    rec = orjson.loads(line)
+    assert len(rec["origin"]) == MAX_FIELD_CHARS and rec["origin"].endswith("…")
+    assert rec["origin"].startswith("https://evil.example/\\u2028\\x85ooo")
+    assert len(rec["user_agent"]) == MAX_FIELD_CHARS and rec["user_agent"].endswith("…")
+
