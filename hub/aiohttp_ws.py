@@ -20,7 +20,7 @@ from hub.frames import FrameGuard, TokenBucket
 #: what this module relies on: (owner, attribute)
 PRIVATE = ((RequestHandler, "_message_tail"), (RequestHandler, "_payload_parser"),
            (web.WebSocketResponse, "_handshake"), (web.WebSocketResponse, "_post_start"),
-           (web.WebSocketResponse, "_reader"))
+           (web.WebSocketResponse, "_reader"), (web.WebSocketResponse, "_close_transport"))
 #: how often a closing socket's unsent bytes are checked while its peer has the grace to read them
 FLUSH_POLL = 0.05
 
@@ -96,6 +96,25 @@ class HubWebSocket(web.WebSocketResponse):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()
 
+    def _close_transport(self) -> None:
+        # aiohttp's last step of every close. After a violation the input is unread (a flood the
+        # guard stopped reading), and closing such a socket makes the kernel send RST, which can
+        # discard the Close frame before the peer reads it: then a lingering close instead, FIN
+        # after the queued bytes and the socket kept, until the peer closes or `close()`'s grace
+        # ends (the handler's end aborts it too).
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        if self.lingering and t.can_write_eof():
+            t.write_eof()
+        else:
+            t.close()
+
+    @property
+    def lingering(self) -> bool:
+        """True once the guard failed the connection: its close waits for the peer's FIN."""
+        return self.guard is not None and self.guard.violation is not None
+
     @property
     def transport(self) -> asyncio.Transport | None:
         """The connection's transport once upgraded (None before)."""
@@ -116,8 +135,9 @@ class HubWebSocket(web.WebSocketResponse):
         try:
             async with asyncio.timeout_at(deadline):
                 result = await super().close(code=code, message=message, drain=False)
-                # aiohttp closes the transport after the handshake; it flushes what is queued first.
-                while t is not None and t.get_write_buffer_size():
+                # The transport flushes what is queued, then closes (or, lingering, sends FIN and
+                # waits for the peer's): the peer gets until the grace to read it.
+                while t is not None and (t.get_write_buffer_size() or (self.lingering and not t.is_closing())):
                     await asyncio.sleep(FLUSH_POLL)
         except TimeoutError:
             pass

@@ -35,8 +35,11 @@ def test_the_upgrade_tail_is_still_fed_by_set_parser_from_message_tail():
     receive = inspect.getsource(web.WebSocketResponse.receive)
     # aiohttp closes on a reader error by calling self.close(...): HubWebSocket.close bounds it.
     assert "await self.close(code=exc.code)" in receive
+    # ... and ends every close through _close_transport, which HubWebSocket makes a lingering close.
+    for method in (web.WebSocketResponse._set_code_close_transport, web.WebSocketResponse.close):
+        assert "_close_transport()" in inspect.getsource(method)
 
 
 def test_hubwebsocket_overrides_only_what_it_says():
     own = {n for n, v in vars(HubWebSocket).items() if callable(v) and not n.startswith("__")}
-    assert own == {"_handshake", "_post_start", "_violated", "close"}
+    assert own == {"_handshake", "_post_start", "_violated", "_close_transport", "close"}

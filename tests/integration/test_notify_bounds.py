@@ -99,6 +99,8 @@ async def test_give_up_after_holds_during_an_attempt_and_the_next_message_goes_o
         notifier.notify(Notification.down("backend", "HTTP 503"))
         notifier.notify(Notification.down("frontend", "HTTP 503"))
         await wait_for(lambda: slack.delivered, timeout=WAIT, what="the second message")
+        # The receiver notices the cut at its next dripped byte (every 0.1 s), maybe after that.
+        await wait_for(lambda: drip.ended is not None, timeout=WAIT, what="the receiver seeing the cut")
     finally:
         await notifier.close()
     assert drip.started is not None and drip.ended is not None
