@@ -262,7 +262,7 @@ class BusinessSource(Source):
         now = now_ms()
         docs = await self._aggregate(build_pipeline(self.cfg.fields, now - WINDOWS[time_range]))
         return shape_result(docs[0] if docs else None, time_range=time_range, timestamp=now,
-                            min_cell_size=self.cfg.min_cell_size)
+                            min_cell_size=self.cfg.min_cell_size, max_specialties=self.cfg.max_specialties)
 
     async def _aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.queries_total += 1
@@ -319,5 +319,6 @@ class BusinessSource(Source):
             extra.append(found[first - 1])
         fresh = {h: found.get(h) or HourStats() for h in needed}
         stats = self.store.merged(first, open_h, fresh=fresh, extra=extra)
-        return shape(stats, time_range=time_range, timestamp=now, min_cell_size=self.cfg.min_cell_size)
+        return shape(stats, time_range=time_range, timestamp=now, min_cell_size=self.cfg.min_cell_size,
+                     max_specialties=self.cfg.max_specialties)
 
