@@ -18,7 +18,7 @@ import orjson
 import psutil
 import pytest
 
-from tests.support import free_port, need_program
+from tests.support import end_process, free_port, need_program
 from tests.support.browser import chromium, open_page  # noqa: F401  (fixtures)
 from tests.support.hubproc import ROOT
 
@@ -66,9 +66,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         _poll(lambda: _get(d.url + "/health"), timeout=60, what="the demo hub to answer")
         yield d
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        # Ctrl-C, as a user stops it: SIGKILL left its SecantusDB and Prometheus running whenever
+        # test_ctrl_c_stops_every_child was not part of the run.
+        end_process(proc, signal.SIGINT, timeout=30)
 
 
 #: ticks (1 s each) whose log must be clean: the start, the seed, the warm-up fill of the business hours
