@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -154,26 +155,52 @@ async def _serve(*, host: str, port: int, interval: float, mongo_port: int, sim_
     }
     cfg = build_config(raw, environ={})
     extra = [] if prom_port is not None else [MissingPrometheus()]
-    app = create_app(cfg, extra_sources=extra)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    seeded = asyncio.Event()
     sim = asyncio.create_task(run_simulator(mongodb_uri=f"mongodb://127.0.0.1:{mongo_port}/healthcare",
-                                            metrics_port=sim_port, stop=stop))
-    runner = web.AppRunner(app, shutdown_timeout=3.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=2048)
-    await site.start()
-    print(f"\n  hub demo: open http://{host}:{port}/   (Ctrl-C stops everything)\n", flush=True)
+                                            metrics_port=sim_port, stop=stop, ready=seeded))
+    runner: web.AppRunner | None = None
     try:
+        # The hub starts on a collection that exists and holds its history, as in production. Started
+        # beside the bulk seed, its stream also saw the collection and its index being created, and
+        # SecantusDB refuses to resume from a position taken after such a command ("Resume token
+        # namespace does not match"): after the first tick that timed out under the seed's load, the
+        # hub rebuilt every hour with a warning.
+        if not await _first(seeded.wait(), stop.wait(), sim):
+            return
+        app = create_app(cfg, extra_sources=extra)
+        runner = web.AppRunner(app, shutdown_timeout=3.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=2048)
+        await site.start()
+        print(f"\n  hub demo: open http://{host}:{port}/   (Ctrl-C stops everything)\n", flush=True)
         await stop.wait()
     finally:
         print("hub demo: stopping...", flush=True)
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         stop.set()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(sim, 5)
+
+
+async def _first(seeded: Awaitable[Any], stopped: Awaitable[Any], sim: asyncio.Task[None]) -> bool:
+    """Wait until the simulator has seeded its history (True), Ctrl-C (False) or the simulator ended
+    (RuntimeError: it cannot reach the store)."""
+    waits = [asyncio.ensure_future(seeded), asyncio.ensure_future(stopped)]
+    try:
+        await asyncio.wait([*waits, sim], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    if waits[0].done() and not waits[0].cancelled():
+        return True
+    if sim.done():
+        raise RuntimeError(f"the simulator stopped before seeding: {sim.exception() or 'no error'}")
+    return False
 
 
 def run_demo(*, host: str = "127.0.0.1", port: int = 8080, interval: float = 2.0) -> int:

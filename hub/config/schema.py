@@ -111,6 +111,8 @@ class BusinessSourceConfig:
                          doc="seconds; also bounds the driver's server selection")
     min_cell_size: int = key(0, lo=0, hi=MILLION,
                              doc='fold specialties with fewer appointments into "other" (0 = off)')
+    max_specialties: int = key(50, lo=1, hi=10_000,
+                               doc='specialties shown; the rest fold into "other" (after min_cell_size)')
     reconcile_interval: float = key(300.0, lo=1.0, hi=DAY, unit="seconds",
                                     doc="seconds between full recounts that correct incremental drift")
     fields: BusinessFields = section(BusinessFields, "field names in the appointments collection")

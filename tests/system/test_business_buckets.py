@@ -355,6 +355,43 @@ async def test_lost_resume_point_rebuilds(tmp_path: Path) -> None:
         server.kill()
 
 
+async def test_a_stream_batch_slower_than_half_a_tick_is_drained_in_the_background(tmp_path: Path) -> None:
+    # Found by `make run`: the hub started beside the demo's bulk seed, and one batch of that backlog took
+    # SecantusDB longer than the drain's half of the tick. The drain then read nothing, so it had no
+    # progress to keep, and the tick failed ("MongoDB query timed out"), again and again on the same
+    # batch. Driven deterministically: a failpoint makes every getMore of the hub's client (appName
+    # "hub") take 2 s, beyond the drain's 1 s; the test's own client is not slowed.
+    server = MongoServer(tmp_path / "data", args=["--enable-test-commands"])
+    server.start()
+    await seeded(server, 61)
+    src = source_for(server, timeout=5.0, time_range="24h")
+    await src.start()
+    try:
+        await src.collect(5.0)
+        await src.filled()
+        async with AsyncMongoClient(server.uri) as client:
+            coll = client.get_default_database()["appointments"]
+            work = Workload(coll, seed=3)
+            await work.load_ids()
+            await work.round(deletes=False)
+            events = src.changes.events_total
+            await client.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": {
+                "failCommands": ["getMore"], "appName": "hub", "blockConnection": True, "blockTimeMS": 2000}})
+            try:
+                for _ in range(3):  # the fill (its own deadline) drains meanwhile, 2 s per batch
+                    got = (await src.collect(2.5)).data["business"]  # driver deadline 2 s: 1 s to drain
+                    assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
+            finally:
+                await client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+            await src.filled()
+            assert src.changes.events_total > events  # the backlog was read, not skipped
+            got = (await src.collect(5.0)).data["business"]
+            assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
+    finally:
+        await src.close()
+        server.kill()
+
+
 # ----------------------------------------------------------------------------- without change streams
 
 

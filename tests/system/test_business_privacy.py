@@ -20,8 +20,9 @@ from tests.support.mongo import MongoServer, mongo_server, mongo_server_fn  # no
 from tests.system.test_business_source import SPECIALTIES, insert, make_docs, source_for
 
 UTC = dt.timezone.utc
-READ_COMMANDS = {"aggregate", "listIndexes", "count", "buildinfo", "buildInfo", "connectionStatus", "ping",
-                 "hello", "isMaster", "ismaster", "endSessions", "saslStart", "saslContinue", "getMore", "killCursors"}
+READ_COMMANDS = {"aggregate", "listIndexes", "listCollections", "count", "buildinfo", "buildInfo", "connectionStatus",
+                 "ping", "hello", "isMaster", "ismaster", "endSessions", "saslStart", "saslContinue", "getMore",
+                 "killCursors"}
 
 
 class Wire(monitoring.CommandListener):
@@ -142,6 +143,11 @@ async def test_read_only_user_is_enough_for_source_and_doctor(mongo_server_fn: M
     await src.start()
     try:
         assert (await src.collect(src.timeout)).data["business"]["appointments"]["total"] > 0
+        # Kept hours, change stream, and the collection's identity (listCollections) under `read` too.
+        await src.metrics_for("24h")
+        await src.filled()
+        assert (await src.metrics_for("24h"))["appointments"]["total"] > 0
+        assert src.mode == "change_stream" and src.changes.identity not in (None, "absent")
     finally:
         await src.close()
     out = io.StringIO()

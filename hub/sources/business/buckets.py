@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hub.config import BusinessFields
-from hub.sources.business.pipeline import UNKNOWN_SPECIALTY, field_ref, json_id, number, seed_answer
+from hub.sources.business.pipeline import (
+    DEFAULT_MAX_SPECIALTIES,
+    field_ref,
+    json_id,
+    number,
+    seed_answer,
+    specialty_expr,
+)
 
 UTC = dt.UTC
 HOUR_MS = 3_600_000
@@ -119,7 +126,7 @@ def hour_pipeline(fields: BusinessFields, spans: Sequence[Span]) -> list[dict[st
     return [
         {"$match": span_match(fields, spans)},
         {"$group": {
-            "_id": {"h": hour_key(fields), "s": {"$ifNull": [field_ref(fields.specialty), UNKNOWN_SPECIALTY]}},
+            "_id": {"h": hour_key(fields), "s": specialty_expr(fields)},
             "n": {"$sum": 1},
             "c": {"$sum": {"$cond": [_query_equals(fields.status, fields.cancelled_value), 1, 0]}},
             # $sum skips what $avg skips (missing, null, non-numbers); the count must skip the same.
@@ -152,12 +159,12 @@ def parse_rows(rows: Iterable[Mapping[str, Any]]) -> dict[int, HourStats]:
     return out
 
 
-def shape(stats: HourStats, *, time_range: str, timestamp: dt.datetime, min_cell_size: int = 0) -> dict[str, Any]:
+def shape(stats: HourStats, *, time_range: str, timestamp: dt.datetime, min_cell_size: int = 0,
+          max_specialties: int = DEFAULT_MAX_SPECIALTIES) -> dict[str, Any]:
     """The seed's response object from merged aggregates; equal to shape_result over the same documents."""
-    ordered = sorted(stats.specialties.items(), key=lambda kv: (-kv[1][1], kv[0]))
-    rows = [{"_id": json_id(value), "count": count} for _, (value, count) in ordered]
+    rows = [{"_id": json_id(value), "count": count} for value, count in stats.specialties.values()]
     return seed_answer(time_range=time_range, timestamp=timestamp, total=stats.total, cancelled=stats.cancelled,
-                       rows=rows, min_cell_size=min_cell_size,
+                       rows=rows, min_cell_size=min_cell_size, max_specialties=max_specialties,
                        booking_s=stats.wait_ms_sum / stats.wait_n / 1000 if stats.wait_n else 0,
                        rating=stats.rating_sum / stats.rating_n if stats.rating_n else None)
 

@@ -26,8 +26,12 @@ MAX_IDS = 5000
 WATCH_COMMENT = "hub: business metrics change detection (read-only)"
 #: the resume point is gone: ChangeStreamHistoryLost, ChangeStreamFatalError, and the same on old servers
 HISTORY_LOST_CODES = frozenset({280, 286, 136})
-#: events after which the stream is closed by the server and nothing about the collection is known
+#: events after which the stream is closed by the server and nothing about the collection is known. On
+#: a stream on one collection, MongoDB sends `rename` when the collection is renamed away and also when
+#: another is renamed into its name (`ns` the old name, `to` the watched one), then `invalidate`.
 RESET_OPS = frozenset({"drop", "rename", "dropDatabase", "invalidate"})
+#: identity of a collection that does not exist (listCollections does not list it)
+ABSENT = "absent"
 
 
 class ChangeStreamsUnavailable(Exception):
@@ -193,6 +197,17 @@ class ChangeFeed:
     async def close(self) -> None:
         """Close the stream (the token is kept)."""
         await self._drop_stream()
+
+
+async def collection_identity(coll: Any) -> Any:
+    """What tells this collection from another of the same name: its UUID from listCollections (MongoDB
+    and SecantusDB give every collection one; a rename keeps it, a drop and re-create or a rename into
+    the name changes it), the type where a server gives none (a view), ABSENT when there is none."""
+    cursor = await coll.database.list_collections(filter={"name": coll.name}, comment=WATCH_COMMENT)
+    for spec in await cursor.to_list(None):
+        uuid = (spec.get("info") or {}).get("uuid")
+        return uuid if uuid is not None else spec.get("type", "collection")
+    return ABSENT
 
 
 async def probe(coll: Any, fields: BusinessFields) -> str | None:

@@ -14,6 +14,18 @@ from hub.vocab import iso_of
 UNKNOWN_SPECIALTY = "unknown"
 OTHER_SPECIALTY = "other"
 QUERY_COMMENT = "hub: business metrics (read-only aggregate)"
+#: a specialty label longer than this is cut to LABEL_CHARS - 1 characters followed by LABEL_MARK
+LABEL_CHARS = 256
+LABEL_MARK = "\u2026"  # …
+#: sources.business.max_specialties' default: the rows of bySpecialty besides "other"
+DEFAULT_MAX_SPECIALTIES = 50
+#: JSON bytes of one bySpecialty row at most: {"_id":"<label>","count":<count>} and its comma, where each
+#: of the label's characters takes at most 6 bytes (a control character is written as \u00XX), the mark
+#: 3, and the count at most 20 (an int64)
+ROW_MAX_BYTES = len('{"_id":"","count":},') + 6 * (LABEL_CHARS - 1) + len(LABEL_MARK.encode()) + 20
+#: JSON bytes of the business section without its bySpecialty rows at most: the keys, a timestamp, the
+#: longest timeRange, a total of 20 digits and three floats of at most 24 characters each
+SECTION_FIXED_BYTES = 320
 
 
 def field_ref(path: str) -> str:
@@ -44,13 +56,28 @@ def build_pipeline(fields: BusinessFields, start: dt.datetime) -> list[dict[str,
                 {"$group": {"_id": None, "avgMs": {"$avg": {"$subtract": [completed, created]}}}},
             ],
             "bySpecialty": [
-                {"$group": {"_id": {"$ifNull": [field_ref(fields.specialty), UNKNOWN_SPECIALTY]},
-                            "count": {"$sum": 1}}},
+                {"$group": {"_id": specialty_expr(fields), "count": {"$sum": 1}}},
                 # _id breaks ties so the order is deterministic from tick to tick.
                 {"$sort": {"count": -1, "_id": 1}},
             ],
         }},
     ]
+
+
+def specialty_expr(fields: BusinessFields) -> dict[str, Any]:
+    """The specialty as grouped: "unknown" when missing or null, a string cut on the server to
+    LABEL_CHARS + 1 characters (one more than is shown, so the hub can tell it was cut), so a 1 MiB
+    value never leaves the server, whatever the documents hold."""
+    return {"$let": {
+        "vars": {"s": {"$ifNull": [field_ref(fields.specialty), UNKNOWN_SPECIALTY]}},
+        "in": {"$cond": [{"$eq": [{"$type": "$$s"}, "string"]}, {"$substrCP": ["$$s", 0, LABEL_CHARS + 1]}, "$$s"]},
+    }}
+
+
+def max_section_bytes(max_specialties: int = DEFAULT_MAX_SPECIALTIES) -> int:
+    """The largest the business section (`data.business`, or one /api/metrics/business answer) can be
+    in JSON: max_specialties rows, "other", and the fixed fields."""
+    return SECTION_FIXED_BYTES + (max_specialties + 1) * ROW_MAX_BYTES
 
 
 def _first(doc: Mapping[str, Any] | None, facet: str, key: str) -> Any:
@@ -77,10 +104,12 @@ def round2(x: float) -> float:
 
 
 def json_id(value: Any) -> Any:
-    """A specialty key that JSON can carry (odd BSON types become strings)."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+    """A specialty key that JSON can carry (odd BSON types become strings), as shown: text longer than
+    LABEL_CHARS characters is cut to LABEL_CHARS - 1 and marked with a trailing LABEL_MARK."""
+    if value is None or isinstance(value, (int, float, bool)):
         return value
-    return str(value)
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS - 1] + LABEL_MARK
 
 
 def _id_sort_key(value: Any) -> tuple[int, str]:
@@ -91,14 +120,35 @@ def row_key(row: Mapping[str, Any]) -> tuple[int, tuple[int, str]]:
     return (-row["count"], _id_sort_key(row["_id"]))
 
 
-def fold_small_cells(rows: Sequence[Mapping[str, Any]], min_cell_size: int) -> list[dict[str, Any]]:
-    """Merge specialties with a count below `min_cell_size` into one "other" row, sorted count desc.
+def merge_labels(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose labels are equal once cut (json_id) as one row with their counts summed, sorted count
+    desc, then _id: bySpecialty never shows a label twice."""
+    merged: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        label = row["_id"]
+        # 1 and True are equal in Python, not in JSON: strings are keys themselves, the rest with their type.
+        k = label if isinstance(label, str) else (type(label).__name__, repr(label))
+        slot = merged.get(k)
+        if slot is None:
+            merged[k] = {"_id": label, "count": row["count"]}
+        else:
+            slot["count"] += row["count"]
+    return sorted(merged.values(), key=row_key)
+
+
+def fold_small_cells(rows: Sequence[Mapping[str, Any]], min_cell_size: int,
+                     max_specialties: int = DEFAULT_MAX_SPECIALTIES) -> list[dict[str, Any]]:
+    """Merge specialties with a count below `min_cell_size` into one "other" row, then every specialty
+    but the `max_specialties` largest; sorted count desc, then _id.
 
     If "other" itself stays below `min_cell_size`, the smallest remaining rows join it until it
-    does not (otherwise `total` minus the shown rows would give the small count away).
+    does not (otherwise `total` minus the shown rows would give the small count away). Folding for
+    `max_specialties` comes second and only adds to "other", so it keeps that guarantee; at most
+    `max_specialties` + 1 rows remain.
     """
-    if min_cell_size <= 0:
-        return [dict(r) for r in rows]
+    named = sum(1 for r in rows if r["_id"] != OTHER_SPECIALTY)
+    if min_cell_size <= 0 and named <= max_specialties:
+        return sorted((dict(r) for r in rows), key=row_key)
     kept: list[dict[str, Any]] = []
     other = 0
     for row in rows:
@@ -109,6 +159,9 @@ def fold_small_cells(rows: Sequence[Mapping[str, Any]], min_cell_size: int) -> l
     kept.sort(key=row_key)
     while 0 < other < min_cell_size and kept:
         other += kept.pop()["count"]
+    for row in kept[max_specialties:]:  # the largest are shown, the long tail is "other"
+        other += row["count"]
+    del kept[max_specialties:]
     if other:
         kept.append({"_id": OTHER_SPECIALTY, "count": other})
     kept.sort(key=row_key)
@@ -116,7 +169,7 @@ def fold_small_cells(rows: Sequence[Mapping[str, Any]], min_cell_size: int) -> l
 
 
 def shape_result(doc: Mapping[str, Any] | None, *, time_range: str, timestamp: dt.datetime,
-                 min_cell_size: int = 0) -> dict[str, Any]:
+                 min_cell_size: int = 0, max_specialties: int = DEFAULT_MAX_SPECIALTIES) -> dict[str, Any]:
     """The seed's response object from the pipeline's single output document."""
     total = int(_first(doc, "totals", "n") or 0)
     cancelled = int(_first(doc, "cancelled", "n") or 0)
@@ -125,20 +178,21 @@ def shape_result(doc: Mapping[str, Any] | None, *, time_range: str, timestamp: d
     rows = [{"_id": json_id(r.get("_id")), "count": int(r.get("count") or 0)}
             for r in (doc or {}).get("bySpecialty") or []]
     return seed_answer(time_range=time_range, timestamp=timestamp, total=total, cancelled=cancelled, rows=rows,
-                       min_cell_size=min_cell_size, booking_s=booking_ms / 1000 if booking_ms is not None else 0,
-                       rating=rating)
+                       min_cell_size=min_cell_size, max_specialties=max_specialties,
+                       booking_s=booking_ms / 1000 if booking_ms is not None else 0, rating=rating)
 
 
 def seed_answer(*, time_range: str, timestamp: dt.datetime, total: int, cancelled: int,
                 rows: list[dict[str, Any]], min_cell_size: int, booking_s: float,
-                rating: float | None) -> dict[str, Any]:
-    """The seed's response object (its field names and rounding), from the window's aggregates."""
+                rating: float | None, max_specialties: int = DEFAULT_MAX_SPECIALTIES) -> dict[str, Any]:
+    """The seed's response object (its field names and rounding), from the window's aggregates; its
+    bySpecialty labels cut and merged, small cells and the long tail folded (at most max_section_bytes)."""
     return {
         "timestamp": iso_of(timestamp),
         "timeRange": time_range,
         "appointments": {
             "total": total,
-            "bySpecialty": fold_small_cells(rows, min_cell_size),
+            "bySpecialty": fold_small_cells(merge_labels(rows), min_cell_size, max_specialties),
             "cancellationRate": (cancelled / total) * 100 if total > 0 else 0,
             "averageBookingTime": booking_s,
             "patientSatisfaction": round2(rating) if rating is not None else None,

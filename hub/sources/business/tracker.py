@@ -12,7 +12,13 @@ from typing import Any
 
 from hub.config import BusinessFields
 from hub.sources.business.buckets import BucketStore, hour_key, hour_of, monotonic
-from hub.sources.business.changes import MAX_IDS, ChangeFeed, ChangeStreamsUnavailable
+from hub.sources.business.changes import (
+    ABSENT,
+    MAX_IDS,
+    ChangeFeed,
+    ChangeStreamsUnavailable,
+    collection_identity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +60,19 @@ class ChangeTracker:
         self._last_slice: float | None = None
         self._forgotten = False  # forget() closed the stream: its reopening starts a new generation
         self.behind = False  # the last drain stopped before the end of the backlog
+        #: the collection's identity (collection_identity) when last checked; None before the first check
+        self.identity: Any = None
         #: change events received, recomputes of every kept hour forced by a change of unknown hour,
-        #: rebuilds after a lost resume point
+        #: rebuilds after a lost resume point, rebuilds after the collection was replaced
         self.events_total = 0
         self.forced_total = 0
         self.resets_total = 0
+        self.replaced_total = 0
 
     async def apply(self) -> None:
         """Drain the change stream and mark the hours it touched dirty (or fall back to reconcile)."""
         async with self.lock:
+            await self._check_identity()
             if self.mode == "reconcile" and monotonic() < self._stream_retry_at:
                 return
             try:
@@ -109,6 +119,30 @@ class ChangeTracker:
                 self._last_forced = monotonic()
                 self.forced_total += 1
                 self._count_dirty(self.store.mark_all())
+
+    async def _check_identity(self) -> None:
+        """Rebuild every kept hour if the collection is no longer the one they were computed from.
+
+        A collection renamed into the watched name, or dropped and created again, has a new UUID. MongoDB
+        also says so on the stream (rename, invalidate), but SecantusDB sends nothing for a rename into
+        the name, and without change streams nothing is sent at all: this check covers both, every call.
+        """
+        identity = await collection_identity(self.feed.coll)
+        if self.identity is None or identity == self.identity:
+            self.identity = identity
+            return
+        what = ("created" if self.identity == ABSENT else "dropped" if identity == ABSENT
+                else "replaced (a new collection UUID: renamed into the name, or dropped and created again)")
+        log.info("business source: collection %s was %s; rebuilding all hours", self.feed.coll.full_name, what)
+        self.identity = identity
+        self.replaced_total += 1
+        # The stream's resume point belongs to the old collection's history: a fresh stream from now on,
+        # and every hour recomputed after it opens (a computation started before never stores its hours).
+        await self.feed.close()
+        self.feed.token = None
+        self.store.clear()
+        self.pending_ids.clear()
+        self._unknown_pending = False
 
     async def forget(self) -> None:
         """No hour is kept: close the stream and drop its resume point, pending ids and unknown changes.
