@@ -23,6 +23,19 @@ Accept = Callable[[Sequence[StreamEntry]], Awaitable[list[bool]]]
 PAGE = 8
 
 
+def went_back(newest: bytes, last: bytes) -> bool:
+    """True when the stream's `newest` id is below `last`, the id a replica read last: the stream was
+    started afresh (see `redis_scripts.PUBLISH`), and reading on after `last` would never return anything."""
+    if not newest or last == b"0-0":
+        return False
+    return _id(newest) < _id(last)
+
+
+def _id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, part = entry_id.partition(b"-")
+    return int(ms), int(part or 0)
+
+
 def entry_size(fields: dict[bytes, bytes]) -> int:
     """Bytes of a stream entry's data: its `size` field, or (an older hub's entry) the data's length."""
     try:

@@ -10,10 +10,8 @@ the stream and delivers what it reads, so all replicas serve the same seq stream
 unreachable the replicas keep their clients and their history, report it, and reconnect with backoff.
 On (re)connect a replica pages back through the stream, newest first, only as far as it must: to the
 first entry its feed already holds, or its feed's entry and byte budgets.
-Either way a replica delivers only entries the publish script wrote under the lease, with a seq not
-above `{p}:seq` (`hub.stream_check`): another writer's entry is counted and skipped, never delivered.
-A replica that delivers nothing for `STALL_INTERVALS` intervals while Redis answers reports it
-(`stalled`, a 503 on /ready).
+Either way it delivers only the entries `hub.stream_check` accepts, and reports a feed silent for
+`STALL_INTERVALS` intervals while Redis answers (`stalled`: /ready is 503).
 """
 
 from __future__ import annotations
@@ -35,14 +33,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from hub.broadcast import Broadcaster
-from hub.catchup import read_back
+from hub.catchup import read_back, went_back
 from hub.config import ClusterConfig
 from hub.metrics import HubMetrics
 from hub.publish import LocalPublisher, Publisher, new_epoch
-from hub.redis_scripts import CHECK, FLOOR, PUBLISH, RELEASE, RENEW, publish_keys, published_key, redis_keys
+from hub.redis_scripts import CHECK, FLOOR, PUBLISH, RELEASE, RENEW, TOP, publish_keys, published_key, redis_keys
 from hub.scheduler import Scheduler, describe, run_every
 from hub.secrets import redact_url, scrub
 from hub.stream_check import EntryCheck, StreamEntry
+from hub.tasks import cancel_and_wait, honour_cancel
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +161,7 @@ class RedisPublisher(Publisher):
         self._release = self._r.register_script(RELEASE)
         self._floor = self._r.register_script(FLOOR)
         self._check = self._r.register_script(CHECK)
+        self._top = self._r.register_script(TOP)
         tasks = [asyncio.create_task(self._consume(), name="hub-cluster-consume")]
         if self.collects:
             tasks.append(asyncio.create_task(self._contend(), name="hub-cluster-lease"))
@@ -190,14 +190,20 @@ class RedisPublisher(Publisher):
         """Load recent history from the stream, then deliver every new entry in order; reconnect on errors."""
         backoff = BACKOFF_MIN
         while True:
+            honour_cancel()
             try:
                 last_id = await self._sync()
                 self._set_up()
                 backoff = BACKOFF_MIN
                 while True:
+                    honour_cancel()
                     assert self._reader is not None
                     resp = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
                                 await self._reader.xread({self.key_stream: last_id}, count=100, block=BLOCK_MS))
+                    if not resp and went_back(await self._top(keys=[self.key_stream]), last_id):
+                        log.warning("cluster: %s was started afresh below the last id read; reading it back",
+                                    self.key_stream)
+                        break
                     for _stream, entries in resp or ():
                         # Rejected entries are skipped, and reading goes on after them.
                         for (entry_id, fields), ok in zip(entries, await self._accept(entries), strict=True):
@@ -259,6 +265,7 @@ class RedisPublisher(Publisher):
         assert self._r is not None
         backoff = BACKOFF_MIN
         while True:
+            honour_cancel()
             delay = self.poll
             try:
                 if self.leader and self._lead_task is not None and not self._lead_task.done():
@@ -287,6 +294,7 @@ class RedisPublisher(Publisher):
                 log.exception("cluster: lease handling failed; retrying")
                 await self._stop_leading()
                 delay = BACKOFF_MAX
+            honour_cancel()
             await asyncio.sleep(delay)
 
     def _lease_ms(self) -> int:
@@ -309,9 +317,9 @@ class RedisPublisher(Publisher):
     async def _stop_leading(self) -> None:
         task, self._lead_task = self._lead_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # Not `suppress(CancelledError)`: that would also swallow a cancellation of the caller
+            # (the lease loop, at shutdown) that lands while it waits here, and it would run on forever.
+            await cancel_and_wait([task])
         self._set_leader(False)
 
     async def _lead(self) -> None:
@@ -330,18 +338,21 @@ class RedisPublisher(Publisher):
     async def _lead_tick(self) -> None:
         assert self.scheduler is not None
         collected = await self.scheduler.collect()
-        for _attempt in range(2):
-            entry = LocalPublisher.number(collected, self.seq + 1, self.epoch)
-            code, value = await self._publish(
-                keys=publish_keys(self.key_prefix),
-                args=[self.replica, self._lease_ms(), entry.seq, entry.encode(), self.maxlen, self.epoch,
-                      self.max_bytes])
-            if code == 1:
-                self.seq = entry.seq
-                self.tick_ok()
-                return
-            if code in (0, -2):
-                raise LeaseLost
-            # Redis holds a higher seq (a replica that saw more raised the floor): continue after it.
-            self.seq = int(value)
-        log.warning("cluster: could not place a snapshot after the stored seq %s; skipped", self.seq)
+        try:
+            for _attempt in range(2):
+                entry = LocalPublisher.number(collected, self.seq + 1, self.epoch)
+                code, value = await self._publish(
+                    keys=publish_keys(self.key_prefix),
+                    args=[self.replica, self._lease_ms(), entry.seq, entry.encode(), self.maxlen, self.epoch,
+                          self.max_bytes])
+                if code == 1:
+                    self.seq = entry.seq
+                    self.tick_ok()
+                    return
+                if code in (0, -2):
+                    raise LeaseLost
+                # Redis holds a higher seq (a replica that saw more raised the floor): continue after it.
+                self.seq = int(value)
+            log.warning("cluster: could not place a snapshot after the stored seq %s; skipped", self.seq)
+        finally:
+            honour_cancel()  # after the bookkeeping: a snapshot published is counted even then

@@ -65,7 +65,8 @@ def ledger_key(prefix: str, key: str) -> str:
 # max bytes of data, never the newest. An entry without `size` (an older hub) counts as its data's
 # length; a missing (or unreadable) byte counter is re-estimated from the newest entries (trimming
 # what is beyond the bounds while at it), so the counter never goes negative or stays wrong.
-# Records the new id in the published ids, and keeps only as many of them as the stream holds entries,
+# A stream that can take no more entries (another writer's XADD with the last possible id) is started
+# afresh. Records the new id in the published ids, and keeps only as many of them as the stream holds entries,
 # plus RECORD_SLACK, the newest: an id's score is its seq, which only grows from one publish to the next
 # (the stream ids would not do: another writer's XADD with an explicit id decides the ids that follow).
 PUBLISH = """
@@ -85,8 +86,16 @@ local function entry_size(fields)
   return data
 end
 local stored = tonumber(redis.call('GET', KEYS[5]) or '')
-local id = redis.call('XADD', KEYS[3], '*', 'seq', ARGV[3], 'replica', ARGV[1], 'epoch', ARGV[6],
-                      'size', size, 'data', ARGV[4])
+local fields = {'seq', ARGV[3], 'replica', ARGV[1], 'epoch', ARGV[6], 'size', size, 'data', ARGV[4]}
+local id = redis.pcall('XADD', KEYS[3], '*', unpack(fields))
+if type(id) == 'table' and id.err then
+  if not string.find(id.err, 'exhausted', 1, true) then return redis.error_reply(id.err) end
+  -- Another writer added an entry with the last possible id, after which no entry fits: start the
+  -- stream afresh (replicas find their cursor above its newest entry and read it back, hub.catchup).
+  redis.call('DEL', KEYS[3], KEYS[6])
+  stored = 0
+  id = redis.call('XADD', KEYS[3], '*', unpack(fields))
+end
 redis.call('ZADD', KEYS[6], ARGV[3], id)
 local total = 0
 if stored then
@@ -126,6 +135,12 @@ CHECK = """
 local out = {redis.call('GET', KEYS[1]) or ''}
 for i = 1, #ARGV do out[#out + 1] = redis.call('ZSCORE', KEYS[2], ARGV[i]) and 1 or 0 end
 return out
+"""
+# KEYS: stream. Returns the id of its newest entry, or "" when it has none; never the entry (it may be large).
+TOP = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if newest then return newest[1] end
+return ''
 """
 # KEYS: lease. ARGV: owner, lease ms. Extends the lease only for its owner.
 RENEW = """

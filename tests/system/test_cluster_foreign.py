@@ -135,6 +135,36 @@ async def test_foreign_entries_are_skipped_and_every_replica_keeps_every_tick(
             await w.close()
 
 
+async def test_an_entry_with_the_last_possible_id_does_not_end_the_stream(redis_server: RedisServer,
+                                                                        aiohttp_client, make_config) -> None:
+    # After an entry with the largest id a stream can hold, every later XADD fails ("exhausted"): the
+    # publish script then refused every snapshot. Now it starts the stream afresh, and the replicas,
+    # whose cursor is now above the stream's newest entry, notice it and read the new stream back.
+    conf = cluster_config(make_config, redis_server.url)
+    leader = await aiohttp_client(create_app(conf))
+    edge = await aiohttp_client(create_app(conf, role="edge"))
+    watchers = [Watcher(await c.ws_connect("/ws")) for c in (leader, edge)]
+    await wait_for(lambda: all(len(w.updates) >= 3 for w in watchers), what="three ticks on both replicas")
+    r = Redis.from_url(redis_server.url)
+    try:
+        last = f"{2**64 - 1}-{2**64 - 1}"
+        assert await r.xadd(STREAM, {"data": "x"}, id=last) == last.encode()
+        after = max(max(w.seqs) for w in watchers)
+        await wait_for(lambda: all(len([s for s in w.seqs if s > after]) >= 6 for w in watchers), timeout=15,
+                       what="six more ticks on both replicas")
+        [(first, _)] = await r.xrange(STREAM, count=1)
+        assert first != last.encode()  # the stream was started afresh
+    finally:
+        await r.aclose()
+        for w in watchers:
+            await w.close()
+    for w in watchers:
+        assert_contiguous(w.seqs)
+    for c in (leader, edge):
+        assert rejected(c.app) == {"malformed": 1, "seq_ahead": 0, "unrecorded": 0}
+        await wait_for(lambda c=c: c.app[HUB].publisher.ready and not c.app[HUB].publisher.stalled())
+
+
 async def test_a_replica_catching_up_skips_foreign_entries(redis_server: RedisServer, aiohttp_client,
                                                            make_config) -> None:
     # The reconnect path (hub.catchup): a replayed entry claiming a seq the replica holds used to end

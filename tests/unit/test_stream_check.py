@@ -1,9 +1,11 @@
-"""Which stream entries a replica accepts (hub.stream_check.judge): pure, no Redis."""
+"""Which stream entries a replica accepts (hub.stream_check.judge), and when its cursor must go back
+(hub.catchup.went_back): pure, no Redis."""
 
 from __future__ import annotations
 
 import pytest
 
+from hub.catchup import went_back
 from hub.metrics import STREAM_REJECT_REASONS
 from hub.stream_check import EXPLAIN, judge
 
@@ -34,3 +36,16 @@ def test_anything_else_is_rejected_with_the_first_failed_check(fields: dict[byte
 
 def test_every_reason_is_exported_and_explained() -> None:
     assert set(EXPLAIN) == set(STREAM_REJECT_REASONS)
+
+
+@pytest.mark.parametrize(("newest", "last", "restarted"), [
+    (b"1700000000000-0", b"18446744073709551615-18446744073709551615", True),
+    (b"1700000000000-0", b"1700000000000-1", True),
+    (b"1700000000000-1", b"1700000000000-1", False),
+    (b"1700000000001-0", b"1700000000000-9", False),
+    (b"999-0", b"1000-0", True),  # by number, not as text
+    (b"", b"1700000000000-1", False),  # an empty stream: wait for its next entry
+    (b"1700000000000-0", b"0-0", False),
+])
+def test_a_stream_started_afresh_is_recognised_by_its_newest_id(newest: bytes, last: bytes, restarted: bool) -> None:
+    assert went_back(newest, last) is restarted
