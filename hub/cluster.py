@@ -10,6 +10,8 @@ the stream and delivers what it reads, so all replicas serve the same seq stream
 unreachable the replicas keep their clients and their history, report it, and reconnect with backoff.
 On (re)connect a replica pages back through the stream, newest first, only as far as it must: to the
 first entry its feed already holds, or its feed's entry and byte budgets.
+Either way it delivers only the entries `hub.stream_check` accepts, and reports a feed silent for
+`STALL_INTERVALS` intervals while Redis answers (`stalled`: /ready is 503).
 """
 
 from __future__ import annotations
@@ -21,23 +23,25 @@ import os
 import random
 import secrets as _secrets
 import socket
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from hub.broadcast import Broadcaster
-from hub.catchup import read_back
+from hub.catchup import read_back, went_back
 from hub.config import ClusterConfig
-from hub.feed import Entry
 from hub.metrics import HubMetrics
 from hub.publish import LocalPublisher, Publisher, new_epoch
-from hub.redis_scripts import FLOOR, PUBLISH, RELEASE, RENEW, redis_keys, stream_bytes_key
+from hub.redis_scripts import CHECK, FLOOR, PUBLISH, RELEASE, RENEW, TOP, publish_keys, published_key, redis_keys
 from hub.scheduler import Scheduler, describe, run_every
 from hub.secrets import redact_url, scrub
+from hub.stream_check import EntryCheck, StreamEntry
+from hub.tasks import cancel_and_wait, honour_cancel
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,9 @@ BLOCK_MS = 2000
 #: Reconnect backoff: first retry after BACKOFF_MIN, doubling up to BACKOFF_MAX, with jitter.
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 2.0
+#: A replica that delivered nothing for this many intervals while Redis answers is `stalled`: a
+#: fail-over pauses the feed at most ~2.25 intervals (docs/replicas.md), so this is not one.
+STALL_INTERVALS = 3
 
 class LeaseLost(Exception):
     """The lease now belongs to another replica (or expired), or the epoch changed: stop collecting."""
@@ -65,7 +72,8 @@ class RedisPublisher(Publisher):
 
     def __init__(self, *, cfg: ClusterConfig, interval: float, history_size: int, role: str,
                  scheduler: Scheduler | None, broadcaster: Broadcaster, metrics: HubMetrics,
-                 secrets: list[str], replica: str | None = None) -> None:
+                 secrets: list[str], replica: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(scheduler=scheduler, broadcaster=broadcaster, metrics=metrics)
         self.url = cfg.redis_url
         self.key_prefix = cfg.key_prefix
@@ -77,7 +85,11 @@ class RedisPublisher(Publisher):
         self.maxlen = cfg.stream_maxlen or history_size
         self.max_bytes = cfg.stream_max_bytes or broadcaster.feed.max_bytes
         self.key_lease, self.key_seq, self.key_epoch, self.key_stream = redis_keys(cfg.key_prefix)
-        self.key_bytes = stream_bytes_key(cfg.key_prefix)
+        self.check = EntryCheck(stream=self.key_stream, key_seq=self.key_seq,
+                                key_ids=published_key(cfg.key_prefix), metrics=metrics)
+        self.clock = clock
+        #: since when this replica has delivered nothing while Redis answered (see `stalled`)
+        self.quiet_since = clock()
         self.replica = replica or replica_id()
         self.collects = role == "all" and scheduler is not None
         self.leader = False
@@ -99,9 +111,16 @@ class RedisPublisher(Publisher):
     def degraded(self) -> bool:
         return self.redis_state != "up"
 
+    def stalled(self) -> bool:
+        """True when Redis answers, yet no snapshot reached the feed for STALL_INTERVALS intervals
+        (counted from the last one, or from when Redis became reachable again)."""
+        return (self.redis_state == "up" and self.broadcaster.feed.latest is not None
+                and self.clock() - self.quiet_since > STALL_INTERVALS * self.interval)
+
     def _set_up(self) -> None:
         if self.redis_state != "up":
             log.info("cluster: Redis %s reachable", redact_url(self.url))
+            self.quiet_since = self.clock()  # a feed paused by an outage gets its intervals afresh
         self.redis_state = "up"
         self.error = None
         self.metrics.cluster_redis_up.set(1)
@@ -141,6 +160,8 @@ class RedisPublisher(Publisher):
         self._renew = self._r.register_script(RENEW)
         self._release = self._r.register_script(RELEASE)
         self._floor = self._r.register_script(FLOOR)
+        self._check = self._r.register_script(CHECK)
+        self._top = self._r.register_script(TOP)
         tasks = [asyncio.create_task(self._consume(), name="hub-cluster-consume")]
         if self.collects:
             tasks.append(asyncio.create_task(self._contend(), name="hub-cluster-lease"))
@@ -169,18 +190,26 @@ class RedisPublisher(Publisher):
         """Load recent history from the stream, then deliver every new entry in order; reconnect on errors."""
         backoff = BACKOFF_MIN
         while True:
+            honour_cancel()
             try:
                 last_id = await self._sync()
                 self._set_up()
                 backoff = BACKOFF_MIN
                 while True:
+                    honour_cancel()
                     assert self._reader is not None
                     resp = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
                                 await self._reader.xread({self.key_stream: last_id}, count=100, block=BLOCK_MS))
+                    if not resp and went_back(await self._top(keys=[self.key_stream]), last_id):
+                        log.warning("cluster: %s was started afresh below the last id read; reading it back",
+                                    self.key_stream)
+                        break
                     for _stream, entries in resp or ():
-                        for entry_id, fields in entries:
+                        # Rejected entries are skipped, and reading goes on after them.
+                        for (entry_id, fields), ok in zip(entries, await self._accept(entries), strict=True):
                             last_id = entry_id
-                            await self._deliver_raw(fields)
+                            if ok:
+                                await self._deliver_raw(entry_id, fields)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -199,27 +228,28 @@ class RedisPublisher(Publisher):
         # If Redis came back empty, this keeps the next leader's seq above what our clients have seen.
         await self._floor(keys=[self.key_seq], args=[feed.seq])
         newest, gathered, total = await read_back(self._r, self.key_stream, epoch=feed.epoch, seq=feed.seq,
-                                                  max_entries=feed.history_size, max_bytes=feed.max_bytes)
+                                                  max_entries=feed.history_size, max_bytes=feed.max_bytes,
+                                                  accept=self._accept)
         if gathered:
             log.info("cluster: read %d snapshots (%d bytes) from %s", len(gathered), total, self.key_stream)
-        for fields in reversed(gathered):
-            await self._deliver_raw(fields)
+        for entry_id, fields in reversed(gathered):
+            await self._deliver_raw(entry_id, fields)
         return newest
 
-    async def _deliver_raw(self, fields: dict[bytes, bytes]) -> None:
-        raw = fields.get(b"data")
-        if raw is None:
+    async def _accept(self, page: Sequence[StreamEntry]) -> list[bool]:
+        return await self.check.accept(self._check, page)
+
+    async def _deliver_raw(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """Deliver an accepted entry (unless its data is not the snapshot its fields describe)."""
+        parsed = self.check.snapshot(entry_id, fields)
+        if parsed is None:
             return
-        try:
-            snapshot = orjson.loads(raw)
-            entry = Entry.from_snapshot(snapshot)
-            sources = snapshot.get("sources") or {}
-            statuses = {k: v.get("status") for k, v in sources.items() if isinstance(v, dict)}
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            log.warning("cluster: skipping a malformed stream entry in %s", self.key_stream)
-            return
-        await self.deliver(entry, snapshot.get("data") or {}, statuses)
-        if self.broadcaster.feed.latest is not None:
+        feed = self.broadcaster.feed
+        before = feed.latest
+        await self.deliver(*parsed)
+        if feed.latest is not before:
+            self.quiet_since = self.clock()
+        if feed.latest is not None:
             self.ready = True
 
     # ------------------------------------------------------------------ leading
@@ -235,6 +265,7 @@ class RedisPublisher(Publisher):
         assert self._r is not None
         backoff = BACKOFF_MIN
         while True:
+            honour_cancel()
             delay = self.poll
             try:
                 if self.leader and self._lead_task is not None and not self._lead_task.done():
@@ -263,6 +294,7 @@ class RedisPublisher(Publisher):
                 log.exception("cluster: lease handling failed; retrying")
                 await self._stop_leading()
                 delay = BACKOFF_MAX
+            honour_cancel()
             await asyncio.sleep(delay)
 
     def _lease_ms(self) -> int:
@@ -285,9 +317,9 @@ class RedisPublisher(Publisher):
     async def _stop_leading(self) -> None:
         task, self._lead_task = self._lead_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # Not `suppress(CancelledError)`: that would also swallow a cancellation of the caller
+            # (the lease loop, at shutdown) that lands while it waits here, and it would run on forever.
+            await cancel_and_wait([task])
         self._set_leader(False)
 
     async def _lead(self) -> None:
@@ -306,18 +338,21 @@ class RedisPublisher(Publisher):
     async def _lead_tick(self) -> None:
         assert self.scheduler is not None
         collected = await self.scheduler.collect()
-        for _attempt in range(2):
-            entry = LocalPublisher.number(collected, self.seq + 1, self.epoch)
-            code, value = await self._publish(
-                keys=[self.key_lease, self.key_seq, self.key_stream, self.key_epoch, self.key_bytes],
-                args=[self.replica, self._lease_ms(), entry.seq, entry.encode(), self.maxlen, self.epoch,
-                      self.max_bytes])
-            if code == 1:
-                self.seq = entry.seq
-                self.tick_ok()
-                return
-            if code in (0, -2):
-                raise LeaseLost
-            # Redis holds a higher seq (a replica that saw more raised the floor): continue after it.
-            self.seq = int(value)
-        log.warning("cluster: could not place a snapshot after the stored seq %s; skipped", self.seq)
+        try:
+            for _attempt in range(2):
+                entry = LocalPublisher.number(collected, self.seq + 1, self.epoch)
+                code, value = await self._publish(
+                    keys=publish_keys(self.key_prefix),
+                    args=[self.replica, self._lease_ms(), entry.seq, entry.encode(), self.maxlen, self.epoch,
+                          self.max_bytes])
+                if code == 1:
+                    self.seq = entry.seq
+                    self.tick_ok()
+                    return
+                if code in (0, -2):
+                    raise LeaseLost
+                # Redis holds a higher seq (a replica that saw more raised the floor): continue after it.
+                self.seq = int(value)
+            log.warning("cluster: could not place a snapshot after the stored seq %s; skipped", self.seq)
+        finally:
+            honour_cancel()  # after the bookkeeping: a snapshot published is counted even then

@@ -22,6 +22,8 @@ from hub.client import CloseReason
 HTTP_REJECT_REASONS = ("unauthorized", "auth_rate_limited", "topic_not_allowed", "busy")
 #: why an audit record was not written (hub_audit_dropped_total)
 AUDIT_DROP_REASONS = ("queue_full", "write_error", "closed", "limiter_full")
+#: why a replica skipped a snapshot-stream entry (hub_cluster_rejected_entries_total), see hub.stream_check
+STREAM_REJECT_REASONS = ("malformed", "seq_ahead", "unrecorded")
 
 
 class HubMetrics:
@@ -78,6 +80,13 @@ class HubMetrics:
                                       "1 when Redis is reachable (cluster mode), -1 when not clustered.", registry=r)
         self.cluster_leader = Gauge("hub_cluster_leader", "1 when this replica holds the collector lease.",
                                     registry=r)
+        self.cluster_rejected_entries = Counter(
+            "hub_cluster_rejected_entries_total",
+            "Snapshot-stream entries this replica skipped: malformed, seq_ahead (seq above the cluster's "
+            "counter), unrecorded (not written by the publish script under the collector lease).",
+            ["reason"], registry=r)
+        for reason in STREAM_REJECT_REASONS:
+            self.cluster_rejected_entries.labels(reason)
         self.info = Info("hub", "Hub build and runtime.", registry=r)
         self.business_buckets = Gauge("hub_business_buckets",
                                       "Closed hours the business source keeps as aggregates in memory.", registry=r)

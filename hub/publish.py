@@ -71,6 +71,10 @@ class Publisher(abc.ABC):
         """True while the hub serves but cannot publish normally (e.g. Redis down)."""
         return False
 
+    def stalled(self) -> bool:
+        """True while snapshots should arrive but none has for a while (cluster: Redis up, feed silent)."""
+        return False
+
     async def deliver(self, entry: Entry, data: Mapping[str, Any], statuses: Mapping[str, Any]) -> None:
         """Hand a numbered snapshot to the broadcaster and account its source statuses."""
         if await self.broadcaster.deliver(entry, data):

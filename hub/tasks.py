@@ -27,3 +27,15 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
         # return_exceptions: a task's CancelledError or error is its outcome here, not ours; awaiting
         # them all means none is left pending ("Task was destroyed but it is pending") at loop close.
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def honour_cancel() -> None:
+    """Raise CancelledError if the current task was cancelled and the cancellation got lost on the way.
+
+    A library can swallow a cancellation that lands inside it (redis-py's commands then return or fail
+    as if nothing happened: redis/redis-py#2028, #2551). A loop that went on would never end, nor would
+    the shutdown waiting for it: long-lived loops call this once per round.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -80,7 +80,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 200 once a tick delivered a snapshot; the body says when ticks or Redis fail."""
+    """Readiness: 200 once a tick delivered a snapshot; the body says when ticks or Redis fail; 503
+    `stalled` when a replica's feed went silent while Redis answers."""
     hub = request.app[HUB]
     pub = hub.publisher
     ok = pub.ready or (hub.feed.latest is not None and pub.tick_error is None)
@@ -93,6 +94,9 @@ async def ready(request: web.Request) -> web.Response:
         body["cluster"] = cluster
         if ok and pub.degraded():  # stays 200: see docs/replicas.md
             body["status"] = "degraded"
+    if pub.stalled():  # serving a frozen picture while nothing explains it: 503 (docs/replicas.md)
+        body["status"] = "stalled"
+        return json_response(body, status=503)
     return json_response(body, status=200 if ok or hub.feed.latest is not None else 503)
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 from hub.app import create_app
 from hub.context import HUB
-from hub.redis_scripts import PUBLISH
 from hub.sources.base import Source, SourceResult
 from tests.support.aio import wait_for
+from tests.support.cluster import Collector, snapshot
 from tests.support.redis import RedisServer, redis_server  # noqa: F401
 
 STREAM, BYTES = "{hub}:snapshots", "{hub}:snapshots:bytes"
@@ -25,32 +24,6 @@ KB = 1000
 
 def cluster_config(make_config: Callable[..., Any], url: str, **over: Any) -> Any:
     return make_config({"cluster": {"redis_url": url, **over.pop("cluster", {})}, **over})
-
-
-def snapshot(seq: int, epoch: str, pad: int) -> bytes:
-    """A metrics_update of about `pad` bytes, as a collector publishes it."""
-    return orjson.dumps({"type": "metrics_update", "seq": seq, "epoch": epoch,
-                         "timestamp": "2026-01-01T00:00:00.000Z", "data": {"pad": "x" * pad}, "sources": {}})
-
-
-class Collector:
-    """The test as the cluster's collector: it holds the lease and publishes through the hub's own script."""
-
-    def __init__(self, r: Redis, epoch: str = "test-epoch") -> None:
-        self.r, self.epoch, self.seq = r, epoch, 0
-        self.script = r.register_script(PUBLISH)
-
-    async def lead(self) -> Collector:
-        await self.r.set("{hub}:leader", "test-collector")
-        await self.r.set("{hub}:epoch", self.epoch)
-        return self
-
-    async def publish(self, pad: int, *, maxlen: int = 1000, max_bytes: int = 1 << 30) -> None:
-        self.seq += 1
-        code, _ = await self.script(keys=["{hub}:leader", "{hub}:seq", STREAM, "{hub}:epoch", BYTES],
-                                    args=["test-collector", 60_000, self.seq, snapshot(self.seq, self.epoch, pad),
-                                          maxlen, self.epoch, max_bytes])
-        assert code == 1
 
 
 async def stream_data(r: Redis) -> list[dict[bytes, bytes]]:
