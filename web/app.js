@@ -6,11 +6,13 @@
 //   stream.js      which snapshots to accept: seq, epoch, hub restarts
 //   charts.js      chart points (the hub's, as sent) and uPlot drawing
 //   panels.js      the header and sections; health.js the Health panel
+//   banner.js      the stale banner; view.js the kiosk view (`/?kiosk`)
 
 import { initCharts, seriesLengths } from "./charts.js";
 import { start } from "./connection.js";
 import { $ } from "./format.js";
 import { state } from "./state.js";
+import { VIEW, applyView } from "./view.js";
 
 // Read-only view for tests and curious operators (no way to change state through it).
 Object.defineProperty(window, "hubDebug", {
@@ -24,10 +26,14 @@ Object.defineProperty(window, "hubDebug", {
     get restarts() { return state.restarts; },
     get attempt() { return state.attempt; },
     get firstBatch() { return state.firstBatch; },
+    get view() { return VIEW; },
+    get retries() { return state.retries; },
+    get lastDataAt() { return state.last ? state.lastAt : null; },
     seqs() { return state.points.map((p) => p.seq); },
     seriesLengths,
   }),
 });
 
+applyView();
 initCharts();
 start();

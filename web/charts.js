@@ -99,9 +99,23 @@ function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
 
+// The plot's height (uPlot's `height`: canvas and axes; the legend goes below it). A box marked
+// `--chart-fill: 1` (the kiosk view) is sized by the layout, and the plot fills what its legend leaves.
 function chartHeight(box) {
-  const h = parseInt(getComputedStyle(box).getPropertyValue("--chart-h"), 10);
+  const css = getComputedStyle(box);
+  if (css.getPropertyValue("--chart-fill").trim() === "1") {
+    const legend = box.querySelector(".u-legend");
+    return Math.max(40, Math.floor(box.clientHeight - (legend ? legend.offsetHeight : 30)));
+  }
+  const h = parseInt(css.getPropertyValue("--chart-h"), 10);
   return Number.isFinite(h) && h > 40 ? h : 160;
+}
+
+// Bring a plot to its box's size (after a resize, or once its legend exists to be measured).
+function fit(plot, box) {
+  const w = Math.max(200, Math.floor(box.clientWidth));
+  const h = chartHeight(box);
+  if (plot.width !== w || plot.height !== h) plot.setSize({ width: w, height: h });
 }
 
 // The jobs to draw: ranked by their largest value in the window, at most MAX_SERIES.
@@ -156,7 +170,10 @@ function chartData(defs) {
 function makeChart(spec, defs) {
   const box = $(spec.id);
   const fg = cssVar("--muted"), grid = cssVar("--grid");
-  const axis = { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+  // Axis type and the room it takes grow together (`--axis-scale`: the kiosk view's large type).
+  const k = parseFloat(cssVar("--axis-scale")) || 1;
+  const axis = { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 },
+    font: Math.round(10 * k) + "px system-ui, sans-serif" };
   const twoAxes = defs.some((d) => d.axis);
   const opts = {
     width: Math.max(200, box.clientWidth),
@@ -164,8 +181,10 @@ function makeChart(spec, defs) {
     scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min || 0), niceCeil(max)] },
       n: { range: (u, min, max) => [0, niceCeil(max)] } },
     axes: [
-      Object.assign({}, axis),
-      Object.assign({}, axis, { size: 64, values: (u, splits) => splits.map((v) => compact(v)) }),
+      // uPlot's default sizes and tick spacing (50 and 30 px), scaled with the type.
+      Object.assign({}, axis, { size: Math.round(50 * k), space: Math.round(50 * k) }),
+      Object.assign({}, axis, { size: Math.round(64 * k), space: Math.round(30 * k),
+        values: (u, splits) => splits.map((v) => compact(v)) }),
     ],
     // Without a cursor on the chart the legend shows the latest values.
     series: [{ value: (u, v, si, idx) => (idx === null || idx === undefined ? "latest"
@@ -183,7 +202,7 @@ function makeChart(spec, defs) {
     legend: { show: true, live: true },
     cursor: { drag: { x: false, y: false } },
   };
-  if (twoAxes) opts.axes.push(Object.assign({}, axis, { scale: "n", side: 1, size: 48, grid: { show: false } }));
+  if (twoAxes) opts.axes.push(Object.assign({}, axis, { scale: "n", side: 1, size: Math.round(48 * k), grid: { show: false } }));
   box.replaceChildren();
   return new window.uPlot(opts, chartData(defs), box);
 }
@@ -202,7 +221,9 @@ export function drawCharts() {
     const have = charts.get(spec.id);
     if (!have || have.names !== names) {
       if (have) have.plot.destroy();
-      charts.set(spec.id, { plot: makeChart(spec, defs), names, defs });
+      const plot = makeChart(spec, defs);
+      fit(plot, $(spec.id));   // the legend's height is known only now
+      charts.set(spec.id, { plot, names, defs });
     } else {
       have.plot.setData(chartData(have.defs));
     }
@@ -235,10 +256,7 @@ export function initCharts() {
     const ro = new ResizeObserver((entries) => {
       for (const entry of entries) {
         const c = charts.get(entry.target.id);
-        if (!c) continue;
-        const w = Math.max(200, Math.floor(entry.contentRect.width));
-        const h = chartHeight(entry.target);
-        if (c.plot.width !== w || c.plot.height !== h) c.plot.setSize({ width: w, height: h });
+        if (c) fit(c.plot, entry.target);
       }
     });
     for (const spec of CHARTS) ro.observe($(spec.id));

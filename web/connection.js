@@ -3,12 +3,11 @@
 
 import { $ } from "./format.js";
 import { setConn, updateBadge } from "./panels.js";
-import { MAX_POINTS, TOKEN_KEY, state } from "./state.js";
+import { MAX_POINTS, TOKEN_KEY, silentLimit, state } from "./state.js";
 import { accept, acceptPoints } from "./stream.js";
 
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_CAP_MS = 30000;
-const WATCHDOG_MIN_S = 20;       // never replace a silent socket sooner than this
 const PING_AFTER_S = 5;          // ask a silent socket for a pong at most this often
 // RFC 7230 tchar: what may travel in Sec-WebSocket-Protocol.
 const TOKEN_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
@@ -37,6 +36,23 @@ function askToken() {
   }
   saveToken(token);
   return true;
+}
+
+/**
+ * Take an access token from the URL fragment (`#token=...`, a wall screen's start URL, say). A
+ * fragment never reaches the server, so the token is in no request line and no access log. It is
+ * kept like a typed one (this tab's sessionStorage) and removed from the address bar at once.
+ */
+function takeFragmentToken() {
+  const parts = location.hash.replace(/^#/, "").split("&");
+  const found = parts.find((p) => p.startsWith("token="));
+  if (found === undefined) return;
+  const rest = parts.filter((p) => p !== "" && !p.startsWith("token="));
+  history.replaceState(null, "", location.pathname + location.search + (rest.length ? "#" + rest.join("&") : ""));
+  let token = "";
+  try { token = decodeURIComponent(found.slice("token=".length)).trim(); } catch (e) { /* bad escape */ }
+  if (TOKEN_RE.test(token)) saveToken(token);
+  else showAuth("The token in the page's address contains characters that cannot be sent; check it.");
 }
 
 function showAuth(message) {
@@ -111,15 +127,19 @@ function scheduleReconnect() {
     setConn("offline");   // the 'online' event resumes
     return;
   }
-  setConn("reconnecting");
   // Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)).
   const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
+  const delay = Math.random() * ceiling;
   state.attempt = Math.min(state.attempt + 1, 15);
-  state.retryTimer = setTimeout(reconnect, Math.random() * ceiling);
+  state.retries += 1;
+  state.retryAt = performance.now() + delay;
+  state.retryTimer = setTimeout(reconnect, delay);
+  setConn("reconnecting");
 }
 
 async function reconnect() {
   clearTimeout(state.retryTimer);
+  state.retryAt = 0;   // an attempt is under way
   if (state.ws) return;
   if (await probeAuth()) openSocket();
 }
@@ -163,6 +183,7 @@ function onMessage(text) {
     state.socketData = true;
     state.connects += 1;
     state.attempt = 0;
+    state.retries = 0;
     setConn("live");
   }
 }
@@ -174,7 +195,7 @@ function watchdog() {
   if (ws && ws.readyState === WebSocket.OPEN) {
     const silent = silentFor();
     const now = performance.now();
-    if (silent > Math.max(4 * state.interval, WATCHDOG_MIN_S)) {
+    if (silent > silentLimit()) {
       forceReconnect();
     } else if (silent > Math.max(2 * state.interval, PING_AFTER_S) && now - state.pingAt > PING_AFTER_S * 1000) {
       state.pingAt = now;
@@ -184,8 +205,9 @@ function watchdog() {
   updateBadge();
 }
 
-/** Wire the token button, network events and the watchdog, then connect. */
+/** Take a token from the URL, wire the token button, network events and the watchdog, then connect. */
 export function start() {
+  takeFragmentToken();
   $("auth-btn").addEventListener("click", () => {
     if (!askToken()) return;
     $("auth").hidden = true;

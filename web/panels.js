@@ -1,5 +1,6 @@
 // The panels: one snapshot rendered into the header and every section, text only.
 
+import { isStale, renderBanner } from "./banner.js";
 import { byJob } from "./charts.js";
 import {
   $, el, fmtAgo, fmtBytes, fmtCount, fmtDuration, fmtFixed, fmtLatency, num, setBadge, setValue,
@@ -188,15 +189,13 @@ export function setConn(conn) {
   updateBadge();
 }
 
-/** Show the connection state, "stale" when updates stopped, and the age of the latest data. */
+/** Show the connection state, "stale" when updates stopped (and the banner), and the age of the latest data. */
 export function updateBadge() {
   const badge = $("conn-state");
   let shown = state.conn;
-  const age = state.last ? (performance.now() - state.lastAt) / 1000 : null;
-  // Stale: two expected updates missed (plus a little grace for network jitter).
-  if (shown === "live" && age !== null && age > 2 * state.interval + Math.min(1, state.interval / 2)) {
-    shown = "stale";
-  }
+  const now = performance.now();
+  const age = state.last ? (now - state.lastAt) / 1000 : null;
+  if (shown === "live" && age !== null && isStale(now)) shown = "stale";
   if (!navigator.onLine && shown !== "unauthorized") shown = "offline";
   if (badge.dataset.state !== shown) {
     badge.dataset.state = shown;
@@ -204,4 +203,5 @@ export function updateBadge() {
     badge.textContent = shown;
   }
   $("conn-age").textContent = age === null ? "waiting for data" : "updated " + fmtAgo(age);
+  renderBanner(now);
 }

@@ -4,8 +4,15 @@ export const MAX_POINTS = 360;          // chart window: 1 h at the default 10 s
 export const DEFAULT_INTERVAL = 10;     // seconds, until two consecutive snapshots tell us better
 export const MAX_LIST = 50;             // rows per target / alert / health list
 export const TOKEN_KEY = "hub.token";
+export const STALE_AFTER = 2;           // intervals without data before the page says so, loudly
+export const WATCHDOG_MIN_S = 20;       // never replace a silent socket sooner than this
 // The sources named in the header, in order (the hub's `sources` keys).
 export const SOURCES = ["process", "prometheus", "business", "health"];
+
+/** Seconds a socket may stay silent before the watchdog replaces it. */
+export function silentLimit() {
+  return Math.max(4 * state.interval, WATCHDOG_MIN_S);
+}
 
 function loadToken() {
   try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
@@ -26,6 +33,11 @@ export const state = {
   conn: "connecting",
   attempt: 0,          // consecutive failed connection attempts (backoff exponent)
   retryTimer: 0,
+  retries: 0,          // reconnect attempts scheduled since data last flowed (shown, never capped)
+  retryAt: 0,          // performance.now() of the next scheduled attempt; 0 while one is under way
+  openedAt: performance.now(),   // the page's start: "no data since" before any data came
+  lastWall: 0,         // Date.now() when the latest snapshot arrived (the banner's "since")
+  staleTimer: 0,       // fires when the latest snapshot turns stale
   connects: 0,         // sockets that delivered data (1 + successful reconnects)
   restarts: 0,         // sequence restarts seen (a new epoch, or seq going backwards on an older hub)
   prompted: false,     // the automatic token prompt is shown at most once per page

@@ -3,6 +3,7 @@
 // epoch, and a new epoch means the sequence restarted (docs/protocol.md).
 
 import { addPoint, drawCharts, estimateInterval, ingestPoints, pointOf, resetPoints } from "./charts.js";
+import { armStaleTimer } from "./banner.js";
 import { render, updateBadge } from "./panels.js";
 import { state } from "./state.js";
 
@@ -57,9 +58,11 @@ export function accept(batch) {
   }
   if (accepted === 0) return;
   state.lastAt = performance.now();
+  state.lastWall = Date.now();
   estimateInterval();
   render(state.last);
   updateBadge();
+  armStaleTimer(updateBadge);
   drawCharts();
 }
 

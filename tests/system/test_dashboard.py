@@ -409,13 +409,52 @@ def test_stale_when_ticks_stop_and_live_again(hub: Hub, open_page: Any) -> None:
     watch = open_page()
     load(watch, hub)
     assert hub.proc is not None
+    assert watch.js("document.getElementById('stale').hidden") is True
     hub.proc.send_signal(signal.SIGSTOP)   # the socket stays open, but nothing arrives
     try:
         wait_for(lambda: watch.js("hubDebug.conn") == "stale", timeout=6, what="the stale badge")
+        # The desk view has the banner too; the socket is open, so the plan is the watchdog's.
+        banner = watch.js("[document.getElementById('stale').hidden, document.getElementById('stale-msg').textContent, "
+                          "document.getElementById('stale-plan').textContent]")
     finally:
         hub.proc.send_signal(signal.SIGCONT)
+    assert banner[0] is False and re.fullmatch(r"No data since \d\d:\d\d:\d\d, reconnecting…", banner[1]), banner
+    assert re.fullmatch(r"the connection is open but silent: a new one in \d+ s", banner[2]), banner
     wait_for(lambda: watch.js("hubDebug.conn") == "live", timeout=10, what="live again")
     assert watch.js("hubDebug.connects") == 1   # same socket, no reconnect
+    assert watch.js("document.getElementById('stale').hidden") is True
+    assert_clean(watch)
+
+
+def test_banner_tells_a_silent_socket_from_a_hub_that_answers_without_data(hub: Hub, open_page: Any) -> None:
+    """The stale banner says what the page does: a silent socket is replaced; one that answers stays.
+
+    A mocked /ws: no real hub can be made to stop its ticks yet answer pings, on demand.
+    """
+    template = hub.get("/api/metrics/snapshot")
+    start = time.time() - 10
+
+    def snap(seq: int) -> dict[str, Any]:
+        ts = _iso(start + seq * 0.5)
+        return {**template, "seq": seq, "timestamp": ts, "point": chart_point(seq, ts, template["data"])}
+
+    def server(ws: Any) -> None:
+        ws.send(json.dumps({"type": "history", "items": [snap(i) for i in range(1, 21)]}))
+        ws.on_message(lambda m: ws.send(json.dumps({"type": "pong"})) if json.loads(m).get("type") == "ping" else None)
+
+    watch = open_page()
+    watch.page.route_web_socket(re.compile(r"/ws\b"), server)
+    watch.page.goto(hub.url)
+    wait_for(lambda: watch.js("window.hubDebug && hubDebug.lastSeq") == 20, what="the history")
+    assert watch.js("hubDebug.interval") == 0.5
+    # No data after the history: silent for 2 intervals, then the watchdog's ping gets its pong.
+    silent = wait_for(lambda: (t := watch.js("document.getElementById('stale').hidden ? '' : "
+                                             "document.getElementById('stale-plan').textContent")) and t,
+                      what="the banner")
+    assert re.fullmatch(r"the connection is open but silent: a new one in \d+ s", silent), silent
+    wait_for(lambda: watch.js("document.getElementById('stale-plan').textContent") == "the hub answers, but sends no data",
+             what="the banner after the pong")
+    assert watch.js("hubDebug.conn") == "stale" and watch.js("hubDebug.connects") == 1
     assert_clean(watch)
 
 
