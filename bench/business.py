@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 from pymongo import AsyncMongoClient
 
-from hub.config import BusinessSourceConfig
+from hub.config import BusinessSourceConfig, build_config, secrets_of
 from hub_demo.simulator import history
 from hub.sources.business import WINDOWS, BusinessSource, build_pipeline, shape_result
 from hub_demo.simulator import make_appointment
@@ -213,7 +213,8 @@ async def bench(uri: str, *, server_pid: int, runs: int, full: bool) -> tuple[li
     rows = []
     meter = Meter(server_pid)
     rng = random.Random(5)
-    src = BusinessSource(BusinessSourceConfig(mongodb_uri=uri, timeout=600.0))
+    config = build_config({"sources": {"business": {"mongodb_uri": uri, "timeout": 600.0}}}, environ={})
+    src = BusinessSource(config.sources.business, secrets=secrets_of(config))
     await src.start()
     async with AsyncMongoClient(uri, timeoutMS=600_000) as client:
         coll = client.get_default_database().appointments

@@ -86,13 +86,17 @@ class HubWebSocket(web.WebSocketResponse):
         super()._post_start(request, protocol, writer)
         self._transport = request.transport
         bucket = TokenBucket(*self._rate) if self._rate is not None else None
-        self.guard = FrameGuard(handler._payload_parser, self._reader, bucket=bucket, on_fail=self._violated)
+        self.guard = FrameGuard(handler._payload_parser, self._reader, bucket=bucket, on_fail=self._violated,
+                                on_flood=self._stop_reading)
         handler._payload_parser = self.guard
         if tail:
             self.guard.feed_data(tail)
 
     def _violated(self, code: int, reason: str) -> None:
-        # Nothing more from this peer is read: a flood stops costing the loop at once.
+        # Nothing more from this peer is read until the close: a flood stops costing the loop at once.
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()
 
@@ -107,6 +111,9 @@ class HubWebSocket(web.WebSocketResponse):
             return
         if self.lingering and t.can_write_eof():
             t.write_eof()
+            # Read again, to see the peer's FIN; the guard drops what comes, and a peer still
+            # flooding is stopped again after DROP_LIMIT bytes (the grace then ends it).
+            t.resume_reading()
         else:
             t.close()
 

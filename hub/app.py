@@ -19,7 +19,7 @@ from hub.admission import Admission, parse_networks
 from hub.audit import Audit
 from hub.auth import Authenticator, AuthFailures
 from hub.broadcast import Broadcaster
-from hub.config import Config
+from hub.config import Config, secrets_of
 from hub.context import CONFIG_KEY, HUB, METRICS_KEY, Hub
 from hub.feed import Feed
 from hub.metrics import HubMetrics
@@ -27,8 +27,8 @@ from hub.notify import Notifier
 from hub.page import Page, check_page
 from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
-from hub.secrets import secrets_of
-from hub.sources.base import Source
+from hub.secrets import Secrets
+from hub.sources.base import Source, WindowedMetrics
 from hub.state import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ ROLES = ("all", "edge")
 AUDIT_SWEEP = 15.0
 
 
-def build_sources(config: Config, *, secrets: list[str], metrics: HubMetrics, broadcaster: Broadcaster,
+def build_sources(config: Config, *, secrets: Secrets, metrics: HubMetrics, broadcaster: Broadcaster,
                   notifier: Notifier | None = None, store: Store | None = None,
                   extra: Sequence[Source] = ()) -> tuple[list[Source], list[tuple[str, tuple[str, ...]]]]:
     """The sources to collect and (name, sections) of the disabled ones.
@@ -64,8 +64,7 @@ def build_sources(config: Config, *, secrets: list[str], metrics: HubMetrics, br
     if src.business.enabled:
         from hub.sources.business import BusinessSource
 
-        business = BusinessSource(src.business, secrets=secrets, metrics=metrics,
-                                  reconcile_interval=src.business.reconcile_interval)
+        business = BusinessSource(src.business, secrets=secrets, metrics=metrics)
         enabled.append(business)
     else:
         business = None
@@ -73,10 +72,8 @@ def build_sources(config: Config, *, secrets: list[str], metrics: HubMetrics, br
     if src.health.enabled:
         from hub.sources.health import HealthSource
 
-        h = src.health
-        enabled.append(HealthSource(checks=h.checks, timeout=h.timeout, failures_before_down=h.failures_before_down,
-                                    ca_file=h.ca_file, database_ping=business.ping if business else None,
-                                    metrics=metrics, notifier=notifier, secrets=secrets, store=store))
+        enabled.append(HealthSource(src.health, secrets=secrets, database_ping=business.ping if business else None,
+                                    metrics=metrics, notifier=notifier, store=store))
     else:
         disabled.append(("health", ("health",)))
     replaced = {s.name for s in extra}
@@ -181,12 +178,12 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     broadcaster = Broadcaster(feed=feed, max_client_buffer_bytes=b.max_client_buffer_bytes, metrics=metrics)
     audit = Audit(path=config.audit.path, metrics=metrics)
     # Only a collecting replica's health source sees transitions, so only it notifies.
-    notifier = (Notifier(slack_webhook_url=config.notify.slack_webhook_url, audit=audit.event, metrics=metrics)
-                if config.notify.slack_webhook_url else None)
+    notifier = (Notifier(slack_webhook_url=config.notify.slack_webhook_url, secrets=secrets, audit=audit.event,
+                         metrics=metrics) if config.notify.slack_webhook_url else None)
     sources, disabled = build_sources(config, secrets=secrets, metrics=metrics, broadcaster=broadcaster,
                                       notifier=notifier, store=store, extra=extra_sources)
     feed.source_sections = {s.name: s.sections for s in sources} | dict(disabled)
-    business = next((s for s in sources if s.name == "business" and hasattr(s, "metrics_for")), None)
+    business = next((s for s in sources if s.name == "business" and isinstance(s, WindowedMetrics)), None)
     collected = list(sources) if role == "all" else []
     scheduler = Scheduler(sources=collected, disabled=disabled, interval=b.interval, metrics=metrics,
                           secrets=secrets) if role == "all" else None
@@ -208,7 +205,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
               audit=audit,
               admission=Admission(max_connections=s.max_connections, max_per_ip=s.max_connections_per_ip),
               trusted_proxies=parse_networks(s.trusted_proxies), secrets=secrets,
-              business=business)  # type: ignore[arg-type]
+              business=business)
 
     app = web.Application(client_max_size=s.max_message_bytes)
     app.on_response_prepare.append(views.security_headers)

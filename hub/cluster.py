@@ -38,10 +38,11 @@ from hub.config import ClusterConfig
 from hub.metrics import HubMetrics
 from hub.publish import LocalPublisher, Publisher, new_epoch
 from hub.redis_scripts import CHECK, FLOOR, PUBLISH, RELEASE, RENEW, TOP, publish_keys, published_key, redis_keys
-from hub.scheduler import Scheduler, describe, run_every
-from hub.secrets import redact_url, scrub
+from hub.scheduler import Scheduler, run_every
+from hub.secrets import Secrets, redact_url
 from hub.stream_check import EntryCheck, StreamEntry
 from hub.tasks import cancel_and_wait, honour_cancel
+from hub.vocab import describe
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class RedisPublisher(Publisher):
 
     def __init__(self, *, cfg: ClusterConfig, interval: float, history_size: int, role: str,
                  scheduler: Scheduler | None, broadcaster: Broadcaster, metrics: HubMetrics,
-                 secrets: list[str], replica: str | None = None,
+                 secrets: Secrets, replica: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(scheduler=scheduler, broadcaster=broadcaster, metrics=metrics)
         self.url = cfg.redis_url
@@ -132,7 +133,7 @@ class RedisPublisher(Publisher):
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await client.connection_pool.disconnect(inuse_connections=False)
-        error = scrub(describe(exc), self.secrets)
+        error = self.secrets.scrub(describe(exc))
         if self.redis_state != "down" or error != self.error:
             # Once per outage (or per new reason), not once per retry.
             log.warning("cluster: Redis %s unreachable (%s); keeping %d clients, retrying",

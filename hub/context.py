@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,9 +14,8 @@ from hub.config import Config
 from hub.feed import Feed
 from hub.metrics import HubMetrics
 from hub.publish import Publisher
-
-if TYPE_CHECKING:
-    from hub.sources.business import BusinessSource
+from hub.secrets import Secrets
+from hub.sources.base import WindowedMetrics
 
 
 @dataclass(eq=False, slots=True)
@@ -35,9 +33,9 @@ class Hub:
     audit: Audit
     admission: Admission
     trusted_proxies: tuple[Network, ...]
-    secrets: list[str]
+    secrets: Secrets
     #: the business source, for /api/metrics/business (every role, edge replicas included)
-    business: BusinessSource | None
+    business: WindowedMetrics | None
 
     def client_address(self, request: web.BaseRequest) -> str:
         """The client's address, through `server.trusted_proxies`."""

@@ -9,13 +9,12 @@ from typing import Any, Protocol
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from hub.config import Config
-from hub.secrets import redact_url, secrets_of
+from hub.config import Config, secrets_of
+from hub.secrets import redact_url
 from hub.sources.business import (
     DEFAULT_DATABASE,
     client_options,
     describe_error,
-    passwords_of,
 )
 from hub.sources.business.changes import probe
 
@@ -44,7 +43,7 @@ def index_command(collection: str, field: str) -> str:
 async def run_doctor(cfg: Config, *, out: _Writer) -> int:
     """Report reachability, the user's roles and the created-at index; 0 ok, 1 index missing or unreachable."""
     bz = cfg.sources.business
-    secrets = [*secrets_of(cfg), *passwords_of(bz.mongodb_uri)]
+    secrets = secrets_of(cfg)
 
     def say(line: str) -> None:
         out.write(line + "\n")

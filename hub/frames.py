@@ -18,6 +18,8 @@ DEFLATE_TAIL = b"\x00\x00\xff\xff"
 WINDOWS = (15, 9)
 STORED_MAX = 0xFFFF
 POLICY_VIOLATION = 1008
+#: bytes a failed connection may still send (read and dropped) while its close lingers
+DROP_LIMIT = 64 * 1024
 
 
 def text_frame(payload: bytes, *, compressed: bool = False) -> bytes:
@@ -150,11 +152,15 @@ class FrameGuard:
     """
 
     def __init__(self, reader: Any, queue: Any, *, bucket: TokenBucket | None = None,
-                 on_fail: Callable[[int, str], None] | None = None) -> None:
+                 on_fail: Callable[[int, str], None] | None = None,
+                 on_flood: Callable[[], None] | None = None) -> None:
         self.reader = reader
         self.queue = queue  # the response's message queue, which receive() reads
         self.bucket = bucket
         self.on_fail = on_fail
+        #: called when more than DROP_LIMIT bytes arrived after the failure (stop reading them)
+        self.on_flood = on_flood
+        self.dropped = 0
         #: (close code, reason) once the guard failed the connection
         self.violation: tuple[int, str] | None = None
         self._buf = b""
@@ -165,6 +171,11 @@ class FrameGuard:
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         if self.violation is not None:
+            # Read only to see the peer close: what it still sends is dropped unparsed, and past
+            # DROP_LIMIT the connection stops reading for good.
+            self.dropped += len(data)
+            if self.dropped > DROP_LIMIT and self.on_flood is not None:
+                self.on_flood()
             return False, b""
         data = bytes(data)
         found, ok = self._scan(data)

@@ -14,7 +14,8 @@ from typing import Any
 from hub.broadcast import Broadcaster
 from hub.feed import Entry
 from hub.metrics import HubMetrics
-from hub.scheduler import Collected, Scheduler, describe, run_every
+from hub.scheduler import Collected, Scheduler, run_every
+from hub.vocab import describe
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def new_epoch() -> str:
     return f"{int(time.time()):x}-{secrets.token_hex(4)}"
 
 
-class SourceHealth:
+class SourceStatuses:
     """hub_source_up / hub_source_consecutive_failures from the statuses of delivered snapshots.
 
     Fed by every snapshot a replica serves, whoever collected it, so all replicas agree and the
@@ -53,7 +54,7 @@ class Publisher(abc.ABC):
         self.scheduler = scheduler
         self.broadcaster = broadcaster
         self.metrics = metrics
-        self.health = SourceHealth(metrics)
+        self.statuses = SourceStatuses(metrics)
         #: error of the last tick that failed as a whole (None after a good one)
         self.tick_error: str | None = None
         #: True once a snapshot has been delivered and the latest tick did not fail
@@ -78,7 +79,7 @@ class Publisher(abc.ABC):
     async def deliver(self, entry: Entry, data: Mapping[str, Any], statuses: Mapping[str, Any]) -> None:
         """Hand a numbered snapshot to the broadcaster and account its source statuses."""
         if await self.broadcaster.deliver(entry, data):
-            self.health.observe(statuses)
+            self.statuses.observe(statuses)
 
     def tick_failed(self, exc: BaseException) -> None:
         """Count and report a tick that failed as a whole (logged once per distinct reason)."""

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from hub.metrics import HubMetrics
-from hub.secrets import scrub
+from hub.secrets import Secrets
 from hub.sources.base import Source, SourceError, SourceResult
-from hub.vocab import TOPICS, safe_text, utc_iso
+from hub.vocab import TOPICS, describe, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ async def run_every(interval: float, fn: Callable[[], Awaitable[None]], *,
         await sleep(due - t)
 
 
-def describe(exc: BaseException) -> str:
-    """A readable one-line reason for a failure."""
-    if isinstance(exc, SourceError):
-        return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 @dataclass(slots=True)
 class Collected:
     """One tick's collection, not yet numbered: encoded pieces plus the parsed data they came from."""
@@ -73,12 +65,12 @@ class Scheduler:
     """Collects every source concurrently, each within the budget this class grants it."""
 
     def __init__(self, *, sources: Sequence[Source], disabled: Sequence[tuple[str, tuple[str, ...]]] = (),
-                 interval: float, metrics: HubMetrics, secrets: Sequence[str] = ()) -> None:
+                 interval: float, metrics: HubMetrics, secrets: Secrets | None = None) -> None:
         self.sources = list(sources)
         self.disabled = list(disabled)
         self.interval = interval
         self.metrics = metrics
-        self.secrets = list(secrets)
+        self.secrets = secrets if secrets is not None else Secrets()
         self._last_error: dict[str, str | None] = {}
         names = [s.name for s in self.sources]
         self.section_names = tuple(dict.fromkeys([*TOPICS, *(x for s in self.sources for x in s.sections),
@@ -129,12 +121,12 @@ class Scheduler:
         else:
             status = "error"
         if error is not None:
-            error = safe_text(scrub(error, self.secrets))
+            error = self.secrets.clean(error)
         self._account(source.name, status, error)
         entry: dict[str, Any] = {"status": status, "latency_ms": round(elapsed * 1000, 1),
                                  "collected_at": utc_iso(), "error": error}
         if result is not None and result.warnings:
-            entry["warnings"] = [safe_text(scrub(str(w), self.secrets)) for w in result.warnings]
+            entry["warnings"] = [self.secrets.clean(str(w)) for w in result.warnings]
         return encoded, parsed, entry
 
     def _account(self, name: str, status: str, error: str | None) -> None:

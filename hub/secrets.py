@@ -1,16 +1,17 @@
-"""The one secrets module: find the secret strings of a config, redact URLs, scrub text of every secret form."""
+"""The one secrets module: the registry of a hub's secret strings (`Secrets`), the forms a secret may be
+echoed in, URL redaction, and scrubbing.
+
+It sits below everything and takes plain values: `hub.config.secrets_of` walks a config through its
+schema (every key declared secret there) and builds the one `Secrets` that every component gets.
+"""
 
 from __future__ import annotations
 
 import base64
 import logging
 import re
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote, quote_plus, unquote
-
-if TYPE_CHECKING:  # hub.config imports this module; only the type is needed here
-    from hub.config import Config
 
 # scheme://netloc rest — split by hand because urlsplit raises on inputs such as "http://[::1",
 # and rejects the multi-host netlocs of MongoDB URIs; redaction must work on anything.
@@ -87,45 +88,74 @@ def webhook_secrets(url: str) -> list[str]:
         path = m["rest"].split("?", 1)[0].split("#", 1)[0]
         out += [path, path.strip("/")]
         last = path.rstrip("/").rpartition("/")[2]
-        if len(last) >= 8:  # short segments ("services") are not secret and would shred messages
-            out.append(last)
-    return [s for s in dict.fromkeys(out) if s]
+        out.append(last)
+    # The URL whole; its path and token segment only when long enough to be a secret: short pieces
+    # ("/x", "services") are not, and would shred every message they occur in.
+    return [s for s in dict.fromkeys(out) if s and (s == url or len(s) >= 8)]
 
 
-def secrets_of(cfg: Config) -> list[str]:
-    """Every secret string in `cfg`, in every form it may be echoed in, for scrubbing error messages."""
-    out: list[str] = []
-    p = cfg.sources.prometheus
-    out += [p.bearer_token, quote(p.bearer_token, safe="")]
-    out += credential_forms(p.basic_auth_user, p.basic_auth_password)
-    urls = [p.url, cfg.sources.business.mongodb_uri, cfg.cluster.redis_url, *cfg.sources.health.checks.values()]
-    for url in urls:
-        out += url_secrets(url)
-    out += webhook_secrets(cfg.notify.slack_webhook_url)
-    out += [t.hash for t in cfg.auth.tokens if not t.hash.startswith("sha256:")]
-    # Longest first, so a secret that contains another is replaced whole.
-    return sorted({s for s in out if s}, key=lambda s: (-len(s), s))
+class Secrets:
+    """Every secret string a hub knows, in every form a dependency may echo it in (as written, URL-encoded,
+    and for URLs with user info the password's forms and the Basic-auth base64 of `user:password`).
+
+    Built once from the config (`hub.config.secrets_of`) and handed to every component; none builds
+    its own list. Iterating yields the forms, longest first.
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        forms: set[str] = set()
+        for value in values:
+            if not value:
+                continue
+            forms.update((value, quote(value, safe=""), quote_plus(value)))
+            forms.update(url_secrets(value))
+        # Longest first, so a secret that contains another is replaced whole.
+        self.forms: tuple[str, ...] = tuple(sorted((f for f in forms if f), key=lambda f: (-len(f), f)))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.forms)
+
+    def __len__(self) -> int:
+        return len(self.forms)
+
+    def __contains__(self, text: object) -> bool:
+        return text in self.forms
+
+    def with_values(self, values: Iterable[str]) -> Secrets:
+        """A registry that also knows `values` (tests, and text a component learns at run time)."""
+        return Secrets([*self.forms, *values])
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret form replaced by '***'."""
+        for form in self.forms:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        return text
+
+    def clean(self, text: str, *, limit: int | None = None) -> str:
+        """A dependency's text as it may be logged or sent: secrets scrubbed, then one capped line."""
+        from hub.vocab import MAX_REASON_CHARS, safe_text
+
+        return safe_text(self.scrub(text), limit=MAX_REASON_CHARS if limit is None else limit)
+
+    @staticmethod
+    def redact_url(url: str) -> str:
+        """`url` with any password replaced by '***' (user names are kept; they help debugging)."""
+        return redact_url(url)
+
+    def log_filter(self) -> RedactFilter:
+        """A logging filter that scrubs these secrets from records (libraries that log URLs)."""
+        return RedactFilter(self.forms)
 
 
-def scrub(text: str, secrets: list[str]) -> str:
+def scrub(text: str, secrets: Iterable[str]) -> str:
     """`text` with every secret replaced by '***', also in its URL-encoded and (for URLs) Basic-auth forms."""
-    forms: set[str] = set()
-    for secret in secrets:
-        if not secret:
-            continue
-        forms.update((secret, quote(secret, safe=""), quote_plus(secret)))
-        forms.update(url_secrets(secret))
-    for form in sorted((f for f in forms if f), key=lambda s: (-len(s), s)):
-        if form in text:
-            text = text.replace(form, REDACTED)
-    return text
+    return (secrets if isinstance(secrets, Secrets) else Secrets(secrets)).scrub(text)
 
 
-def clean(text: str, secrets: list[str]) -> str:
+def clean(text: str, secrets: Iterable[str]) -> str:
     """A dependency's text as it may be logged or sent: secrets scrubbed, then one capped line."""
-    from hub.vocab import safe_text
-
-    return safe_text(scrub(text, secrets))
+    return (secrets if isinstance(secrets, Secrets) else Secrets(secrets)).clean(text)
 
 
 class RedactFilter(logging.Filter):

@@ -77,3 +77,15 @@ def safe_text(text: str, *, limit: int = MAX_REASON_CHARS) -> str:
     if not head.isprintable():
         head = "".join(map(_escape, head))
     return head if len(head) <= limit else head[: max(limit - 1, 0)] + "…"
+
+
+class ReadableError(Exception):
+    """An error whose message is already readable and free of secrets (shown as it is)."""
+
+
+def describe(exc: BaseException) -> str:
+    """A readable one-line reason for a failure."""
+    if isinstance(exc, ReadableError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -106,6 +106,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         try:
             if client is not None:
                 hub.broadcaster.discard(client)
+                if ws.guard is not None and ws.guard.violation is not None:
+                    # Also when the handler was cancelled while the close lingered (handler_cancellation).
+                    _note_violation(hub, request, client, ws.guard.violation[0])
                 reason = client.close_reason or _disconnect_reason(ws)
                 hub.metrics.disconnects.labels(reason).inc()
                 hub.audit.event("disconnect", request, remote=ip, token=who.name,
@@ -157,17 +160,7 @@ async def _receive_loop(hub: Hub, request: web.Request, client: Client) -> None:
         if msg.type is WSMsgType.ERROR:
             # aiohttp has closed the connection already (HubWebSocket.close: bounded, then aborted);
             # record the code the hub sent, whatever the peer does next.
-            code = getattr(ws.exception(), "code", None)
-            if code == TOO_LARGE:
-                client.close_reason, client.close_code = CloseReason.TOO_LARGE, TOO_LARGE
-                hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
-                                reason="message_too_big")
-            elif code == POLICY_VIOLATION:  # the frame guard's rate limit: every frame counts
-                client.close_reason, client.close_code = CloseReason.RATE_LIMITED, POLICY_VIOLATION
-                hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
-                                reason="rate_limited")
-            elif code in (PROTOCOL_ERROR, INVALID_DATA):
-                client.close_reason, client.close_code = CloseReason.PROTOCOL_ERROR, code
+            _note_violation(hub, request, client, getattr(ws.exception(), "code", None))
             return
         if msg.type is WSMsgType.TEXT:
             _handle_text(hub, request, client, msg.data)
@@ -180,6 +173,22 @@ async def _receive_loop(hub: Hub, request: web.Request, client: Client) -> None:
             await ws.close(code=UNSUPPORTED_DATA, message=b"binary frames are not supported")
             return
         # PONG: a heartbeat reply; aiohttp resets the heartbeat on any received data
+
+
+def _note_violation(hub: Hub, request: web.Request, client: Client, code: int | None) -> None:
+    """Record why the hub failed the connection (close code, reason, audit), once."""
+    if client.close_reason is not None:
+        return
+    if code == TOO_LARGE:
+        client.close_reason, client.close_code = CloseReason.TOO_LARGE, TOO_LARGE
+        hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
+                        reason="message_too_big")
+    elif code == POLICY_VIOLATION:  # the frame guard's rate limit: every frame counts
+        client.close_reason, client.close_code = CloseReason.RATE_LIMITED, POLICY_VIOLATION
+        hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
+                        reason="rate_limited")
+    elif code in (PROTOCOL_ERROR, INVALID_DATA):
+        client.close_reason, client.close_code = CloseReason.PROTOCOL_ERROR, code
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -19,3 +19,10 @@ def make_config() -> Callable[..., Config]:
         return build_config(merge(TEST_BASE, over or {}), environ={})
 
     return make
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Print the random order's seed even under -q (pytest-randomly's own line is in the quiet header)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None:
+        terminalreporter.write_line(f"tests ran in random order: repeat it with --randomly-seed={seed}")

@@ -24,13 +24,13 @@ def _cpu_ms() -> float:
 
 
 async def _ticks(kind: str, url: str, ticks: int) -> float:
-    from hub.config import DEFAULT_QUERIES, build_config
+    from hub.config import DEFAULT_QUERIES, build_config, secrets_of
 
     if kind == "PrometheusSource (httpx)":
         from hub.sources.prometheus import PrometheusSource
 
-        cfg = build_config({"sources": {"prometheus": {"url": url}}}).sources.prometheus
-        source = PrometheusSource(cfg)
+        config = build_config({"sources": {"prometheus": {"url": url}}})
+        source = PrometheusSource(config.sources.prometheus, secrets=secrets_of(config))
         await source.start()
 
         async def tick() -> Any:

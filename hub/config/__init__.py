@@ -9,6 +9,7 @@ from hub.config.load import (
     load_config,
     with_overrides,
 )
+from hub.config.registry import secrets_of
 from hub.config.schema import (
     DEFAULT_HEALTH_CHECKS,
     DEFAULT_QUERIES,
@@ -28,14 +29,14 @@ from hub.config.schema import (
     StateConfig,
     TokenConfig,
 )
-from hub.secrets import redact_url, scrub, secrets_of  # re-exported for existing importers
+from hub.secrets import Secrets, redact_url, scrub  # re-exported for existing importers
 from hub.vocab import TIME_RANGES, TOPICS  # re-exported for existing importers
 
 __all__ = [
     "DEFAULT_HEALTH_CHECKS", "DEFAULT_QUERIES", "TIME_RANGES", "TOPICS",
     "AuditConfig", "AuthConfig", "BroadcastConfig", "BusinessFields", "BusinessSourceConfig", "ClusterConfig",
     "Config", "ConfigError", "HealthSourceConfig", "NotifyConfig", "ProcessSourceConfig",
-    "PrometheusSourceConfig", "ServerConfig", "SourcesConfig", "StateConfig", "TokenConfig",
+    "PrometheusSourceConfig", "Secrets", "ServerConfig", "SourcesConfig", "StateConfig", "TokenConfig",
     "build_config", "default_config_path", "env_overrides", "load_config", "redact_url", "redacted_dict",
     "scrub", "secrets_of", "to_raw", "with_overrides",
 ]

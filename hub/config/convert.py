@@ -163,6 +163,10 @@ def _relations(cfg: Config) -> None:
         raise ConfigError("sources.prometheus: bearer_token and basic_auth_user are mutually exclusive",
                           key="sources.prometheus", related=("sources.prometheus.bearer_token",
                                                              "sources.prometheus.basic_auth_user"))
+    health, business = cfg.sources.health, cfg.sources.business
+    if health.enabled and business.enabled and "database" in health.checks:
+        raise ConfigError("sources.health.checks.database: the name is taken by the MongoDB ping of the business "
+                          "source; choose another name", key="sources.health.checks.database")
     names: set[str] = set()
     for i, tok in enumerate(cfg.auth.tokens):
         if tok.name in names:

@@ -82,7 +82,8 @@ class PrometheusSourceConfig:
     alerts: bool = key(True, doc="also fetch /api/v1/alerts into data.alerts")
     bearer_token: str = key("", secret="value", doc="sent as Authorization: Bearer (never logged)")
     basic_auth_user: str = key("", doc="HTTP basic auth user (set with basic_auth_password)")
-    basic_auth_password: str = key("", secret="value", doc="HTTP basic auth password (never logged)")
+    basic_auth_password: str = key("", secret="value", user="basic_auth_user",
+                                   doc="HTTP basic auth password (never logged)")
     tls_verify: bool = key(True, doc="verify the server certificate for https URLs")
     ca_file: str = key("", check="pem_file", doc="PEM bundle to verify against instead of the system store")
     max_series: int = key(10000, lo=1, hi=100 * MILLION, doc="series kept per query answer; the rest are dropped")

@@ -25,17 +25,20 @@ class Spec:
     nonempty: bool = False  # strings: "" is an error
     check: str | None = None  # name of a check in hub.config.checks (applied to each item of a list/table)
     secret: str | None = None  # one of SECRET_KINDS
+    #: for a secret password: the sibling key holding its user name (an HTTP Basic credential echoes both)
+    user: str = ""
     min_items: int = 0  # lists and tables
 
 
 def key(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, doc: str,
         lo: float | None = None, gt: float | None = None, hi: float | None = None, unit: str = "",
         choices: tuple[str, ...] | None = None, nonempty: bool = False, check: str | None = None,
-        secret: str | None = None, min_items: int = 0) -> Any:
+        secret: str | None = None, user: str = "", min_items: int = 0) -> Any:
     """A dataclass field declaring one config key: its default and every rule the loader enforces."""
     assert secret in SECRET_KINDS, secret
+    assert not user or secret, "user= names the user of a secret password"
     spec = Spec(doc=doc, lo=lo, gt=gt, hi=hi, unit=unit, choices=choices, nonempty=nonempty, check=check,
-                secret=secret, min_items=min_items)
+                secret=secret, user=user, min_items=min_items)
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata={"spec": spec})
     return dataclasses.field(default=default, metadata={"spec": spec})

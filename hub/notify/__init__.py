@@ -18,6 +18,7 @@ from hub.notify.channel import MAX_QUEUE, REQUEST_TIMEOUT, RESULTS, Channel
 from hub.notify.http import MAX_BODY, RETRY_AFTER_MAX, retry_after
 from hub.notify.message import Notification
 from hub.notify.slack import SlackChannel, slack_payload
+from hub.secrets import Secrets
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
@@ -35,14 +36,17 @@ class Notifier:
     with its `channel`. Receiver URLs are secrets: they appear in none of them, nor in logs or metrics.
     """
 
-    def __init__(self, *, slack_webhook_url: str = "", channels: Iterable[Channel] = (),
+    def __init__(self, *, slack_webhook_url: str = "", secrets: Secrets | None = None,
+                 channels: Iterable[Channel] = (),
                  audit: Callable[..., None] | None = None, metrics: HubMetrics | None = None,
                  client: httpx.AsyncClient | None = None, retry_initial: float = 1.0, retry_max: float = 60.0,
                  give_up_after: float = 600.0, request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.channels: list[Channel] = []
         if slack_webhook_url:
+            if secrets is None:
+                raise TypeError("a Slack channel needs the secret registry (hub.config.secrets_of)")
             self.channels.append(SlackChannel(
-                webhook_url=slack_webhook_url, audit=audit, metrics=metrics, client=client,
+                webhook_url=slack_webhook_url, secrets=secrets, audit=audit, metrics=metrics, client=client,
                 retry_initial=retry_initial, retry_max=retry_max, give_up_after=give_up_after,
                 request_timeout=request_timeout))
         self.channels += channels

@@ -20,18 +20,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
 
 from hub.notify.http import QUOTE, post_json
 from hub.notify.message import Notification
-from hub.secrets import RedactFilter, scrub, url_secrets, webhook_secrets
+from hub.secrets import Secrets
 from hub.tasks import spawn
-from hub.vocab import MAX_REASON_CHARS, safe_text
+from hub.vocab import MAX_REASON_CHARS
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
@@ -64,25 +63,16 @@ class Channel:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, *, url: str, key: str, secrets: Sequence[str] = (),
+    def __init__(self, *, url: str, secrets: Secrets,
                  audit: Callable[..., None] | None = None, metrics: HubMetrics | None = None,
                  client: httpx.AsyncClient | None = None, retry_initial: float = 1.0,
                  retry_max: float = 60.0, give_up_after: float = 600.0,
                  request_timeout: float = REQUEST_TIMEOUT) -> None:
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            # Never echo the value: it may be the secret.
-            raise ValueError(f"{key}: must be an http(s) URL (value not shown: it is a secret)")
+        # `url` was validated by hub/config, and `secrets` (the registry) knows it in every form.
         self.url = url
         if not self.name:
             raise TypeError(f"{type(self).__name__} must name its channel")
-        # A webhook URL's path is its token: scrub it, the URL and any password, longest first,
-        # wherever text might echo them (not short path pieces such as "/x": they would shred messages).
-        hook = [s for s in webhook_secrets(url) if s == url or len(s) >= 8]
-        self._secrets = sorted({s for s in (*hook, *url_secrets(url), *secrets) if s}, key=lambda s: (-len(s), s))
+        self._secrets = secrets
         self._audit_cb = audit
         self._metrics = metrics
         self._own_client = client is None
@@ -92,7 +82,7 @@ class Channel:
         self._queue: asyncio.Queue[Notification] = asyncio.Queue(MAX_QUEUE)
         self._task: asyncio.Task[None] | None = None
         self._current: Notification | None = None
-        self._filter = RedactFilter(self._secrets)
+        self._filter = secrets.log_filter()
         if metrics is not None:
             for result in RESULTS:
                 metrics.notifications.labels(self.name, result)  # zeros, so rate() works from the start
@@ -248,4 +238,4 @@ class Channel:
 
     def _quote(self, text: str, limit: int = MAX_REASON_CHARS) -> str:
         """A receiver's or transport's text as one short printable line, secrets removed before cutting."""
-        return safe_text(scrub(text, self._secrets), limit=limit)
+        return self._secrets.clean(text, limit=limit)

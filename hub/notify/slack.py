@@ -20,7 +20,7 @@ class SlackChannel(Channel):
     name = "slack"
 
     def __init__(self, *, webhook_url: str, **kwargs: Any) -> None:
-        super().__init__(url=webhook_url, key="notify.slack_webhook_url", **kwargs)
+        super().__init__(url=webhook_url, **kwargs)
 
     def payload(self, n: Notification) -> dict[str, Any]:
         """The guide's `sendSlackAlert` payload for `n`."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+from hub.vocab import ReadableError
 
 
-class SourceError(Exception):
+class SourceError(ReadableError):
     """A collection failure whose message is already readable and free of secrets."""
 
 
@@ -48,3 +50,12 @@ class Source(abc.ABC):
 
     async def close(self) -> None:
         """Release clients; called once at shutdown."""
+
+
+@runtime_checkable
+class WindowedMetrics(Protocol):
+    """A source that also answers for any time window on request (`/api/metrics/business`)."""
+
+    async def metrics_for(self, time_range: str) -> dict[str, Any]:
+        """The section's object for `time_range`; SourceError when unavailable, ValueError for an unknown range."""
+        ...

@@ -12,14 +12,14 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from hub.secrets import RedactFilter, clean, scrub
+from hub.config import HealthSourceConfig
+from hub.secrets import Secrets
 from hub.sources.base import Source, SourceResult
 from hub.sources.health_state import CheckStates
 from hub.sources.http_errors import transport_reason
@@ -63,42 +63,23 @@ class HealthSource(Source):
     name = "health"
     sections = ("health",)
 
-    def __init__(self, *, checks: Mapping[str, str], timeout: float = 5.0, failures_before_down: int = 3,
-                 ca_file: str = "", database_ping: Callable[[], Awaitable[None]] | None = None,
+    def __init__(self, cfg: HealthSourceConfig, *, secrets: Secrets,
+                 database_ping: Callable[[], Awaitable[None]] | None = None,
                  metrics: HubMetrics | None = None, notifier: Notifier | None = None,
-                 secrets: Sequence[str] = (), store: Store | None = None) -> None:
-        if not timeout > 0:
-            raise ValueError(f"sources.health.timeout: must be > 0 seconds, got {timeout!r}")
-        if not isinstance(failures_before_down, int) or failures_before_down < 1:
-            raise ValueError(f"sources.health.failures_before_down: must be an integer >= 1, "
-                             f"got {failures_before_down!r}")
-        found: list[str] = [s for s in secrets if s]
-        for name, url in checks.items():
-            if database_ping is not None and name == DATABASE:
-                raise ValueError(f"sources.health.checks.{DATABASE}: the name is taken by the MongoDB "
-                                 "ping of the business source; choose another name")
-            try:
-                parts = urlsplit(url)
-                parts.port  # noqa: B018 - raises ValueError on a bad port
-            except ValueError as exc:
-                raise ValueError(f"sources.health.checks.{name}: not a URL ({exc})") from None
-            if parts.password:
-                found.append(parts.password)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"sources.health.checks.{name}: must be an http:// or https:// URL "
-                                 f"with a host, got {scrub(url, found)!r}")
-        self.timeout = timeout
-        self._checks = dict(checks)
-        self._failures_before_down = failures_before_down
-        self._ca_file = ca_file
+                 store: Store | None = None) -> None:
+        # `cfg` was validated by hub/config, the one place that does; it is used as given.
+        self.timeout = cfg.timeout
+        self._checks = dict(cfg.checks)
+        self._failures_before_down = cfg.failures_before_down
+        self._ca_file = cfg.ca_file
         self._ping = database_ping
         self._metrics = metrics
         self._notifier = notifier
-        self._secrets = found
+        self._secrets = secrets
         names = [*self._checks, *([DATABASE] if database_ping is not None else [])]
         self._states = CheckStates(names, store=store if store is not None else MemoryStore(), notifier=notifier)
         self._client: httpx.AsyncClient | None = None
-        self._filter = RedactFilter(found)
+        self._filter = secrets.log_filter()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,7 +102,7 @@ class HealthSource(Source):
             follow_redirects=False,  # a redirect usually means a login page: report it, do not follow
             trust_env=False,  # HTTP(S)_PROXY from the environment would probe the proxy, not the service
         )
-        if self._secrets:
+        if len(self._secrets):
             logging.getLogger("httpx").addFilter(self._filter)  # httpx logs URLs, passwords included
 
     async def close(self) -> None:
@@ -227,4 +208,4 @@ class HealthSource(Source):
         return {"healthy": all(details.values()), "details": details, "checks": checks}
 
     def _clean(self, text: str) -> str:
-        return clean(text, self._secrets)
+        return self._secrets.clean(text)

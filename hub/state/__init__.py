@@ -17,10 +17,9 @@ caller keeps what it could not write and tries again later, never announcing wit
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from hub.secrets import redact_url
+from hub.secrets import Secrets, redact_url
 from hub.state.base import LEDGER_TTL, MAX_LEDGER, Ledger, MemoryStore, Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ __all__ = ["LEDGER_TTL", "MAX_LEDGER", "Ledger", "MemoryStore", "Store", "StoreU
 log = logging.getLogger(__name__)
 
 
-def open_store(config: Config, *, secrets: Sequence[str] = ()) -> Store:
+def open_store(config: Config, *, secrets: Secrets) -> Store:
     """The store for `config`: Redis when `[cluster] redis_url` is set, else a file in `[state] dir`
     when set, else memory. A `dir` that cannot be used raises ValueError naming `state.dir`."""
     if config.cluster.redis_url:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, cast
 
 import orjson
@@ -20,9 +20,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from hub.redis_scripts import ledger_key, state_key
-from hub.scheduler import describe
-from hub.secrets import scrub
+from hub.secrets import Secrets
 from hub.state.base import LEDGER_TTL, Store, StoreUnavailable
+from hub.vocab import describe
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ class RedisStore(Store):
 
     kind = "redis"
 
-    def __init__(self, url: str, *, key_prefix: str, secrets: Sequence[str] = ()) -> None:
+    def __init__(self, url: str, *, key_prefix: str, secrets: Secrets) -> None:
         self.key_prefix = key_prefix
-        self._secrets = list(secrets)
+        self._secrets = secrets
         self._r = Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
                                  retry=Retry(NoBackoff(), 0), decode_responses=False, client_name="hub-state")
 
@@ -45,7 +45,7 @@ class RedisStore(Store):
         # After a Redis restart every pooled connection is dead: drop them so the next call reconnects.
         with contextlib.suppress(RedisError, OSError):
             await self._r.connection_pool.disconnect(inuse_connections=False)
-        return StoreUnavailable(f"Redis: {scrub(describe(exc), self._secrets)}")
+        return StoreUnavailable(f"Redis: {self._secrets.scrub(describe(exc))}")
 
     async def load(self, scope: str) -> dict[str, dict[str, Any]]:
         try:

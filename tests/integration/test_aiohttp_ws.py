@@ -42,4 +42,4 @@ def test_the_upgrade_tail_is_still_fed_by_set_parser_from_message_tail():
 
 def test_hubwebsocket_overrides_only_what_it_says():
     own = {n for n, v in vars(HubWebSocket).items() if callable(v) and not n.startswith("__")}
-    assert own == {"_handshake", "_post_start", "_violated", "_close_transport", "close"}
+    assert own == {"_handshake", "_post_start", "_violated", "_stop_reading", "_close_transport", "close"}

@@ -109,12 +109,12 @@ async def test_broadcast_yields_to_the_loop_between_slices(make_config):
     from hub.feed import Entry, Feed
     from hub.metrics import HubMetrics
 
-    feed = Broadcaster(feed=Feed(history_size=10, history_max_bytes=1 << 20, source_sections={}),
+    broadcaster = Broadcaster(feed=Feed(history_size=10, history_max_bytes=1 << 20, source_sections={}),
                        max_client_buffer_bytes=1 << 20, metrics=HubMetrics())
     n = SLICE * 4
     transports = [FakeTransport() for _ in range(n)]
     for t in transports:
-        feed.add(Client(ws=SimpleNamespace(closed=False), transport=t))  # type: ignore[arg-type]
+        broadcaster.add(Client(ws=SimpleNamespace(closed=False), transport=t))  # type: ignore[arg-type]
     ran_during: list[int] = []
 
     async def other_work() -> None:
@@ -124,7 +124,7 @@ async def test_broadcast_yields_to_the_loop_between_slices(make_config):
 
     task = asyncio.create_task(other_work())
     await asyncio.sleep(0)
-    await feed.deliver(Entry(seq=1, epoch="e", timestamp="t", sections={}, sources={}), {})
+    await broadcaster.deliver(Entry(seq=1, epoch="e", timestamp="t", sections={}, sources={}), {})
     task.cancel()
     expected = (b'{"type":"metrics_update","seq":1,"epoch":"e","timestamp":"t","data":{},"sources":{},'
                 b'"point":{"seq":1,"timestamp":"t","rate":null,"p95":null,"rss":null,"cpu":null,"conns":null,'
@@ -132,7 +132,7 @@ async def test_broadcast_yields_to_the_loop_between_slices(make_config):
     assert all(t.written == len(text_frame(expected)) for t in transports)
     # Other tasks ran while only part of the clients had been written to.
     assert any(0 < k < n for k in ran_during), ran_during[:10]
-    assert sample(feed.metrics, "hub_ws_messages_sent_total") == n
+    assert sample(broadcaster.metrics, "hub_ws_messages_sent_total") == n
 
 
 async def test_health_answers_during_broadcast_to_1000_clients(aiohttp_client, make_config):

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
+from hub.config import ConfigError
 from hub.metrics import HubMetrics
-from hub.notify import Notification, Notifier
-from hub.sources.health import HealthSource
+from hub.notify import Notification
 from tests.support.aio import wait_for
+from tests.support.components import make_notifier, make_health_source
 from tests.support import free_port
 from tests.support.http_targets import Target, serve
 from tests.support.slack import TOKEN, WEBHOOK_PATH, Receiver, slack_receiver
@@ -46,10 +47,10 @@ async def test_one_message_per_transition_survives_429_and_keeps_the_webhook_sec
     caplog.set_level(logging.DEBUG)  # everything, httpx's request log included
     slack.script = [(429, {"Retry-After": "1"}, "rate_limited")]
     metrics, audit = HubMetrics(), AuditLog()
-    notifier = Notifier(slack_webhook_url=slack.url, audit=audit, metrics=metrics, retry_initial=0.05)
+    notifier = make_notifier(slack.url, audit=audit, metrics=metrics, retry_initial=0.05)
     t = Target()
     async with serve(t.app) as url:
-        src = HealthSource(checks={"frontend": f"{url}/toggle", "backend": f"{url}/ok"}, timeout=1.0,
+        src = make_health_source({"frontend": f"{url}/toggle", "backend": f"{url}/ok"}, timeout=1.0,
                            failures_before_down=2, metrics=metrics, notifier=notifier)
         await notifier.start()
         errors: list[str | None] = []
@@ -110,7 +111,7 @@ async def test_one_message_per_transition_survives_429_and_keeps_the_webhook_sec
 async def test_5xx_is_retried_with_exponential_backoff_until_delivered(slack: Receiver) -> None:
     slack.script = [(503, {}, "busy"), (502, {}, ""), (500, {}, "oops")]
     metrics, audit = HubMetrics(), AuditLog()
-    notifier = Notifier(slack_webhook_url=slack.url, audit=audit, metrics=metrics, retry_initial=0.1)
+    notifier = make_notifier(slack.url, audit=audit, metrics=metrics, retry_initial=0.1)
     await notifier.start()
     try:
         notifier.notify(Notification.down("backend", "HTTP 503"))
@@ -129,7 +130,7 @@ async def test_5xx_is_retried_with_exponential_backoff_until_delivered(slack: Re
 async def test_gives_up_after_the_bound_and_counts_it(slack: Receiver) -> None:
     slack.script = [(500, {}, "down")] * 100
     metrics, audit = HubMetrics(), AuditLog()
-    notifier = Notifier(slack_webhook_url=slack.url, audit=audit, metrics=metrics,
+    notifier = make_notifier(slack.url, audit=audit, metrics=metrics,
                         retry_initial=0.05, give_up_after=0.5)
     await notifier.start()
     try:
@@ -149,7 +150,7 @@ async def test_gives_up_after_the_bound_and_counts_it(slack: Receiver) -> None:
 async def test_non_retryable_answer_fails_at_once(slack: Receiver) -> None:
     slack.script = [(404, {}, "no_service")]
     metrics, audit = HubMetrics(), AuditLog()
-    notifier = Notifier(slack_webhook_url=slack.url, audit=audit, metrics=metrics)
+    notifier = make_notifier(slack.url, audit=audit, metrics=metrics)
     await notifier.start()
     try:
         notifier.notify(Notification.recovered("backend", down_for=75))
@@ -164,9 +165,9 @@ async def test_non_retryable_answer_fails_at_once(slack: Receiver) -> None:
 
 
 async def test_unreachable_webhook_error_names_no_url() -> None:
-    url = f"http://127.0.0.1:{free_port()}{WEBHOOK_PATH}"
+    url = f"https://127.0.0.1:{free_port()}{WEBHOOK_PATH}"
     audit = AuditLog()
-    notifier = Notifier(slack_webhook_url=url, audit=audit, retry_initial=0.05, give_up_after=0.2)
+    notifier = make_notifier(url, audit=audit, retry_initial=0.05, give_up_after=0.2)
     await notifier.start()
     try:
         notifier.notify(Notification.down("frontend", "connection refused"))
@@ -180,11 +181,11 @@ async def test_unreachable_webhook_error_names_no_url() -> None:
 async def test_notify_never_blocks_and_close_counts_what_was_not_sent(slack: Receiver) -> None:
     slack.hang = True  # Slack accepts the connection and never answers
     metrics, audit = HubMetrics(), AuditLog()
-    notifier = Notifier(slack_webhook_url=slack.url, audit=audit, metrics=metrics)
+    notifier = make_notifier(slack.url, audit=audit, metrics=metrics)
     await notifier.start()
     t = Target()
     async with serve(t.app) as url:
-        src = HealthSource(checks={"frontend": f"{url}/fail"}, failures_before_down=1, notifier=notifier)
+        src = make_health_source({"frontend": f"{url}/fail"}, failures_before_down=1, notifier=notifier)
         try:
             t0 = time.monotonic()
             await src.collect(2.0)  # the down transition: notifies
@@ -205,15 +206,15 @@ async def test_notify_never_blocks_and_close_counts_what_was_not_sent(slack: Rec
     assert reasons == {"queue full (256 undelivered messages)", "hub shutting down"}
 
 
-def test_invalid_webhook_url_is_refused_without_echoing_it() -> None:
-    with pytest.raises(ValueError, match=r"notify.slack_webhook_url: must be an http\(s\) URL") as exc:
-        Notifier(slack_webhook_url="hooks.example/services/xoxb-secret")
+def test_invalid_webhook_url_is_refused_by_the_config_loader_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match=r"notify.slack_webhook_url") as exc:
+        make_notifier("hooks.example/services/xoxb-secret")
     assert "xoxb-secret" not in str(exc.value)
 
 
 async def test_retry_after_zero_still_backs_off_and_text_is_escaped(slack: Receiver) -> None:
     slack.script = [(429, {"Retry-After": "0"}, "")] * 3
-    notifier = Notifier(slack_webhook_url=slack.url, retry_initial=0.1)
+    notifier = make_notifier(slack.url, retry_initial=0.1)
     await notifier.start()
     try:
         notifier.notify(Notification.down("web", "TLS error (<unknown> & more)"))

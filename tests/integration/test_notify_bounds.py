@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from hub.metrics import HubMetrics
+from hub.secrets import Secrets
 from hub.notify import MAX_BODY, Channel, Notification, Notifier
 from tests.support.aio import wait_for
+from tests.support.components import make_notifier
 from tests.support.slack import DripHead, EndlessBody, Receiver, slack_receiver
 from tests.support.timing import SLACK, WAIT
 
@@ -46,7 +48,7 @@ async def test_an_endless_body_is_read_to_a_small_cap_and_the_next_attempt_deliv
     endless = EndlessBody(status=500, limit=64 * MiB)  # the limit only stops a hub that reads it all
     slack.script = [endless]
     metrics, audit = HubMetrics(), AuditLog()
-    notifier = Notifier(slack_webhook_url=slack.url, audit=audit, metrics=metrics, retry_initial=0.05)
+    notifier = make_notifier(slack.url, audit=audit, metrics=metrics, retry_initial=0.05)
     await notifier.start()
     try:
         notifier.notify(Notification.down("backend", "HTTP 503"))
@@ -70,7 +72,7 @@ async def test_a_retry_after_http_cannot_read_falls_back_to_backoff_and_is_count
     caplog.set_level(logging.WARNING)
     slack.script = [(503, {"Retry-After": value}, "busy")]
     metrics, audit = HubMetrics(), AuditLog()
-    notifier = Notifier(slack_webhook_url=slack.url, audit=audit, metrics=metrics, retry_initial=0.2)
+    notifier = make_notifier(slack.url, audit=audit, metrics=metrics, retry_initial=0.2)
     await notifier.start()
     try:
         notifier.notify(Notification.down("backend", "HTTP 503"))
@@ -92,7 +94,7 @@ async def test_give_up_after_holds_during_an_attempt_and_the_next_message_goes_o
     slack.script = [drip]
     metrics, audit = HubMetrics(), AuditLog()
     # request_timeout stays at its 10 s default: the give-up bound is what must cut this attempt
-    notifier = Notifier(slack_webhook_url=slack.url, audit=audit, metrics=metrics, retry_initial=0.05,
+    notifier = make_notifier(slack.url, audit=audit, metrics=metrics, retry_initial=0.05,
                         give_up_after=give_up)
     await notifier.start()
     try:
@@ -126,8 +128,8 @@ async def test_a_slow_channel_never_delays_another() -> None:
     metrics, audit = HubMetrics(), AuditLog()
     async with slack_receiver() as slow, slack_receiver() as fast:
         slow.hang = True  # accepts the request and never answers
-        pager = Pager(url=fast.url, key="test.pager_url", audit=audit, metrics=metrics)
-        notifier = Notifier(slack_webhook_url=slow.url, channels=[pager], audit=audit, metrics=metrics)
+        pager = Pager(url=fast.url, secrets=Secrets(), audit=audit, metrics=metrics)
+        notifier = make_notifier(slow.url, channels=[pager], audit=audit, metrics=metrics)
         await notifier.start()
         try:
             for i in range(3):
@@ -156,7 +158,7 @@ class Broken(Pager):
 async def test_an_internal_error_is_counted_as_failed_and_later_messages_go_out(
         slack: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     metrics, audit = HubMetrics(), AuditLog()
-    notifier = Notifier(channels=[Broken(url=slack.url, key="test.url", audit=audit, metrics=metrics)])
+    notifier = Notifier(channels=[Broken(url=slack.url, secrets=Secrets(), audit=audit, metrics=metrics)])
     await notifier.start()
     try:
         notifier.notify(Notification.down("bad", "x"))
@@ -173,5 +175,5 @@ async def test_an_internal_error_is_counted_as_failed_and_later_messages_go_out(
 
 def test_channel_names_are_distinct() -> None:
     with pytest.raises(ValueError, match="distinct names"):
-        Notifier(slack_webhook_url="https://hooks.example/services/a/b/c",
-                 channels=[Pager(url="https://a.example/x", key="k"), Pager(url="https://b.example/y", key="k")])
+        make_notifier("https://hooks.example/services/a/b/c",
+                 channels=[Pager(url="https://a.example/x", secrets=Secrets()), Pager(url="https://b.example/y", secrets=Secrets())])

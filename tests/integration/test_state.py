@@ -17,11 +17,11 @@ import pytest
 
 from hub.app import create_app
 from hub.context import HUB
-from hub.notify import Notifier
-from hub.sources.health import HealthSource
+from hub.config import secrets_of
 from hub.state import MemoryStore, Store, StoreUnavailable, open_store
 from hub.state.file_store import FILE, FileStore
 from tests.support.aio import wait_for
+from tests.support.components import make_notifier, make_health_source
 from tests.support.http_targets import Target, serve
 from tests.support.slack import Receiver, slack_receiver
 
@@ -47,8 +47,8 @@ class Process:
 
     def __init__(self, store: Store, slack: Receiver, url: str) -> None:
         self.store = store
-        self.notifier = Notifier(slack_webhook_url=slack.url, retry_initial=0.05)
-        self.source = HealthSource(checks={"backend": url}, timeout=1.0, failures_before_down=2,
+        self.notifier = make_notifier(slack.url, retry_initial=0.05)
+        self.source = make_health_source({"backend": url}, timeout=1.0, failures_before_down=2,
                                    notifier=self.notifier, store=store)
 
     async def __aenter__(self) -> Process:
@@ -149,10 +149,13 @@ async def test_an_unreadable_state_file_is_set_aside(tmp_path: Path) -> None:
 
 
 def test_the_store_follows_the_config(make_config: Callable[..., Any], tmp_path: Path) -> None:
-    assert open_store(make_config()).kind == "memory"
-    assert open_store(make_config({"state": {"dir": str(tmp_path)}})).kind == "file"
+    def store_for(cfg: Any) -> Any:
+        return open_store(cfg, secrets=secrets_of(cfg))
+
+    assert store_for(make_config()).kind == "memory"
+    assert store_for(make_config({"state": {"dir": str(tmp_path)}})).kind == "file"
     clustered = make_config({"state": {"dir": str(tmp_path / "x")}, "cluster": {"redis_url": "redis://h:1/0"}})
-    assert open_store(clustered).kind == "redis"  # Redis wins: every replica must see the states
+    assert store_for(clustered).kind == "redis"  # Redis wins: every replica must see the states
 
 
 def test_create_app_refuses_a_state_dir_it_cannot_use(make_config: Callable[..., Any], tmp_path: Path) -> None:

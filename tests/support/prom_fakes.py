@@ -7,35 +7,21 @@ a real Prometheus in test_prometheus_source.py.
 
 from __future__ import annotations
 
-import dataclasses
-import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from hub.config import build_config
 from hub.sources.prometheus import PrometheusSource
+from tests.support.components import make_prometheus_source
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-LIMIT_KEYS = ("max_series", "max_response_bytes")
 TS = 1700000000.5
 
 
-def prom_config(url: str, **keys: Any) -> Any:
-    """A PrometheusSourceConfig for `url`; max_series/max_response_bytes work whether or not config.py knows them yet."""
-    limits = {k: keys.pop(k) for k in LIMIT_KEYS if k in keys}
-    keys.setdefault("queries", {"one": "vector(1)"})
-    cfg = build_config({"sources": {"prometheus": {"url": url, **keys}}}, environ={}).sources.prometheus
-    names = {f.name for f in dataclasses.fields(cfg)}
-    if all(k in names for k in limits):
-        return dataclasses.replace(cfg, **limits)
-    # The keys are being added to hub/config.py separately; until then the source reads them with getattr.
-    return types.SimpleNamespace(**{n: getattr(cfg, n) for n in names}, **limits)
-
-
 def make_source(url: str, **keys: Any) -> PrometheusSource:
-    return PrometheusSource(prom_config(url, **keys), secrets=[])
+    """A PrometheusSource for the stand-in at `url`, built from config like the hub's."""
+    return make_prometheus_source(url, **keys)
 
 
 def vector(result: Any, **extra: Any) -> dict[str, Any]:

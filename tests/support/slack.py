@@ -7,6 +7,7 @@ each recording when the hub hung up on it: no real Slack can be made to misbehav
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.support.http_targets import serve
+from tests.support.tls import server_context, shared_private_ca
 
 TOKEN = "T0HUBTEST/B0HUBTEST/xoxb-not-a-real-token-9f8e7d"
 WEBHOOK_PATH = f"/services/{TOKEN}"
@@ -154,14 +156,31 @@ class Receiver:
 
 
 @asynccontextmanager
-async def slack_receiver(*, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Receiver]:
-    """A Receiver served on a free port (https with `ssl_context`); its `url` is the webhook URL."""
+async def slack_receiver(*, ssl_context: ssl.SSLContext | None = None,
+                         path: str = WEBHOOK_PATH) -> AsyncIterator[Receiver]:
+    """A Receiver served over https on a free port; its `url` is the webhook URL.
+
+    https, as `notify.slack_webhook_url` requires: with no `ssl_context`, a certificate from the test
+    process's private CA, which SSL_CERT_FILE trusts while the receiver runs (the notifier's client
+    reads it when it is made, as a hub's does at start).
+    """
     r = Receiver()
     app = web.Application()
-    app.router.add_post(WEBHOOK_PATH, r.handle)
+    app.router.add_post(path, r.handle)
+    own_ca = ssl_context is None
+    previous = os.environ.get("SSL_CERT_FILE")
+    if own_ca:
+        ca = shared_private_ca()
+        ssl_context = server_context(ca)
+        os.environ["SSL_CERT_FILE"] = str(ca["ca"])
     try:
         async with serve(app, ssl_context=ssl_context) as base:
-            r.url = base + WEBHOOK_PATH
+            r.url = base + path
             yield r
     finally:
         r.release.set()
+        if own_ca:
+            if previous is None:
+                os.environ.pop("SSL_CERT_FILE", None)
+            else:
+                os.environ["SSL_CERT_FILE"] = previous

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import ssl
 import subprocess
+import tempfile
 from pathlib import Path
 
 from tests.support import need_program
@@ -34,3 +37,15 @@ def server_context(ca: dict[str, Path]) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(ca["cert"], ca["key"])
     return ctx
+
+
+_SHARED: dict[str, Path] = {}
+
+
+def shared_private_ca() -> dict[str, Path]:
+    """One `make_private_ca` per test process (made on first use, removed at exit)."""
+    if not _SHARED:
+        d = Path(tempfile.mkdtemp(prefix="hub-test-ca-"))
+        atexit.register(shutil.rmtree, d, True)
+        _SHARED.update(make_private_ca(d))
+    return _SHARED

@@ -392,6 +392,40 @@ async def test_a_stream_batch_slower_than_half_a_tick_is_drained_in_the_backgrou
         server.kill()
 
 
+async def test_no_call_queues_behind_another_holder_of_the_stream(mongo_server_fn: MongoServer) -> None:
+    # Found by CI on a 2-core machine: MongoDB stopped while the background fill ran, and the next tick
+    # took 118 s instead of its 1.5 s. The fill held the change stream's lock for its own 120 s deadline,
+    # and the tick waited for that lock, which no pymongo.timeout bounds. Driven deterministically: the
+    # test holds the lock (as the fill, or another window's drain, would) and every call must answer
+    # within its deadline, exactly, from the full pipeline.
+    server = mongo_server_fn
+    await seeded(server, 71)
+    timeout = 2.0
+    fresh = source_for(server, timeout=timeout)
+    src = source_for(server, timeout=timeout)
+    await fresh.start()
+    await src.start()
+    try:
+        await src.metrics_for("24h")
+        await src.filled()
+        async with AsyncMongoClient(server.uri) as client:
+            coll = client.get_default_database()["appointments"]
+            assert fresh.changes is not None and src.changes is not None
+            async with fresh.changes.lock, src.changes.lock:
+                # A first tick, before the mode is known (1h: no closed hour, the stream is only probed).
+                got = (await asyncio.wait_for(fresh.collect(timeout), timeout + MARGIN)).data["business"]
+                assert differences(got, await oracle(coll, fresh.cfg.fields, got)) == []
+                for window in ("1h", "24h"):  # 24h: kept hours, whose stream must be drained first
+                    got = await asyncio.wait_for(src.metrics_for(window), timeout + MARGIN)
+                    assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
+            assert fresh.mode is None  # it did not drain behind the holder's back
+            got = await src.metrics_for("24h")  # the holder is gone: hours again
+            assert differences(got, await oracle(coll, src.cfg.fields, got)) == []
+    finally:
+        await fresh.close()
+        await src.close()
+
+
 # ----------------------------------------------------------------------------- without change streams
 
 

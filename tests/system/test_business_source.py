@@ -18,11 +18,12 @@ from pymongo import AsyncMongoClient, monitoring
 
 from hub.app import create_app
 from hub.context import HUB
-from hub.config import BusinessFields, BusinessSourceConfig, build_config
+from hub.config import BusinessFields, build_config
 from hub.doctor import run_doctor
 from hub_demo.simulator import run_simulator
 from hub.sources.base import SourceError
 from hub.sources.business import WINDOWS, BusinessSource, driver_deadline, fold_small_cells
+from tests.support.components import make_business_source
 from tests.support.aio import wait_for
 from tests.support import free_port
 from tests.support.mongo import MongoServer, mongo_server, mongo_server_fn  # noqa: F401
@@ -134,9 +135,9 @@ def make_docs(now: dt.datetime, *, seed: int = 7) -> list[dict[str, Any]]:
 def source_for(server: MongoServer, *, timeout: float = 2.0, collection: str = "appointments",
                listeners: list[Any] | None = None, uri: str | None = None, metrics: Any = None,
                reconcile_interval: float = 300.0, **cfg: Any) -> BusinessSource:
-    conf = BusinessSourceConfig(mongodb_uri=uri or server.uri, collection=collection, timeout=timeout, **cfg)
-    return BusinessSource(conf, client_options={"event_listeners": listeners} if listeners else None,
-                          metrics=metrics, reconcile_interval=reconcile_interval)
+    return make_business_source(uri or server.uri, collection=collection, timeout=timeout,
+                                reconcile_interval=reconcile_interval, metrics=metrics,
+                                client_options={"event_listeners": listeners} if listeners else None, **cfg)
 
 
 class AggregateCounter(monitoring.CommandListener):
@@ -534,15 +535,6 @@ def test_driver_deadline_stays_inside_the_scheduler_budget() -> None:
     assert driver_deadline(5.0) == 4.5  # production defaults: budget min(5, 0.8 * 10)
     assert driver_deadline(1.6) == 1.0  # the driver's 0.5 s grid: 1.44 s would fire at 1.5 s
     assert driver_deadline(0.3) == 0.27  # below one grid step: as close as it gets
-
-
-def test_passwords_of_uri_raw_and_decoded() -> None:
-    from hub.sources.business import hosts_of, passwords_of
-
-    uri = "mongodb://hub:p%40ss:w0rd@db1:27017,db2:27017/healthcare?authSource=admin"
-    assert passwords_of(uri) == ["p%40ss:w0rd", "p@ss:w0rd"]
-    assert hosts_of(uri) == "db1:27017,db2:27017"
-    assert passwords_of("mongodb://db1/healthcare") == [] and passwords_of("mongodb://user@db1/x") == []
 
 
 async def test_the_health_source_pings_the_business_sources_mongodb(mongo_server_fn: MongoServer,

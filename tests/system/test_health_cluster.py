@@ -17,11 +17,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from hub.notify import Notifier
-from hub.sources.health import HealthSource
 from hub.state import LEDGER_TTL, StoreUnavailable
-from hub.state.redis_store import RedisStore
 from tests.support.aio import wait_for
+from tests.support.components import make_notifier, make_health_source, make_redis_store
 from tests.support.hubproc import HubProcess
 from tests.support.http_targets import Target, serve
 from tests.support.redis import RedisServer, redis_server, start_redis  # noqa: F401
@@ -37,8 +35,8 @@ UP = "Health check recovered: backend"
 
 
 async def test_redis_store_is_shared_and_its_ledger_keys_expire(redis_server: RedisServer) -> None:
-    a = RedisStore(redis_server.url, key_prefix="hub")
-    b = RedisStore(redis_server.url, key_prefix="hub")  # another replica
+    a = make_redis_store(redis_server.url)
+    b = make_redis_store(redis_server.url)  # another replica
     r = Redis.from_url(redis_server.url)
     try:
         assert await a.claim("health:backend:down:2026-01-01T00:00:00.000Z") is True
@@ -58,7 +56,7 @@ async def test_redis_store_is_shared_and_its_ledger_keys_expire(redis_server: Re
 
 async def test_an_unreachable_redis_is_a_clean_error_without_the_password(tmp_path: Path) -> None:
     server = start_redis(tmp_path / "redis", password="state-pass-123")
-    store = RedisStore(server.url, key_prefix="hub", secrets=["state-pass-123"])
+    store = make_redis_store(server.url)
     try:
         assert await store.claim("k") is True
         server.stop()
@@ -78,9 +76,9 @@ async def test_claims_stay_pending_while_redis_is_down_and_go_out_once_when_back
     caplog.set_level(logging.INFO, logger="hub.sources.health")
     target = Target()
     async with serve(target.app) as url, slack_receiver() as slack:
-        store = RedisStore(redis_server.url, key_prefix="hub")
-        notifier = Notifier(slack_webhook_url=slack.url, retry_initial=0.05)
-        src = HealthSource(checks={"backend": f"{url}/toggle"}, timeout=1.0, failures_before_down=2,
+        store = make_redis_store(redis_server.url)
+        notifier = make_notifier(slack.url, retry_initial=0.05)
+        src = make_health_source({"backend": f"{url}/toggle"}, timeout=1.0, failures_before_down=2,
                            notifier=notifier, store=store)
         await notifier.start()
         try:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,9 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from hub.metrics import HubMetrics
-from hub.sources.health import HealthSource
 from tests.support.aio import wait_for
+from hub.config import ConfigError
+from tests.support.components import make_health_source
 from tests.support import free_port
 from tests.support.mongo import MongoServer, mongo_server_fn  # noqa: F401  (fixture)
 from tests.support.prom import start_prometheus
@@ -56,7 +56,7 @@ async def tls_url(private_ca: dict[str, Path]) -> AsyncIterator[str]:
 async def test_each_failure_has_a_readable_reason(target: tuple[Target, str], tls_url: str) -> None:
     _t, url = target
     closed = free_port()
-    src = HealthSource(checks={"ok": f"{url}/ok", "fail": f"{url}/fail", "slow": f"{url}/slow",
+    src = make_health_source({"ok": f"{url}/ok", "fail": f"{url}/fail", "slow": f"{url}/slow",
                                "moved": f"{url}/moved", "closed": f"http://127.0.0.1:{closed}/health",
                                "tls_unknown_ca": f"{tls_url}/ok"},
                        timeout=0.5, failures_before_down=1)
@@ -88,7 +88,7 @@ async def test_each_failure_has_a_readable_reason(target: tuple[Target, str], tl
 
 
 async def test_private_ca_file_makes_tls_check_pass(private_ca: dict[str, Path], tls_url: str) -> None:
-    src = HealthSource(checks={"tls": f"{tls_url}/ok"}, ca_file=str(private_ca["ca"]), timeout=2.0)
+    src = make_health_source({"tls": f"{tls_url}/ok"}, ca_file=str(private_ca["ca"]), timeout=2.0)
     try:
         res = await src.collect(5.0)
     finally:
@@ -99,7 +99,7 @@ async def test_private_ca_file_makes_tls_check_pass(private_ca: dict[str, Path],
 
 async def test_budget_below_timeout_bounds_each_check(target: tuple[Target, str]) -> None:
     _t, url = target
-    src = HealthSource(checks={"slow": f"{url}/slow"}, timeout=5.0, failures_before_down=1)
+    src = make_health_source({"slow": f"{url}/slow"}, timeout=5.0, failures_before_down=1)
     try:
         t0 = time.monotonic()
         res = await src.collect(0.3)
@@ -113,7 +113,7 @@ async def test_budget_below_timeout_bounds_each_check(target: tuple[Target, str]
 async def test_down_only_after_n_failures_and_up_at_first_success(target: tuple[Target, str]) -> None:
     t, url = target
     metrics = HubMetrics()
-    src = HealthSource(checks={"frontend": f"{url}/toggle"}, timeout=1.0, failures_before_down=3, metrics=metrics)
+    src = make_health_source({"frontend": f"{url}/toggle"}, timeout=1.0, failures_before_down=3, metrics=metrics)
 
     def gauge(name: str) -> float | None:
         return metrics.registry.get_sample_value(name, {"check": "frontend"})
@@ -146,7 +146,7 @@ async def test_url_passwords_never_reach_errors_or_logs(target: tuple[Target, st
     caplog.set_level(logging.DEBUG)  # httpx logs request URLs (with passwords) at INFO
     _t, url = target
     port = url.rsplit(":", 1)[1]
-    src = HealthSource(checks={"a": f"http://ops:pa55word-x@127.0.0.1:{port}/fail",
+    src = make_health_source({"a": f"http://ops:pa55word-x@127.0.0.1:{port}/fail",
                                "b": f"http://ops:pa55word-x@127.0.0.1:{free_port()}/x",
                                "c": "http://ops:pa55word-x@name-that-does-not-resolve.invalid/x"},
                        timeout=2.0, failures_before_down=1)
@@ -159,22 +159,23 @@ async def test_url_passwords_never_reach_errors_or_logs(target: tuple[Target, st
     assert "pa55word-x" not in caplog.text
 
 
-def test_bad_settings_are_named() -> None:
-    with pytest.raises(ValueError, match=r"sources.health.checks.web: must be an http:// or https:// URL"):
-        HealthSource(checks={"web": "ftp://host/x"})
-    with pytest.raises(ValueError, match=r"failures_before_down: must be an integer >= 1"):
-        HealthSource(checks={}, failures_before_down=0)
-    with pytest.raises(ValueError, match=r"checks.database: the name is taken"):
-        HealthSource(checks={"database": "http://x/"}, database_ping=lambda: asyncio.sleep(0))
-    with pytest.raises(ValueError, match=r"checks.web: must be an http") as exc:
-        HealthSource(checks={"web": "gopher://u:secret-pw@host/x"})
+def test_bad_settings_are_named_by_the_config_loader() -> None:
+    # The loader is the one place that validates: the source takes its config as given.
+    with pytest.raises(ConfigError, match=r"sources.health.checks.web"):
+        make_health_source({"web": "ftp://host/x"})
+    with pytest.raises(ConfigError, match=r"sources.health.failures_before_down"):
+        make_health_source({"web": "http://x/"}, failures_before_down=0)
+    with pytest.raises(ConfigError, match=r"sources.health.checks.database: the name is taken"):
+        make_health_source({"database": "http://x/"}, database_ping=lambda: asyncio.sleep(0))
+    with pytest.raises(ConfigError, match=r"sources.health.checks.web") as exc:
+        make_health_source({"web": "gopher://u:secret-pw@host/x"})
     assert "secret-pw" not in str(exc.value)
 
 
 async def test_metrics_exposition_has_the_gauges(target: tuple[Target, str]) -> None:
     _t, url = target
     metrics = HubMetrics()
-    src = HealthSource(checks={"backend": f"{url}/fail"}, failures_before_down=1, metrics=metrics)
+    src = make_health_source({"backend": f"{url}/fail"}, failures_before_down=1, metrics=metrics)
     try:
         await src.collect(2.0)
     finally:
@@ -195,10 +196,11 @@ async def test_database_check_pings_mongodb_and_follows_it_down_and_up(mongo_ser
     async def ping() -> None:  # what the lead wires: a ping of the business source's client
         await client.admin.command("ping")
 
-    src = HealthSource(checks={}, database_ping=ping, timeout=2.0, failures_before_down=1)
+    # The config needs one HTTP check at least; this one is refused at once and plays no part.
+    src = make_health_source({"web": "http://127.0.0.1:9/"}, database_ping=ping, timeout=2.0, failures_before_down=1)
     try:
         h = (await src.collect(3.0)).data["health"]
-        assert h["details"] == {"database": True} and h["checks"]["database"]["latency_ms"] is not None
+        assert h["details"]["database"] is True and h["checks"]["database"]["latency_ms"] is not None
         mongo_server_fn.kill()
         c = (await src.collect(3.0)).data["health"]["checks"]["database"]
         assert c["up"] is False and c["status"] is None and c["latency_ms"] is None
@@ -226,7 +228,7 @@ async def test_prometheus_fires_hub_health_check_down(target: tuple[Target, str]
     """
     _t, url = target
     metrics = HubMetrics()
-    src = HealthSource(checks={"frontend": f"{url}/fail", "backend": f"{url}/ok"}, failures_before_down=1,
+    src = make_health_source({"frontend": f"{url}/fail", "backend": f"{url}/ok"}, failures_before_down=1,
                        metrics=metrics)
 
     async def exposition(_r: web.Request) -> web.Response:
@@ -272,7 +274,7 @@ async def test_simulator_health_endpoints_fail_during_its_incidents() -> None:
     assert 40 <= backend.next_outage - time.monotonic() <= 80
     port = free_port()
     runner = await _serve_metrics(backend, "127.0.0.1", port)
-    src = HealthSource(checks={"frontend": f"http://127.0.0.1:{port}/health",
+    src = make_health_source({"frontend": f"http://127.0.0.1:{port}/health",
                                "backend": f"http://127.0.0.1:{port}/api/health"}, failures_before_down=1)
 
     async def details() -> dict[str, bool]:

@@ -18,8 +18,9 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.notify import MAX_BODY, Notification, Notifier
+from hub.notify import MAX_BODY, Notification
 from tests.support.aio import wait_for
+from tests.support.components import make_notifier
 from tests.support.http_targets import Target, serve
 from tests.support.hubproc import HubProcess
 from tests.support.slack import DripBody, DripHead, EndlessBody, Hostile, slack_receiver
@@ -118,7 +119,7 @@ async def test_a_drip_is_cut_at_the_attempt_deadline(
     events: list[dict[str, Any]] = []
     async with slack_receiver(ssl_context=server_context(ca)) as slack:
         slack.script = [drip]
-        notifier = Notifier(slack_webhook_url=slack.url, retry_initial=0.05, request_timeout=LIMIT,
+        notifier = make_notifier(slack.url, retry_initial=0.05, request_timeout=LIMIT,
                             audit=lambda event, **f: events.append({"event": event, **f}))
         await notifier.start()
         try:

@@ -16,6 +16,7 @@ from aiohttp import web
 from hub.config import build_config
 from hub.sources.base import SourceError, SourceResult
 from hub.sources.prometheus import PrometheusSource
+from tests.support.components import make_prometheus_source
 from tests.support import free_port, need_program
 from tests.support.prom import (  # noqa: F401
     PrometheusServer,
@@ -30,9 +31,7 @@ DEADLINE = 15.0  # generous upper bound for conditions polled against a real Pro
 
 
 def make_source(url: str, **keys: Any) -> PrometheusSource:
-    keys.setdefault("queries", {"one": "vector(1)"})
-    cfg = build_config({"sources": {"prometheus": {"url": url, **keys}}}, environ={})
-    return PrometheusSource(cfg.sources.prometheus, secrets=[])
+    return make_prometheus_source(url, **keys)
 
 
 async def poll(source: PrometheusSource, ok: Callable[[SourceResult], bool],

@@ -27,7 +27,7 @@ from hub.config import DEFAULT_QUERIES
 from hub.views import MAX_STREAMS
 from tests.support.raw import raw_http_get, read_head
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 MiB = 1 << 20
 SERIES = 3000

@@ -19,7 +19,7 @@ import pytest
 from pymongo import _csot
 from pymongo.errors import ExecutionTimeout
 
-from hub.config import BusinessFields, BusinessSourceConfig
+from hub.config import BusinessFields
 from hub.metrics import HubMetrics
 from hub.sources.base import SourceError
 from hub.sources.business import BusinessSource
@@ -28,6 +28,7 @@ from hub.sources.business.changes import CREATED_TOUCHED, MAX_IDS, ChangeFeed
 from hub.sources.business.source import FILL_TIMEOUT
 from hub.sources.business.tracker import ChangeTracker
 from hub.tasks import cancel_and_wait, spawn
+from tests.support.components import make_business_source
 from tests.support.prom_fakes import make_source
 
 TICK = 0.3  # a tick's driver deadline, as in the backlog test
@@ -66,7 +67,7 @@ class Client:
 
 
 def business(changes: Changes, *, timeout: float = 5.0) -> BusinessSource:
-    src = BusinessSource(BusinessSourceConfig(timeout=timeout, time_range="24h"))
+    src = make_business_source("mongodb://localhost:27017/healthcare", timeout=timeout, time_range="24h")
     src.changes = changes  # type: ignore[assignment]
     src._client = Client()  # type: ignore[assignment]
 
@@ -170,7 +171,7 @@ async def test_close_cancels_and_awaits_every_task_of_the_business_source() -> N
 async def test_a_failed_span_query_leaves_no_sibling_running() -> None:
     # A window is read as one aggregation per span, concurrently. When one failed, gather returned
     # at once and left the others running past the call (and past close()).
-    src = BusinessSource(BusinessSourceConfig(timeout=5.0))
+    src = make_business_source("mongodb://localhost:27017/healthcare", timeout=5.0)
     first, open_h = src._closed_hours("24h")
     src.store.store(range(first, open_h), {}, started=0.0, generation=0)
     src.store.mark([first + 5])  # a dirty hour between kept ones: a span of its own

@@ -11,9 +11,6 @@ from hub.sources.business.client import (
     client_options,
     describe_error,
     driver_deadline,
-    hosts_of,
-    password_of,
-    passwords_of,
 )
 from hub.sources.business.pipeline import build_pipeline, fold_small_cells, shape_result
 from hub.sources.business.source import BusinessSource
@@ -22,5 +19,5 @@ from hub.vocab import WINDOWS
 
 __all__ = [
     "DEFAULT_DATABASE", "MODES", "WINDOWS", "BusinessSource", "build_pipeline", "client_options", "describe_error",
-    "driver_deadline", "fold_small_cells", "hosts_of", "password_of", "passwords_of", "shape_result",
+    "driver_deadline", "fold_small_cells", "shape_result",
 ]

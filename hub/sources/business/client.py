@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from pymongo.errors import (
     ConnectionFailure,
@@ -16,28 +14,9 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from hub.secrets import (
-    passwords_of,
-    scrub,
-)
+from hub.secrets import Secrets
 
 DEFAULT_DATABASE = "healthcare"
-MAX_REASON_CHARS = 300
-
-
-def hosts_of(uri: str) -> str:
-    """The host list of a MongoDB URI, without user info (safe to show)."""
-    try:
-        netloc = urlsplit(uri).netloc
-    except ValueError:
-        return "<unparseable URI>"
-    return netloc.rpartition("@")[2] or "<no host>"
-
-
-def password_of(uri: str) -> str | None:
-    """The (percent-decoded) password in a MongoDB URI, if any."""
-    found = passwords_of(uri)
-    return found[-1] if found else None
 
 
 def client_options(timeout: float) -> dict[str, Any]:
@@ -77,31 +56,26 @@ def driver_deadline(budget: float) -> float:
 
 
 
-def describe_error(exc: BaseException, *, uri: str, timeout: float, secrets: Sequence[str]) -> str:
-    """A short, readable, secret-free reason for a driver error."""
-    hosts = hosts_of(uri)
+def describe_error(exc: BaseException, *, uri: str, timeout: float, secrets: Secrets) -> str:
+    """A short, readable, secret-free reason for a driver error (the URI shown as the registry redacts it)."""
+    where = secrets.redact_url(uri)
     if isinstance(exc, ServerSelectionTimeoutError):
-        reason = f"MongoDB not reachable at {hosts} within {timeout:g}s: {_cause(exc)}"
+        reason = f"MongoDB not reachable at {where} within {timeout:g}s: {_cause(exc)}"
     elif isinstance(exc, (ExecutionTimeout, NetworkTimeout, WTimeoutError)):
-        reason = f"MongoDB query timed out after {timeout:g}s ({hosts})"
+        reason = f"MongoDB query timed out after {timeout:g}s ({where})"
     elif isinstance(exc, OperationFailure):
         details = exc.details or {}
         msg = str(details.get("errmsg") or str(exc).split(", full error:", 1)[0])
         if exc.code == 18:
-            reason = f"MongoDB authentication failed at {hosts}: check the user and password in mongodb_uri"
+            reason = f"MongoDB authentication failed at {where}: check the user and password in mongodb_uri"
         elif exc.code == 13:
             reason = f"MongoDB refused the query (not authorized): {msg}"
         elif exc.code == 50:
-            reason = f"MongoDB query timed out after {timeout:g}s ({hosts})"
+            reason = f"MongoDB query timed out after {timeout:g}s ({where})"
         else:
             reason = f"MongoDB error {exc.code}: {msg}"
     elif isinstance(exc, ConnectionFailure):
-        reason = f"lost connection to MongoDB at {hosts}: {_cause(exc)}"
+        reason = f"lost connection to MongoDB at {where}: {_cause(exc)}"
     else:
         reason = f"MongoDB error: {type(exc).__name__}: {exc}"
-    reason = scrub(reason, [s for s in secrets if s])
-    if uri and uri in reason:  # paranoia: never echo the full URI
-        reason = reason.replace(uri, "<mongodb_uri>")
-    if len(reason) > MAX_REASON_CHARS:
-        reason = reason[: MAX_REASON_CHARS - 3] + "..."
-    return reason
+    return secrets.clean(reason)

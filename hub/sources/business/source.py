@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pymongo
@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import ExecutionTimeout, NetworkTimeout, PyMongoError
 
 from hub.config import BusinessSourceConfig
+from hub.secrets import Secrets
 from hub.sources.base import Source, SourceError, SourceResult
 from hub.sources.business.buckets import (
     BucketStore,
@@ -34,7 +35,6 @@ from hub.sources.business.client import (
     client_options,
     describe_error,
     driver_deadline,
-    passwords_of,
 )
 from hub.sources.business.pipeline import QUERY_COMMENT, build_pipeline, shape_result
 from hub.sources.business.tracker import ChangeTracker
@@ -64,16 +64,14 @@ class BusinessSource(Source):
     name = "business"
     sections = ("business",)
 
-    def __init__(self, cfg: BusinessSourceConfig, *, secrets: Sequence[str] = (),
-                 client_options: Mapping[str, Any] | None = None, metrics: Any = None,
-                 reconcile_interval: float = 300.0) -> None:
-        if not reconcile_interval > 0:
-            raise ValueError(f"reconcile_interval must be > 0 seconds, got {reconcile_interval!r}")
+    def __init__(self, cfg: BusinessSourceConfig, *, secrets: Secrets,
+                 client_options: Mapping[str, Any] | None = None, metrics: Any = None) -> None:
+        # `cfg` was validated by hub/config, the one place that does; it is used as given.
         self.cfg = cfg
         self.timeout = cfg.timeout
-        self.reconcile_interval = float(reconcile_interval)
+        self.reconcile_interval = cfg.reconcile_interval
         self.metrics = metrics  # HubMetrics or None
-        self._secrets = [s for s in (*secrets, *passwords_of(cfg.mongodb_uri)) if s]
+        self._secrets = secrets
         self._extra_options = dict(client_options or {})  # tests: event_listeners
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._coll: Any = None
@@ -189,7 +187,10 @@ class BusinessSource(Source):
                 applied = deadline / 2
                 try:
                     with pymongo.timeout(applied):
-                        await self.changes.apply()
+                        if not await self.changes.apply(wait=False):
+                            # Another window's call is draining the stream: never queue behind it
+                            # (a lock wait knows no deadline); the full pipeline is exact too.
+                            return await self._full(time_range)
                     behind = self.changes.behind
                 except (ExecutionTimeout, NetworkTimeout):
                     # Not even one batch of the stream came within the half budget (a backlog on a
@@ -220,7 +221,7 @@ class BusinessSource(Source):
             if self.metrics is not None:
                 self.metrics.business_buckets.set(0)
         if self.mode is None:
-            await self.changes.apply()  # learn the mode (hub_business_mode)
+            await self.changes.apply(wait=False)  # learn the mode (hub_business_mode), unless a drain runs
         elif self.mode == "change_stream" and not self.store.buckets and not self.store.inflight:
             await self.changes.forget()  # nothing kept, nothing to track until hours are computed again
         # Otherwise the stream's events wait for the next call that reads closed hours: a window in

@@ -69,19 +69,25 @@ class ChangeTracker:
         self.resets_total = 0
         self.replaced_total = 0
 
-    async def apply(self) -> None:
-        """Drain the change stream and mark the hours it touched dirty (or fall back to reconcile)."""
+    async def apply(self, *, wait: bool = True) -> bool:
+        """Drain the change stream and mark the hours it touched dirty (or fall back to reconcile).
+
+        With wait=False, return False at once, doing nothing, while another caller holds the stream:
+        a lock wait is bounded by no pymongo.timeout, so a tick must never queue behind the background
+        fill (whose deadline is minutes) or another window's drain."""
+        if not wait and self.lock.locked():
+            return False
         async with self.lock:
             await self._check_identity()
             if self.mode == "reconcile" and monotonic() < self._stream_retry_at:
-                return
+                return True
             try:
                 changes = await self.feed.drain()
             except ChangeStreamsUnavailable as exc:
                 self._set_mode("reconcile", f"{exc}; closed hours are recomputed within "
                                             f"reconcile_interval = {self.reconcile_interval:g}s")
                 self._stream_retry_at = monotonic() + self.reconcile_interval
-                return
+                return True
             if self._forgotten:
                 # Changes between forget() and this reopening are in no stream: a computation started
                 # in that gap must not store its hours (the store's generation moves on).
@@ -119,6 +125,7 @@ class ChangeTracker:
                 self._last_forced = monotonic()
                 self.forced_total += 1
                 self._count_dirty(self.store.mark_all())
+            return True
 
     async def _check_identity(self) -> None:
         """Rebuild every kept hour if the collection is no longer the one they were computed from.
@@ -146,7 +153,10 @@ class ChangeTracker:
 
     async def forget(self) -> None:
         """No hour is kept: close the stream and drop its resume point, pending ids and unknown changes.
-        The next apply() opens a fresh stream before any hour is computed, so nothing is missed."""
+        The next apply() opens a fresh stream before any hour is computed, so nothing is missed.
+        Does nothing while another caller holds the stream (it keeps or computes hours: not forgotten)."""
+        if self.lock.locked():
+            return
         async with self.lock:
             await self.feed.close()
             self.feed.token = None

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import ssl
 import time
-from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from hub.config import PrometheusSourceConfig
-from hub.secrets import redact_url, scrub
+from hub.secrets import Secrets
 from hub.sources.base import Source, SourceError, SourceResult
-from hub.sources.prometheus.fetch import Answer, Failure, decode, fetch, strip_userinfo
+from hub.sources.prometheus.fetch import Answer, Failure, decode, fetch
 from hub.sources.prometheus.shape import BadAnswer, shape_alerts, shape_result, text_warnings
 from hub.tasks import cancel_and_wait
 from hub.vocab import safe_text
@@ -34,7 +31,7 @@ class PrometheusSource(Source):
 
     name = "prometheus"
 
-    def __init__(self, cfg: PrometheusSourceConfig, *, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, cfg: PrometheusSourceConfig, *, secrets: Secrets) -> None:
         self._cfg = cfg
         self.sections = ("system", "alerts") if cfg.alerts else ("system",)
         self.timeout = cfg.timeout
@@ -43,8 +40,8 @@ class PrometheusSource(Source):
         base = cfg.url.rstrip("/")
         self._query_url = f"{base}/api/v1/query"
         self._alerts_url = f"{base}/api/v1/alerts"
-        self._safe_url = strip_userinfo(redact_url(base))
-        self._secrets = _secret_forms(cfg, secrets)
+        self._safe_url = secrets.redact_url(base)
+        self._secrets = secrets
         self._client: httpx.AsyncClient | None = None
         # internal errors seen in the previous collection: each is logged (with its traceback)
         # when it appears, not once per tick while it lasts
@@ -220,26 +217,7 @@ class PrometheusSource(Source):
         return Failure(self._clean(body.message)) if isinstance(body, Failure) else body
 
     def _clean(self, text: str) -> str:
-        return scrub(text, self._secrets)
+        return self._secrets.scrub(text)
 
     def _quote(self, text: str) -> str:
         return safe_text(self._clean(text))
-
-
-def _secret_forms(cfg: PrometheusSourceConfig, extra: Iterable[str]) -> list[str]:
-    """Every secret and the forms a server may echo it in: raw, URL-decoded, and inside Basic auth's base64."""
-    out = [*extra, cfg.bearer_token, cfg.basic_auth_password]
-    pairs = [(cfg.basic_auth_user, cfg.basic_auth_password)]
-    try:
-        parts = urlsplit(cfg.url)
-        user, password = parts.username or "", parts.password or ""
-    except ValueError:
-        user = password = ""
-    if password:
-        out += [password, unquote(password)]
-        pairs.append((unquote(user), unquote(password)))
-    for user, password in pairs:
-        if password:
-            out.append(base64.b64encode(f"{user}:{password}".encode()).decode())
-    # longest first, so a secret that contains another is replaced whole
-    return sorted({s for s in out if s}, key=len, reverse=True)
