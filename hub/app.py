@@ -224,6 +224,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app.router.add_get("/api/metrics/snapshot", views.snapshot)
     app.router.add_get("/api/metrics/history", views.history)
     app.router.add_get("/api/metrics/business", views.business)
+    app.router.add_get("/api/me", views.me)
     page.add_routes(app)
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.

@@ -32,10 +32,16 @@ def new_token() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking: a token name (None when auth is off) and the topics it may see (None: all)."""
+    """Who is asking: a token name (None when auth is off), the topics it may see (None: all) and the
+    actions it may take (hub.vocab.ACTIONS; none in open mode)."""
 
     name: str | None
     topics: tuple[str, ...] | None
+    actions: tuple[str, ...] = ()
+
+    def may_read(self, topic: str) -> bool:
+        """True when this principal may see `topic`."""
+        return self.topics is None or topic in self.topics
 
 
 ANONYMOUS = Principal(name=None, topics=None)
@@ -104,7 +110,7 @@ class Authenticator:
                 match = tok
         if match is None:
             raise AuthError("invalid token")
-        return Principal(name=match.name, topics=match.topics or None)
+        return Principal(name=match.name, topics=match.topics or None, actions=match.actions)
 
 
 #: at most this many addresses are tracked; beyond it the oldest window is forgotten

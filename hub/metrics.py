@@ -19,7 +19,7 @@ from hub import __version__
 from hub.client import CloseReason
 
 #: why a REST request was refused (hub_http_rejected_total); WebSocket upgrades count in hub_ws_rejected_total
-HTTP_REJECT_REASONS = ("unauthorized", "auth_rate_limited", "topic_not_allowed", "busy")
+HTTP_REJECT_REASONS = ("unauthorized", "auth_rate_limited", "topic_not_allowed", "forbidden", "busy")
 #: why an audit record was not written (hub_audit_dropped_total)
 AUDIT_DROP_REASONS = ("queue_full", "write_error", "closed", "limiter_full")
 #: why a replica skipped a snapshot-stream entry (hub_cluster_rejected_entries_total), see hub.stream_check

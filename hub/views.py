@@ -15,7 +15,7 @@ from hub.auth import AuthError, Principal
 from hub.context import HUB
 from hub.errors import JSONHTTPError, int_param, json_error, json_response
 from hub.sources.base import SourceError
-from hub.vocab import TIME_RANGES
+from hub.vocab import TIME_RANGES, TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,39 @@ def principal(request: web.Request, *, ws: bool | None = None) -> Principal:
             hub.audit.event("auth_failure", request, remote=ip, path=request.path, reason=str(exc))
         rejected.labels("unauthorized").inc()
         raise JSONHTTPError(401, f"unauthorized: {exc}", headers={"WWW-Authenticate": 'Bearer realm="hub"'}) from None
+
+
+def actor(request: web.Request, action: str, topic: str) -> Principal:
+    """The principal allowed to take `action` on `topic`'s data, or 401/403 (refusals audited).
+
+    Open mode (no tokens) cannot act: with nobody named, an action could be neither authorised nor
+    attributed, and anyone who can reach the port could silence the pager (docs/security.md).
+    """
+    hub = request.app[HUB]
+    who = principal(request, ws=False)
+    if not hub.auth.enabled:
+        reason = "the hub runs without tokens (open mode), which cannot act; configure [auth] tokens with actions"
+    elif action not in who.actions:
+        reason = f"token {who.name!r} may not {action} (its actions: {list(who.actions)})"
+    elif not who.may_read(topic):
+        reason = f"token {who.name!r} may not read topic {topic!r}, which {action} needs"
+    else:
+        return who
+    hub.metrics.http_rejected.labels("forbidden").inc()
+    hub.audit.event("action_refused", request, remote=hub.client_address(request), path=request.path,
+                    name=who.name, action=action, reason=reason)
+    raise JSONHTTPError(403, f"forbidden: {reason}")
+
+
+async def me(request: web.Request) -> web.Response:
+    """GET /api/me: {"name", "topics", "actions"} of the caller's credential; 401 without one."""
+    hub = request.app[HUB]
+    if not hub.auth.enabled:
+        raise JSONHTTPError(401, "unauthorized: the hub runs without tokens (open mode); there is no credential",
+                            headers={"WWW-Authenticate": 'Bearer realm="hub"'})
+    who = principal(request, ws=False)
+    topics = list(who.topics) if who.topics is not None else list(TOPICS)
+    return json_response({"name": who.name, "topics": topics, "actions": list(who.actions)})
 
 
 async def health(request: web.Request) -> web.Response:

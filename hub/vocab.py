@@ -9,6 +9,10 @@ from typing import Any, TypedDict
 #: the sections of `data` in every metrics_update, in their wire order; also the subscribable topics
 TOPICS: tuple[str, ...] = ("system", "application", "business", "alerts", "health")
 
+#: what a token may do beyond reading, for `[auth] tokens[].actions`: "silence" silences alerts in
+#: Alertmanager (with topic alerts) and mutes health checks (with topic health)
+ACTIONS: tuple[str, ...] = ("silence",)
+
 #: the seed's business windows, for `sources.business.time_range` and `?timeRange=`
 WINDOWS: dict[str, dt.timedelta] = {
     "1h": dt.timedelta(hours=1),

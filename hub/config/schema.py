@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hub.config.spec import key, section
-from hub.vocab import TIME_RANGES, TOPICS
+from hub.vocab import ACTIONS, TIME_RANGES, TOPICS
 
 DEFAULT_QUERIES: dict[str, str] = {
     "uptime": 'up{job=~"healthcare-.*"}',
@@ -143,6 +143,9 @@ class TokenConfig:
     name: str = key(nonempty=True, doc="token name, shown in the audit log")
     hash: str = key(check="token_hash", secret="value", doc='"sha256:<64 hex>" (from `hub token new`)')
     topics: tuple[str, ...] = key((), choices=TOPICS, doc="topics this token may read; empty = all")
+    actions: tuple[str, ...] = key((), choices=ACTIONS,
+                                   doc='what this token may do: "silence" (silence alerts, mute checks); '
+                                       'empty = read only')
 
 
 @dataclass(frozen=True, kw_only=True)
