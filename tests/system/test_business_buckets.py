@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import itertools
 import json
 import logging
 import random
@@ -19,7 +20,7 @@ from hub.config import BusinessFields, build_config
 from hub.doctor import run_doctor
 from hub.metrics import HubMetrics
 from hub.sources.base import SourceError
-from hub.sources.business import WINDOWS, BusinessSource, build_pipeline, shape_result
+from hub.sources.business import WINDOWS, BusinessSource, build_pipeline, shape_result, tracker
 from hub.sources.business.buckets import BucketStore, HourStats, runs, specialty_key
 from hub.sources.business.changes import CREATED_TOUCHED, watch_pipeline
 from hub.sources.business.source import WINDOW_IDLE
@@ -160,12 +161,20 @@ async def seeded(server: MongoServer, seed: int) -> None:
 # ----------------------------------------------------------------------------- change streams
 
 
-async def test_exact_by_the_next_call_under_every_kind_of_change(mongo_server_fn: MongoServer) -> None:
+@pytest.fixture
+def leaping_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The change tracker's clock leaps an hour at every reading (a fake clock: nothing sleeps), so every
+    reconcile_interval has passed at every call: a delete's unknown hour is recomputed at the very next one."""
+    readings = itertools.count(start=0.0, step=3600.0)
+    monkeypatch.setattr(tracker, "monotonic", lambda: next(readings))
+
+
+async def test_exact_by_the_next_call_under_every_kind_of_change(mongo_server_fn: MongoServer,
+                                                                leaping_clock: None) -> None:
     server = mongo_server_fn
     await seeded(server, 31)
     wire, metrics = Aggregates(), HubMetrics()
-    # reconcile_interval 0: a delete's unknown hour is recomputed at the very next call.
-    src = source_for(server, listeners=[wire], metrics=metrics, reconcile_interval=1e-6, min_cell_size=2)
+    src = source_for(server, listeners=[wire], metrics=metrics, min_cell_size=2)
     await src.start()
     try:
         async with AsyncMongoClient(server.uri) as client:
@@ -294,12 +303,12 @@ async def _matches(src: BusinessSource, coll: Any) -> bool:
     return await all_windows_match(src, coll) == []
 
 
-async def test_exact_across_a_store_restart_mid_workload(mongo_server_fn: MongoServer) -> None:
+async def test_exact_across_a_store_restart_mid_workload(mongo_server_fn: MongoServer, leaping_clock: None) -> None:
     server = mongo_server_fn
     await seeded(server, 41)
     # timeout 5 s (a 4.5 s driver deadline), not 1 s: on 2 busy cores the first answers (a full
     # pipeline beside the warm-up fill) took longer than 0.5 s, and exactness is what is tested here.
-    src = source_for(server, timeout=5.0, reconcile_interval=1e-6)
+    src = source_for(server, timeout=5.0)
     await src.start()
     try:
         async with AsyncMongoClient(server.uri, serverSelectionTimeoutMS=10_000) as client:

@@ -182,8 +182,8 @@ async def test_every_field_every_window_matches_plain_python(mongo_server: Mongo
                  **({"doneAt": d["bookingCompletedAt"]} if "bookingCompletedAt" in d else {}),
                  **({"stars": d["review"]["rating"]} if "review" in d else {})} for d in docs]
     await insert(mongo_server, "remapped", remapped)
-    fields = BusinessFields(created_at="meta.created", specialty="spec", status="meta.state", cancelled_value="CXL",
-                            booking_completed_at="doneAt", rating="stars")
+    fields = {"created_at": "meta.created", "specialty": "spec", "status": "meta.state", "cancelled_value": "CXL",
+              "booking_completed_at": "doneAt", "rating": "stars"}
     src = source_for(mongo_server)
     empty = source_for(mongo_server, collection="empty")
     remap = source_for(mongo_server, collection="remapped", fields=fields)
@@ -350,7 +350,7 @@ async def test_start_does_not_fail_when_server_is_down(mongo_server_fn: MongoSer
     await src.start()
     assert time.monotonic() - t0 < 0.5
     try:
-        with pytest.raises(SourceError, match="MongoDB not reachable at 127.0.0.1"):
+        with pytest.raises(SourceError, match="MongoDB not reachable at mongodb://127.0.0.1"):
             await src.collect(src.timeout)
         mongo_server_fn.start()
 
@@ -443,7 +443,7 @@ async def test_hub_app_business_tick_endpoint_outage_and_recovery(mongo_server_f
 
     async def readable() -> bool:  # once the server is gone (not mid-shutdown), the reason names it
         s = await business_status("error")
-        return bool(s) and f"MongoDB not reachable at 127.0.0.1:{server.port}" in s["sources"]["business"]["error"]
+        return bool(s) and f"MongoDB not reachable at mongodb://127.0.0.1:{server.port}/" in s["sources"]["business"]["error"]
 
     await wait_for(readable, timeout=3 * interval + MARGIN, what="a readable outage reason")
 

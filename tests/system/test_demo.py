@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -52,11 +53,12 @@ class Demo:
         return _get(self.url + "/api/metrics/snapshot")
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+@contextlib.contextmanager
+def running_demo(directory: Path) -> Iterator[Demo]:
+    """`hub demo` on a free port, its output in `directory`/demo.log; stopped with Ctrl-C at the end."""
     need_program("prometheus")  # the demo runs without it, but then the system panel is empty
     port = free_port()
-    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    log = directory / "demo.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hub", "demo", "--port", str(port), "--interval", "1"],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -71,15 +73,29 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         end_process(proc, signal.SIGINT, timeout=30)
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """One demo shared by the tests that only read it (none of them stops it or reads its first ticks)."""
+    with running_demo(tmp_path_factory.mktemp("demo")) as d:
+        yield d
+
+
 #: ticks (1 s each) whose log must be clean: the start, the seed, the warm-up fill of the business hours
 #: and the first drains of the change stream; the simulator's first outage comes later (45 s at least)
 CLEAN_TICKS = 20
 
 
-def test_demo_starts_without_a_warning(demo: Demo) -> None:
-    """The first thing a newcomer sees. It used to log a business timeout, then "change stream cannot
-    resume (Resume token namespace does not match ...); rebuilding all hours". (First in this module:
-    the demo's fixture starts with it, so the log read is that of the first ticks.)"""
+def test_demo_starts_without_a_warning_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
+    """The first thing a newcomer sees, and the last. It used to log a business timeout, then "change
+    stream cannot resume (Resume token namespace does not match ...); rebuilding all hours". Its own
+    demo: the log read is that of the first ticks, and Ctrl-C stops it (the shared one must live on
+    whatever order the tests run in)."""
+    with running_demo(tmp_path) as demo:
+        demo_starts_clean(demo)
+        ctrl_c_stops_every_child(demo)
+
+
+def demo_starts_clean(demo: Demo) -> None:
 
     def served() -> int:
         snap = demo.snapshot()
@@ -144,7 +160,7 @@ def test_demo_runs_on_uvloop_when_it_is_installed(demo: Demo) -> None:
     assert re.search(rf'^hub_info{{.*loop="{expected}".*}} 1\.0$', text, re.M), text[:2000]
 
 
-def test_ctrl_c_stops_every_child(demo: Demo) -> None:
+def ctrl_c_stops_every_child(demo: Demo) -> None:
     parent = psutil.Process(demo.proc.pid)
     children = parent.children(recursive=True)
     names = " ".join(" ".join(c.cmdline()) for c in children)

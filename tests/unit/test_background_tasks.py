@@ -47,13 +47,14 @@ class Changes:
         self.block, self.fail = block, fail
         self.closed = False
 
-    async def apply(self) -> None:
+    async def apply(self, *, wait: bool = True) -> bool:
         self.seen.append(_csot.remaining())
         self.entered.set()
         if self.fail is not None:
             raise self.fail
         if self.block:
             await asyncio.Event().wait()  # a drain that outlasts everything (a stuck server)
+        return True
 
     async def close(self) -> None:
         self.closed = True
