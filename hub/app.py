@@ -66,12 +66,8 @@ def build_sources(config: Config, *, secrets: Secrets, metrics: HubMetrics, broa
         enabled.append(PrometheusSource(prom, secrets=secrets))
     else:
         disabled.append(("prometheus", ("system",) if am else ("system", "alerts")))
-    if am:
-        from hub.sources.alertmanager import AlertmanagerSource
-
+    if am:  # when off, neither data.silences nor sources.alertmanager appear: snapshots stay as before
         enabled.append(AlertmanagerSource(src.alertmanager, secrets=secrets))
-    else:
-        disabled.append(("alertmanager", ("silences",)))
     if src.business.enabled:
         from hub.sources.business import BusinessSource
 
