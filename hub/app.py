@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
-from hub import views, ws
+from hub import silences, views, ws
 from hub.admission import Admission, parse_networks
 from hub.audit import Audit
 from hub.auth import Authenticator, AuthFailures
@@ -28,6 +29,7 @@ from hub.page import Page, check_page
 from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
 from hub.secrets import Secrets
+from hub.sources.alertmanager import AlertmanagerSource
 from hub.sources.base import Source, WindowedMetrics
 from hub.state import Store, open_store
 
@@ -55,12 +57,17 @@ def build_sources(config: Config, *, secrets: Secrets, metrics: HubMetrics, broa
         enabled.append(ProcessSource(active_connections=lambda: len(broadcaster.clients)))
     else:
         disabled.append(("process", ("application",)))
+    # With Alertmanager, data.alerts is its (with silenced/inhibited state); Prometheus's is not read.
+    am = src.alertmanager.enabled
     if src.prometheus.enabled:
         from hub.sources.prometheus import PrometheusSource
 
-        enabled.append(PrometheusSource(src.prometheus, secrets=secrets))
+        prom = dataclasses.replace(src.prometheus, alerts=False) if am else src.prometheus
+        enabled.append(PrometheusSource(prom, secrets=secrets))
     else:
-        disabled.append(("prometheus", ("system", "alerts")))
+        disabled.append(("prometheus", ("system",) if am else ("system", "alerts")))
+    if am:  # when off, neither data.silences nor sources.alertmanager appear: snapshots stay as before
+        enabled.append(AlertmanagerSource(src.alertmanager, secrets=secrets))
     if src.business.enabled:
         from hub.sources.business import BusinessSource
 
@@ -184,6 +191,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
                                       notifier=notifier, store=store, extra=extra_sources)
     feed.source_sections = {s.name: s.sections for s in sources} | dict(disabled)
     business = next((s for s in sources if s.name == "business" and isinstance(s, WindowedMetrics)), None)
+    alertmanager = next((s.api for s in sources if isinstance(s, AlertmanagerSource)), None)
     collected = list(sources) if role == "all" else []
     scheduler = Scheduler(sources=collected, disabled=disabled, interval=b.interval, metrics=metrics,
                           secrets=secrets) if role == "all" else None
@@ -205,7 +213,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
               audit=audit,
               admission=Admission(max_connections=s.max_connections, max_per_ip=s.max_connections_per_ip),
               trusted_proxies=parse_networks(s.trusted_proxies), secrets=secrets,
-              business=business)
+              business=business, alertmanager=alertmanager)
 
     app = web.Application(client_max_size=s.max_message_bytes)
     app.on_response_prepare.append(views.security_headers)
@@ -225,6 +233,8 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app.router.add_get("/api/metrics/history", views.history)
     app.router.add_get("/api/metrics/business", views.business)
     app.router.add_get("/api/me", views.me)
+    app.router.add_post("/api/silences", silences.create)
+    app.router.add_delete("/api/silences/{id}", silences.expire)
     page.add_routes(app)
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.

@@ -15,6 +15,7 @@ from hub.feed import Feed
 from hub.metrics import HubMetrics
 from hub.publish import Publisher
 from hub.secrets import Secrets
+from hub.sources.alertmanager import AlertmanagerAPI
 from hub.sources.base import WindowedMetrics
 
 
@@ -36,6 +37,8 @@ class Hub:
     secrets: Secrets
     #: the business source, for /api/metrics/business (every role, edge replicas included)
     business: WindowedMetrics | None
+    #: Alertmanager's API, for POST/DELETE /api/silences; None when [sources.alertmanager] is disabled
+    alertmanager: AlertmanagerAPI | None = None
 
     def client_address(self, request: web.BaseRequest) -> str:
         """The client's address, through `server.trusted_proxies`."""

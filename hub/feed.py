@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from hub.frames import Deflated, deflate_piece
+from hub.vocab import sections_of, topic_of
 
 
 def _key(name: str) -> bytes:
@@ -64,9 +65,10 @@ class Entry:
         if topics is None:
             return self.sections, self.sources
         wanted = set(topics)
-        return ([t for t in topics if t in self.sections],
+        return ([x for t in topics for x in sections_of(t) if x in self.sections],
                 [s for s in self.sources
-                 if source_sections is None or s not in source_sections or wanted & set(source_sections[s])])
+                 if source_sections is None or s not in source_sections
+                 or wanted & {topic_of(x) for x in source_sections[s]}])
 
     def segments(self, topics: tuple[str, ...] | None = None,
                  source_sections: Mapping[str, tuple[str, ...]] | None = None, *, window: int = 0,

@@ -9,6 +9,21 @@ from typing import Any, TypedDict
 #: the sections of `data` in every metrics_update, in their wire order; also the subscribable topics
 TOPICS: tuple[str, ...] = ("system", "application", "business", "alerts", "health")
 
+#: sections of `data` that are not topics themselves, and the topic each belongs to: a client receives
+#: one exactly when it receives that topic (filtering happens in one place, `hub.feed.Entry`)
+SECTION_TOPIC: dict[str, str] = {"silences": "alerts"}
+
+
+def topic_of(section: str) -> str:
+    """The topic that carries `section`."""
+    return SECTION_TOPIC.get(section, section)
+
+
+def sections_of(topic: str) -> tuple[str, ...]:
+    """The sections `topic` carries: itself, then those that belong to it."""
+    return (topic, *(s for s, t in SECTION_TOPIC.items() if t == topic))
+
+
 #: what a token may do beyond reading, for `[auth] tokens[].actions`: "silence" silences alerts in
 #: Alertmanager (with topic alerts) and mutes health checks (with topic health)
 ACTIONS: tuple[str, ...] = ("silence",)

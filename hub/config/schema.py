@@ -79,7 +79,8 @@ class PrometheusSourceConfig:
     queries: Mapping[str, str] = key(factory=lambda: _frozen(DEFAULT_QUERIES), nonempty=True, min_items=1,
                                      doc="name -> PromQL; each name becomes a key of data.system; "
                                          "replaces the defaults")
-    alerts: bool = key(True, doc="also fetch /api/v1/alerts into data.alerts")
+    alerts: bool = key(True, doc="also fetch /api/v1/alerts into data.alerts; ignored when "
+                                 "[sources.alertmanager] is enabled (data.alerts then comes from Alertmanager)")
     bearer_token: str = key("", secret="value", doc="sent as Authorization: Bearer (never logged)")
     basic_auth_user: str = key("", doc="HTTP basic auth user (set with basic_auth_password)")
     basic_auth_password: str = key("", secret="value", user="basic_auth_user",
@@ -89,6 +90,26 @@ class PrometheusSourceConfig:
     max_series: int = key(10000, lo=1, hi=100 * MILLION, doc="series kept per query answer; the rest are dropped")
     max_response_bytes: int = key(8 * MiB, lo=1024, hi=1 << 30,
                                   doc="largest answer body per request, enforced while reading")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertmanagerSourceConfig:
+    enabled: bool = key(False, doc="data.alerts and data.silences from Alertmanager's API v2 (then "
+                                   "sources.prometheus.alerts is ignored); POST /api/silences")
+    url: str = key("http://localhost:9093", check="http_url", secret="url", doc="Alertmanager base URL")
+    timeout: float = key(5.0, gt=0, hi=HOUR, unit="seconds",
+                         doc="budget in seconds for the alerts and silences requests together; "
+                             "also bounds each request of POST/DELETE /api/silences")
+    bearer_token: str = key("", secret="value", doc="sent as Authorization: Bearer (never logged)")
+    basic_auth_user: str = key("", doc="HTTP basic auth user (set with basic_auth_password)")
+    basic_auth_password: str = key("", secret="value", user="basic_auth_user",
+                                   doc="HTTP basic auth password (never logged)")
+    tls_verify: bool = key(True, doc="verify the server certificate for https URLs")
+    ca_file: str = key("", check="pem_file", doc="PEM bundle to verify against instead of the system store")
+    max_response_bytes: int = key(8 * MiB, lo=1024, hi=1 << 30,
+                                  doc="largest answer body per request, enforced while reading")
+    max_silence_s: float = key(DAY, gt=0, hi=366 * DAY, unit="seconds",
+                               doc="longest silence POST /api/silences may create, in seconds")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +157,7 @@ class SourcesConfig:
     prometheus: PrometheusSourceConfig = section(PrometheusSourceConfig, "Prometheus queries and alerts")
     business: BusinessSourceConfig = section(BusinessSourceConfig, "MongoDB appointment aggregates")
     health: HealthSourceConfig = section(HealthSourceConfig, "HTTP health checks")
+    alertmanager: AlertmanagerSourceConfig = section(AlertmanagerSourceConfig, "Alertmanager alerts and silences")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -90,13 +90,15 @@ def marked_config(tmp_path: Path, webhook: str, prometheus_auth: str) -> dict[st
     return {
         "broadcast": {"interval": 0.2, "heartbeat": 30.0},
         "audit": {"path": str(tmp_path / "audit.jsonl")},
-        "auth": {"tokens": [{"name": "ops", "hash": f"{MARK}plaintexttoken"}]},
+        "auth": {"tokens": [{"name": "ops", "hash": f"{MARK}plaintexttoken", "actions": ["silence"]}]},
         "sources": {
             "prometheus": {"url": f"http://prom:{MARK}prompw@127.0.0.1:{closed}", "timeout": 0.5, **auth},
             "business": {"mongodb_uri": f"mongodb://biz:{MARK}mongopw@127.0.0.1:{closed}/healthcare",
                          "timeout": 0.5},
             "health": {"checks": {"api": f"http://chk:{MARK}checkpw@127.0.0.1:{closed}/health"},
                        "failures_before_down": 1, "timeout": 0.5},
+            "alertmanager": {"enabled": True, "url": f"http://am:{MARK}ampw@127.0.0.1:{closed}", "timeout": 0.5,
+                             **{k: v.replace(MARK, f"{MARK}am") for k, v in auth.items()}},
         },
         "notify": {"slack_webhook_url": webhook},
     }
@@ -105,7 +107,8 @@ def marked_config(tmp_path: Path, webhook: str, prometheus_auth: str) -> dict[st
 #: the secret keys each test below sets to a marker; a new secret key fails the first test until added
 MARKED = {"sources.prometheus.url", "sources.prometheus.bearer_token", "sources.prometheus.basic_auth_password",
           "sources.business.mongodb_uri", "sources.health.checks", "auth.tokens.hash", "notify.slack_webhook_url",
-          "cluster.redis_url"}
+          "cluster.redis_url", "sources.alertmanager.url", "sources.alertmanager.bearer_token",
+          "sources.alertmanager.basic_auth_password"}
 
 
 def test_every_secret_key_of_the_schema_is_marked_below():
@@ -131,15 +134,22 @@ async def test_every_secret_set_to_a_marker_reaches_no_log_snapshot_metric_audit
         await wait_for(lambda: hub.feed.seq >= 5, timeout=10, what="ticks with every source failing")
         snapshot = await (await client.get("/api/metrics/snapshot",
                                            headers={"Authorization": f"Bearer {MARK}plaintexttoken"})).text()
+        silence = await client.post("/api/silences", headers={"Authorization": f"Bearer {MARK}plaintexttoken"},
+                                    json={"matchers": [{"name": "alertname", "value": "X", "isRegex": False}],
+                                          "duration_s": 60, "comment": "c"})
+        assert silence.status == 503
+        refused = await silence.text()
         bad = await client.get("/api/metrics/snapshot", headers={"Authorization": f"Bearer {MARK}wrong"})
         assert bad.status == 401
         metrics = await (await client.get("/metrics")).text()
     snap = orjson.loads(snapshot)
-    assert {snap["sources"][s]["status"] for s in ("prometheus", "business")} == {"error"}, snap["sources"]
+    assert {snap["sources"][s]["status"] for s in ("prometheus", "business", "alertmanager")} == {"error"}, \
+        snap["sources"]
+    assert "cannot reach Alertmanager at http://am:***@127.0.0.1:" in refused, refused
     assert snap["data"]["health"]["checks"]["api"]["error"]
     sent = orjson.dumps([body for _t, _s, body in slack.attempts]).decode()
     assert "Health check failed: api" in sent  # the message went out, without the check's password
-    assert_no_marker(log=caplog.text, snapshot=snapshot, metrics=metrics,
+    assert_no_marker(log=caplog.text, snapshot=snapshot, metrics=metrics, silence=refused,
                      audit=(tmp_path / "audit.jsonl").read_text(), notification=sent)
 
 

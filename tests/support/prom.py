@@ -56,7 +56,8 @@ class PrometheusServer:
 
     def __init__(self, binary: str, workdir: Path, *, port: int | None = None,
                  targets: Mapping[str, Sequence[str]] | None = None,
-                 rules: str = TEST_RULES, extra_rule_files: Sequence[str | Path] = ()) -> None:
+                 rules: str = TEST_RULES, extra_rule_files: Sequence[str | Path] = (),
+                 alertmanagers: Sequence[str] = ()) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
@@ -66,6 +67,8 @@ class PrometheusServer:
         self.targets.update({job: list(t) for job, t in (targets or {}).items()})
         self.rules = rules
         self.extra_rule_files = [str(p) for p in extra_rule_files]
+        #: host:port of Alertmanagers this Prometheus sends its firing alerts to
+        self.alertmanagers = list(alertmanagers)
         self.config_path = workdir / "prometheus.yml"
         self.rules_path = workdir / "test-rules.yml"
         self.data_path = workdir / "data"
@@ -85,6 +88,8 @@ class PrometheusServer:
                 for job, targets in self.targets.items()
             ],
         }
+        if self.alertmanagers:
+            cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]}
         self.config_path.write_text(json.dumps(cfg, indent=2))
 
     def set_targets(self, job: str, targets: Sequence[str]) -> None:
@@ -114,7 +119,10 @@ class PrometheusServer:
                  f"--web.listen-address=127.0.0.1:{self.port}",
                  "--web.enable-lifecycle",
                  "--storage.tsdb.retention.time=1h",
-                 "--log.level=warn"],
+                 "--log.level=warn",
+                 # Alerts fired before the Alertmanager is discovered (about 5 s) would otherwise wait a
+                 # minute to be sent again, and arrive older than any test's group_wait.
+                 *(["--rules.alert.resend-delay=1s"] if self.alertmanagers else [])],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.workdir,
             )

@@ -2,15 +2,67 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
 
 from hub.sources.http_errors import transport_reason
 from hub.vocab import safe_text
+
+#: Idle pooled connections are kept this long. Longer than the default tick (10 s) so each
+#: tick reuses the previous tick's connections, shorter than common proxy idle limits (60 s).
+KEEPALIVE_EXPIRY = 30.0
+
+
+class HTTPSettings(Protocol):
+    """The connection keys `[sources.prometheus]` and `[sources.alertmanager]` share."""
+
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def bearer_token(self) -> str: ...
+    @property
+    def basic_auth_user(self) -> str: ...
+    @property
+    def basic_auth_password(self) -> str: ...
+    @property
+    def tls_verify(self) -> bool: ...
+    @property
+    def ca_file(self) -> str: ...
+
+
+def http_client(cfg: HTTPSettings, *, connections: int, user_agent: str) -> httpx.AsyncClient:
+    """A pooled client with `cfg`'s credentials and TLS settings; no redirects, no proxy from the environment."""
+    headers = {"Accept": "application/json", "User-Agent": user_agent}
+    auth: httpx.Auth | None = None
+    if cfg.bearer_token:
+        headers["Authorization"] = f"Bearer {cfg.bearer_token}"
+    elif cfg.basic_auth_user:
+        auth = httpx.BasicAuth(cfg.basic_auth_user, cfg.basic_auth_password)
+    verify: ssl.SSLContext | bool
+    if cfg.ca_file:
+        verify = ssl.create_default_context(cafile=cfg.ca_file)
+        if not cfg.tls_verify:
+            verify.check_hostname = False
+            verify.verify_mode = ssl.CERT_NONE
+    else:
+        verify = cfg.tls_verify
+    return httpx.AsyncClient(
+        headers=headers,
+        auth=auth,
+        verify=verify,
+        # Per-read bound only; the whole collection is bounded by the scheduler's budget.
+        timeout=httpx.Timeout(cfg.timeout),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
+                            keepalive_expiry=KEEPALIVE_EXPIRY),
+        follow_redirects=False,
+        trust_env=False,  # HTTP(S)_PROXY from the environment would silently reroute requests
+    )
+
 
 #: How much of an unexpected (non-JSON) response body is quoted in an error message.
 BODY_EXCERPT = 200
@@ -23,11 +75,13 @@ class Failure:
     message: str
 
 
-def too_big(server: str, limit: int, declared: int | None = None) -> str:
-    """The message for an answer over `sources.prometheus.max_response_bytes`."""
+def too_big(server: str, limit: int, declared: int | None = None, *, service: str = "Prometheus") -> str:
+    """The message for an answer over `sources.<service>.max_response_bytes`."""
     size = f"declares {declared} bytes, more than" if declared is not None else "is larger than"
-    return (f"answer from Prometheus at {server} {size} sources.prometheus.max_response_bytes "
-            f"({limit} bytes); aggregate the query (e.g. sum by (job) (...)) or raise the limit")
+    advice = "aggregate the query (e.g. sum by (job) (...)) or raise the limit" if service == "Prometheus" \
+        else "raise the limit"
+    return (f"answer from {service} at {server} {size} sources.{service.lower()}.max_response_bytes "
+            f"({limit} bytes); {advice}")
 
 
 @dataclass(slots=True)
@@ -40,31 +94,36 @@ class Answer:
 
 
 async def fetch(client: httpx.AsyncClient, url: str, params: dict[str, str] | None, *,
-                limit: int, server: str, clean: Callable[[str], str]) -> Answer | Failure:
-    """GET `url` reading at most `limit` decoded bytes; the raw answer, or a `Failure`.
+                limit: int, server: str, clean: Callable[[str], str], method: str = "GET",
+                json: Any = None, service: str = "Prometheus") -> Answer | Failure:
+    """`method` `url` (with a `json` body if given) reading at most `limit` decoded bytes; the raw
+    answer, or a `Failure`.
 
-    `server` names Prometheus in messages; `clean` scrubs secrets from the dependency's own text
+    `service` and `server` name the dependency in messages (the limit's key is
+    `sources.<service>.max_response_bytes`); `clean` scrubs secrets from the dependency's own text
     before it is capped (so a secret is never cut in half and left half-visible).
     """
     chunks: list[bytes] = []
     try:
-        async with client.stream("GET", url, params=params) as resp:
+        async with client.stream(method, url, params=params, json=json) as resp:
             declared = _declared_length(resp)
             if declared is not None and declared > limit:
-                return Failure(too_big(server, limit, declared))  # refused before reading the body
+                # refused before reading the body
+                return Failure(too_big(server, limit, declared, service=service))
             total = 0
             # aiter_bytes yields decoded bytes, so a small gzip bomb is limited by what it expands to.
             async for chunk in resp.aiter_bytes():
                 total += len(chunk)
                 if total > limit:
-                    return Failure(too_big(server, limit))  # leaving the block closes the connection
+                    # leaving the block closes the connection
+                    return Failure(too_big(server, limit, service=service))
                 chunks.append(chunk)
             return Answer(resp.status_code, resp.headers.get("content-type", "no content type"),
                           b"".join(chunks))
     except httpx.DecodingError as exc:
-        return Failure(f"answer from Prometheus at {server} cannot be decoded: {safe_text(clean(str(exc)))}")
+        return Failure(f"answer from {service} at {server} cannot be decoded: {safe_text(clean(str(exc)))}")
     except httpx.HTTPError as exc:
-        return Failure(f"cannot reach Prometheus at {server}: {safe_text(clean(transport_reason(exc)))}")
+        return Failure(f"cannot reach {service} at {server}: {safe_text(clean(transport_reason(exc)))}")
 
 
 #: how far past the excerpt secrets are looked for, so one cut by the excerpt is still removed whole

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from typing import Any
 
@@ -13,16 +12,13 @@ import httpx
 from hub.config import PrometheusSourceConfig
 from hub.secrets import Secrets
 from hub.sources.base import Source, SourceError, SourceResult
-from hub.sources.prometheus.fetch import Answer, Failure, decode, fetch
+from hub.sources.prometheus.fetch import Answer, Failure, decode, fetch, http_client
 from hub.sources.prometheus.shape import BadAnswer, shape_alerts, shape_result, text_warnings
 from hub.tasks import cancel_and_wait
 from hub.vocab import safe_text
 
 logger = logging.getLogger(__name__)
 
-#: Idle pooled connections are kept this long. Longer than the default tick (10 s) so each
-#: tick reuses the previous tick's connections, shorter than common proxy idle limits (60 s).
-KEEPALIVE_EXPIRY = 30.0
 #: defaults of sources.prometheus.max_series / max_response_bytes (see docs/prometheus.md)
 
 
@@ -55,33 +51,7 @@ class PrometheusSource(Source):
             self._client = self._make_client()
 
     def _make_client(self) -> httpx.AsyncClient:
-        cfg = self._cfg
-        headers = {"Accept": "application/json", "User-Agent": "hub-prometheus-source"}
-        auth: httpx.Auth | None = None
-        if cfg.bearer_token:
-            headers["Authorization"] = f"Bearer {cfg.bearer_token}"
-        elif cfg.basic_auth_user:
-            auth = httpx.BasicAuth(cfg.basic_auth_user, cfg.basic_auth_password)
-        verify: ssl.SSLContext | bool
-        if cfg.ca_file:
-            verify = ssl.create_default_context(cafile=cfg.ca_file)
-            if not cfg.tls_verify:
-                verify.check_hostname = False
-                verify.verify_mode = ssl.CERT_NONE
-        else:
-            verify = cfg.tls_verify
-        n = len(cfg.queries) + 1
-        return httpx.AsyncClient(
-            headers=headers,
-            auth=auth,
-            verify=verify,
-            # Per-read bound only; the whole collection is bounded by the scheduler's budget in collect().
-            timeout=httpx.Timeout(cfg.timeout),
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n,
-                                keepalive_expiry=KEEPALIVE_EXPIRY),
-            follow_redirects=False,
-            trust_env=False,  # HTTP(S)_PROXY from the environment would silently reroute queries
-        )
+        return http_client(self._cfg, connections=len(self._cfg.queries) + 1, user_agent="hub-prometheus-source")
 
     async def close(self) -> None:
         if self._client is not None:
