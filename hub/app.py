@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
-from hub import views, ws
+from hub import mute_views, views, ws
 from hub.admission import Admission, parse_networks
 from hub.audit import Audit
 from hub.auth import Authenticator, AuthFailures
@@ -29,6 +29,7 @@ from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
 from hub.secrets import Secrets
 from hub.sources.base import Source, WindowedMetrics
+from hub.sources.health_mutes import MuteBook
 from hub.state import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,11 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app.router.add_get("/api/metrics/history", views.history)
     app.router.add_get("/api/metrics/business", views.business)
     app.router.add_get("/api/me", views.me)
+    mutes = next((m for s in sources if isinstance(m := getattr(s, "mutes", None), MuteBook)), None)
+    if mutes is not None:  # every role: a mute made on any replica goes to the shared store
+        app[mute_views.MUTES] = mutes
+    app.router.add_post("/api/mutes", mute_views.create)
+    app.router.add_delete("/api/mutes/{id}", mute_views.end)
     page.add_routes(app)
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
