@@ -20,6 +20,8 @@ from hub.auth import hash_token
 from hub.config import Config
 from hub.context import HUB
 from hub.mute_views import MUTES
+from hub.state import MemoryStore, Store
+from hub.state.file_store import FileStore
 from hub.vocab import utc_iso
 from tests.support.aio import recv_type, wait_for
 from tests.support.http_targets import Target, serve
@@ -208,3 +210,18 @@ async def test_a_mute_outlives_a_restart_with_a_state_dir(
     assert (m["id"], m["check"], m["createdBy"], m["comment"]) == (mute_id, "backend", "alice", "db migration")
     resp = await second.delete(f"/api/mutes/{mute_id}", headers=ALICE)
     assert resp.status == 200
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+async def test_store_delete_removes_named_states_and_counts_only_those_there(kind: str, tmp_path: Path) -> None:
+    store: Store = MemoryStore() if kind == "memory" else FileStore(str(tmp_path / "state"))
+    await store.save("mutes", {"mute:a": {"x": 1}, "mute:b": {"x": 2}, "held:c": {"x": 3}})
+    assert await store.delete("mutes", ["mute:a", "mute:zzz"]) == 1
+    assert await store.delete("mutes", ["mute:a"]) == 0  # a second caller learns it was gone
+    assert await store.delete("other", ["mute:b"]) == 0
+    assert await store.load("mutes") == {"mute:b": {"x": 2}, "held:c": {"x": 3}}
+    await store.close()
+    if kind == "file":
+        again = FileStore(str(tmp_path / "state"))
+        assert await again.load("mutes") == {"mute:b": {"x": 2}, "held:c": {"x": 3}}
+        await again.close()
