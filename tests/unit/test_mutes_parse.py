@@ -43,5 +43,5 @@ def test_a_duration_and_an_until_at_the_maximum_are_taken_and_the_comment_trimme
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), None, [1]])
 def test_a_duration_that_is_no_number_of_seconds_is_refused(bad: object) -> None:
-    with pytest.raises(ValueError, match="^'duration_s' must be a number of seconds$"):
+    with pytest.raises(ValueError, match=r"^'duration_s' must be a number of seconds$"):
         parse_mute({"check": "api", "duration_s": bad, "comment": "x"}, checks={"api"}, max_mute_s=60, now=NOW)
