@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
-from hub import silences, views, ws
+from hub import mute_views, silences, views, ws
 from hub.admission import Admission, parse_networks
 from hub.audit import Audit
 from hub.auth import Authenticator, AuthFailures
@@ -235,6 +235,13 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app.router.add_get("/api/me", views.me)
     app.router.add_post("/api/silences", silences.create)
     app.router.add_delete("/api/silences/{id}", silences.expire)
+    from hub.sources.health import HealthSource
+
+    health = next((s for s in sources if isinstance(s, HealthSource)), None)
+    if health is not None:  # every role: a mute made on any replica goes to the shared store
+        app[mute_views.MUTES] = health.mutes
+    app.router.add_post("/api/mutes", mute_views.create)
+    app.router.add_delete("/api/mutes/{id}", mute_views.end)
     page.add_routes(app)
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.

@@ -149,6 +149,8 @@ class HealthSourceConfig:
     checks: Mapping[str, str] = key(factory=lambda: _frozen(DEFAULT_HEALTH_CHECKS), check="http_url",
                                     secret="url", min_items=1,
                                     doc="name -> http(s) URL answering 200 when healthy; replaces the defaults")
+    max_mute_s: float = key(DAY, gt=0, hi=365 * DAY, unit="seconds",
+                            doc="longest mute of a check (POST /api/mutes) in seconds")
 
 
 @dataclass(frozen=True, kw_only=True)

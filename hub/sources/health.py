@@ -21,6 +21,7 @@ import httpx
 from hub.config import HealthSourceConfig
 from hub.secrets import Secrets
 from hub.sources.base import Source, SourceResult
+from hub.sources.health_mutes import MuteBook, MuteGate
 from hub.sources.health_state import CheckStates
 from hub.sources.http_errors import transport_reason
 from hub.state import MemoryStore, Store
@@ -78,6 +79,9 @@ class HealthSource(Source):
         self._secrets = secrets
         names = [*self._checks, *([DATABASE] if database_ping is not None else [])]
         self._states = CheckStates(names, store=store if store is not None else MemoryStore(), notifier=notifier)
+        #: mutes of the configured checks (the HTTP API's side), and what each collection does with them
+        self.mutes = MuteBook(store=self._states.store, checks=self._checks, max_mute_s=cfg.max_mute_s)
+        self._mute_gate = MuteGate(self.mutes)
         self._client: httpx.AsyncClient | None = None
         self._filter = secrets.log_filter()
 
@@ -120,7 +124,8 @@ class HealthSource(Source):
             await self.start()
         limit = max(0.001, min(self.timeout, budget))
         names = list(self._states.states)
-        stored, *outcomes = await asyncio.gather(self._states.load(), *(self._run(n, limit) for n in names))
+        stored, mutes_read, *outcomes = await asyncio.gather(self._states.load(), self._mute_gate.load(),
+                                                             *(self._run(n, limit) for n in names))
         if stored is not None:
             self._states.adopt(stored)
         now = time.time()
@@ -128,8 +133,10 @@ class HealthSource(Source):
             self._update(name, outcome, now)
         # Claims only once the states naming the transitions are stored: a collector taking over
         # after a crash at any point finds each transition pending, or claimed.
-        if await self._states.save():
+        # A muted check's transitions are taken out (held) before the others are announced.
+        if await self._states.save() and mutes_read and await self._mute_gate.hold(self._states):
             await self._states.announce()
+            await self._mute_gate.release(self._states)
         self._states.settle()
         return SourceResult(data={"health": self._snapshot()})
 
@@ -205,7 +212,8 @@ class HealthSource(Source):
                 "failures": st.failures,
             }
         details = {name: c["up"] for name, c in checks.items()}
-        return {"healthy": all(details.values()), "details": details, "checks": checks}
+        return {"healthy": all(details.values()), "details": details, "checks": checks,
+                "mutes": self._mute_gate.shown()}
 
     def _clean(self, text: str) -> str:
         return self._secrets.clean(text)

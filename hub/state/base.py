@@ -40,6 +40,10 @@ class Store(abc.ABC):
     async def claim(self, key: str) -> bool:
         """Record `key` in the ledger: True if this call recorded it, False if it was already there."""
 
+    @abc.abstractmethod
+    async def delete(self, scope: str, names: Sequence[str]) -> int:
+        """Remove the named states of `scope`; how many of them were there (so one caller of many sees each)."""
+
     async def close(self) -> None:
         """Release connections and files; called once at shutdown."""
 
@@ -82,3 +86,7 @@ class MemoryStore(Store):
             return False
         self._ledger.add(key, now)
         return True
+
+    async def delete(self, scope: str, names: Sequence[str]) -> int:
+        states = self._scopes.get(scope, {})
+        return sum(states.pop(n, None) is not None for n in set(names))

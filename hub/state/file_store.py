@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,16 @@ class FileStore(Store):
             ledger.add(key, now)
             await self._commit(self._scopes, ledger)
             return True
+
+    async def delete(self, scope: str, names: Sequence[str]) -> int:
+        async with self._lock:
+            current = self._scopes.get(scope, {})
+            gone = {n for n in names if n in current}
+            if gone:
+                scopes = dict(self._scopes)
+                scopes[scope] = {n: v for n, v in current.items() if n not in gone}
+                await self._commit(scopes, self._ledger)
+            return len(gone)
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import orjson
@@ -76,6 +76,14 @@ class RedisStore(Store):
     async def claim(self, key: str) -> bool:
         try:
             return bool(await self._r.set(ledger_key(self.key_prefix, key), b"1", nx=True, ex=LEDGER_TTL))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise await self._failed(exc) from None
+
+    async def delete(self, scope: str, names: Sequence[str]) -> int:
+        if not names:
+            return 0
+        try:
+            return int(await self._r.hdel(state_key(self.key_prefix, scope), *names))
         except (RedisError, OSError, TimeoutError) as exc:
             raise await self._failed(exc) from None
 

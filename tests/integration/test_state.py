@@ -246,6 +246,12 @@ class Flaky(Store):
             raise StoreUnavailable("Redis: ConnectionError: injected")
         return await self.inner.claim(key)
 
+    async def delete(self, scope: str, names: Any) -> int:
+        self.calls.append("delete")
+        if "delete" in self.fail:
+            raise StoreUnavailable("Redis: ConnectionError: injected")
+        return await self.inner.delete(scope, names)
+
     async def close(self) -> None:
         await self.inner.close()
 
