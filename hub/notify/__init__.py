@@ -41,9 +41,10 @@ class Notifier:
     `slack_webhook_url` adds the Slack channel and `pagerduty_routing_key` the PagerDuty one (posting
     to `pagerduty_url`, its incidents keyed by `hub_name`), each built with the other keyword
     arguments; `channels` adds channels built by the caller. `repeat_interval` (seconds, 0 = off) is
-    how often the health source reminds of a check that stays down. `audit(event, **fields)` receives notification_sent,
-    notification_retry (each failed attempt), notification_failed and notification_dropped, each
-    with its `channel`. Receiver URLs are secrets: they appear in none of them, nor in logs or metrics.
+    how often the health source reminds of a check that stays down. `audit(event, **fields)`
+    receives notification_sent, notification_retry (each failed attempt), notification_failed and
+    notification_dropped, each with its `channel`. Receiver URLs and the routing key are secrets:
+    they appear in none of them, nor in logs or metrics.
     """
 
     def __init__(self, *, slack_webhook_url: str = "", pagerduty_routing_key: str = "",

@@ -58,7 +58,7 @@ class HealthSource(Source):
     time of the last up/down change, or of the first result while there was none. With a persistent
     `store`, "just started" means the first collection this store ever saw: a restarted collector
     continues the stored states (an outage is not announced again; a recovery while nothing ran is
-    announced at the first good check).
+    announced once the good checks `successes_before_up` asks for were seen).
     """
 
     name = "health"
