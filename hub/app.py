@@ -24,7 +24,7 @@ from hub.config import Config, secrets_of
 from hub.context import CONFIG_KEY, HUB, METRICS_KEY, Hub
 from hub.feed import Feed
 from hub.metrics import HubMetrics
-from hub.notify import Notifier
+from hub.notify import Notifier, notifier_of
 from hub.page import Page, check_page
 from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
@@ -185,8 +185,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     broadcaster = Broadcaster(feed=feed, max_client_buffer_bytes=b.max_client_buffer_bytes, metrics=metrics)
     audit = Audit(path=config.audit.path, metrics=metrics)
     # Only a collecting replica's health source sees transitions, so only it notifies.
-    notifier = (Notifier(slack_webhook_url=config.notify.slack_webhook_url, secrets=secrets, audit=audit.event,
-                         metrics=metrics) if config.notify.slack_webhook_url else None)
+    notifier = notifier_of(config, secrets=secrets, audit=audit.event, metrics=metrics)
     sources, disabled = build_sources(config, secrets=secrets, metrics=metrics, broadcaster=broadcaster,
                                       notifier=notifier, store=store, extra=extra_sources)
     feed.source_sections = {s.name: s.sections for s in sources} | dict(disabled)

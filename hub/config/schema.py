@@ -145,6 +145,8 @@ class HealthSourceConfig:
     enabled: bool = key(True, doc="HTTP health checks of the platform's services")
     timeout: float = key(5.0, gt=0, hi=HOUR, unit="seconds", doc="seconds per check request")
     failures_before_down: int = key(3, lo=1, hi=1000, doc="consecutive failures before a service counts as down")
+    successes_before_up: int = key(1, lo=1, hi=1000,
+                                   doc="consecutive successes before a service that is down counts as up again")
     ca_file: str = key("", check="pem_file", doc="PEM bundle to verify https checks against")
     checks: Mapping[str, str] = key(factory=lambda: _frozen(DEFAULT_HEALTH_CHECKS), check="http_url",
                                     secret="url", min_items=1,
@@ -204,6 +206,13 @@ class StateConfig:
 class NotifyConfig:
     slack_webhook_url: str = key("", check="https_url", secret="webhook",
                                  doc="Slack incoming webhook for alerts; empty = off (never logged)")
+    pagerduty_routing_key: str = key("", secret="value",
+                                     doc="PagerDuty Events API v2 routing (integration) key; empty = off "
+                                         "(never logged)")
+    pagerduty_url: str = key("https://events.pagerduty.com/v2/enqueue", nonempty=True, check="https_url",
+                             doc="PagerDuty Events API v2 endpoint")
+    repeat_interval: float = key(0.0, lo=0.0, hi=7 * DAY, unit="seconds",
+                                 doc="seconds between reminders on every channel while a check stays down; 0 = off")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,17 +10,28 @@ from dataclasses import dataclass
 class Notification:
     """One message to post: `text` is already free of secrets; `ts` is when the transition happened."""
 
-    kind: str  # "down" | "recovered"
+    kind: str  # "down" | "reminder" | "recovered"
     check: str
     severity: str  # critical | warning | info
     text: str
     ts: float
+    #: the reminder's number within its outage (1, 2, ...); 0 for a down or recovered message
+    reminder: int = 0
 
     @classmethod
     def down(cls, check: str, reason: str, *, ts: float | None = None) -> Notification:
         """A check went down: severity critical, text `Health check failed: <name>: <reason>`."""
         return cls("down", check, "critical", f"Health check failed: {check}: {reason}",
                    time.time() if ts is None else ts)
+
+    @classmethod
+    def still_down(cls, check: str, reason: str, *, down_for: float, reminder: int,
+                   ts: float | None = None) -> Notification:
+        """A reminder while a check stays down: severity critical, text
+        `Health check still failing: <name>: <reason> (down for <duration>, reminder <n>)`."""
+        return cls("reminder", check, "critical",
+                   f"Health check still failing: {check}: {reason} (down for {duration(down_for)}, "
+                   f"reminder {reminder})", time.time() if ts is None else ts, reminder)
 
     @classmethod
     def recovered(cls, check: str, *, down_for: float, ts: float | None = None) -> Notification:

@@ -2,8 +2,9 @@
 
 Each check GETs a URL (healthy on a 2xx within the timeout); an optional `database` check awaits a
 ping callable. A check counts as down only after `failures_before_down` failures in a row and is up
-again at its first success; each of those two transitions calls the notifier exactly once, cluster-wide
-and across restarts: the states live in a `hub.state` store (`health_state`).
+again after `successes_before_up` successes in a row (1: at its first); each of those two transitions,
+and each reminder while it stays down (`notify.repeat_interval`), calls the notifier exactly once,
+cluster-wide and across restarts: the states and counts live in a `hub.state` store (`health_state`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class HealthSource(Source):
     time of the last up/down change, or of the first result while there was none. With a persistent
     `store`, "just started" means the first collection this store ever saw: a restarted collector
     continues the stored states (an outage is not announced again; a recovery while nothing ran is
-    announced at the first good check).
+    announced once the good checks `successes_before_up` asks for were seen).
     """
 
     name = "health"
@@ -72,6 +73,7 @@ class HealthSource(Source):
         self.timeout = cfg.timeout
         self._checks = dict(cfg.checks)
         self._failures_before_down = cfg.failures_before_down
+        self._successes_before_up = cfg.successes_before_up
         self._ca_file = cfg.ca_file
         self._ping = database_ping
         self._metrics = metrics
@@ -181,19 +183,26 @@ class HealthSource(Source):
         if o.ok:
             st.failures, st.failing_since = 0, 0.0
             if not st.up:
+                st.successes += 1
+            if not st.up and st.successes >= self._successes_before_up:
                 down_for = now - st.since_ts
-                st.up, st.since, st.since_ts = True, utc_iso(now), now
+                st.up, st.since, st.since_ts, st.successes = True, utc_iso(now), now, 0
                 logger.warning("health check %s recovered after %.0f s", name, down_for)
                 st.pend(name, {"kind": "recovered", "outage": st.outage, "ts": now, "down_for": down_for})
         else:
+            st.successes = 0
             if st.failures == 0:
                 st.failing_since = now
             st.failures += 1
             if st.up and st.failures >= self._failures_before_down:
                 st.up, st.since, st.since_ts = False, utc_iso(now), now
                 st.outage = utc_iso(st.failing_since or now)
+                st.reminders, st.reminded_at = 0, now
                 logger.warning("health check %s is down: %s", name, o.error)
                 st.pend(name, {"kind": "down", "outage": st.outage, "ts": now, "reason": o.error or "failed"})
+            if not st.up:
+                st.reason = o.error or "failed"
+        self._states.remind(name, now)
         if self._metrics is not None:
             self._metrics.health_check_up.labels(name).set(1 if st.up else 0)
             self._metrics.health_check_latency.labels(name).set(o.elapsed)

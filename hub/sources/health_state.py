@@ -7,8 +7,10 @@ announced once, cluster-wide and across restarts, whichever collector sees it, a
 that crashes at any point leaves it either pending (claimed by the next one) or claimed.
 
 An outage is named by the time of its first failure (`outage`): the down message claims
-`health:<check>:down:<outage>` and the recovery `health:<check>:up:<outage>`, keys every collector
-computes alike from the stored state.
+`health:<check>:down:<outage>`, the n-th reminder `health:<check>:remind:<outage>:<n>` and the
+recovery `health:<check>:up:<outage>`, keys every collector computes alike from the stored state.
+The reminders' count and the time of the last one are stored too, so a collector taking over sends
+the next reminder when it is due from the last one recorded: none skipped, none repeated.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ logger = logging.getLogger("hub.sources.health")
 
 #: the store scope of the checks' states
 SCOPE = "health"
+#: the kinds of transition a state may hold pending
+KINDS = ("down", "reminder", "recovered")
 #: Transitions kept while their claims fail (the store unreachable); beyond, the oldest are dropped.
 MAX_PENDING = 4
 
@@ -45,13 +49,21 @@ class CheckState:
     failing_since: float = 0.0
     #: the current or last outage's name: utc_iso(its first failure)
     outage: str = ""
-    #: transitions whose message is not claimed yet: {"kind", "outage", "ts", "reason" | "down_for"}
+    #: consecutive successes while down (`successes_before_up` of them declare it up)
+    successes: int = 0
+    #: the reason of the latest failure while down (a reminder repeats it)
+    reason: str = ""
+    #: reminders pended in the current outage, and when the last message of it (down or reminder) was
+    reminders: int = 0
+    reminded_at: float = 0.0
+    #: transitions whose message is not claimed yet: {"kind", "outage", "ts", "reason" | "down_for", "n"}
     pending: list[dict[str, Any]] = field(default_factory=list)
     last: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"up": self.up, "since": self.since, "since_ts": self.since_ts, "failures": self.failures,
-                "failing_since": self.failing_since, "outage": self.outage,
+                "failing_since": self.failing_since, "outage": self.outage, "successes": self.successes,
+                "reason": self.reason, "reminders": self.reminders, "reminded_at": self.reminded_at,
                 "pending": [dict(p) for p in self.pending]}
 
     @classmethod
@@ -59,13 +71,16 @@ class CheckState:
         """The state stored as `d`; ValueError when it is not one (damaged, or written by something else)."""
         try:
             pending = [dict(p) for p in d.get("pending") or []]
-            if not all(p.get("kind") in ("down", "recovered") and "outage" in p for p in pending):
+            if not all(p.get("kind") in KINDS and "outage" in p for p in pending):
                 raise ValueError("a pending transition without kind or outage")
             since = d.get("since")
             return cls(up=bool(d["up"]), since=None if since is None else str(since),
                        since_ts=float(d["since_ts"]), failures=max(0, int(d["failures"])),
                        failing_since=float(d.get("failing_since") or 0.0), outage=str(d.get("outage") or ""),
-                       pending=pending)
+                       successes=max(0, int(d.get("successes") or 0)), reason=str(d.get("reason") or ""),
+                       reminders=max(0, int(d.get("reminders") or 0)),
+                       # a state stored before reminders existed: the next one is due from the down message
+                       reminded_at=float(d.get("reminded_at") or d["since_ts"]), pending=pending)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a health state: {exc}") from None
 
@@ -115,6 +130,18 @@ class CheckStates:
             self.states[name] = loaded
             self._stored[name] = raw
 
+    def remind(self, name: str, now: float) -> None:
+        """Pend the next reminder of `name` if it is down and the notifier's `repeat_interval` has passed
+        since its last message; not while a message is still unclaimed (it would crowd out the down one)."""
+        every = self.notifier.repeat_interval if self.notifier is not None else 0.0
+        st = self.states[name]
+        if not every or st.up or st.pending or now - st.reminded_at < every:
+            return
+        st.reminders += 1
+        st.reminded_at = now
+        st.pend(name, {"kind": "reminder", "outage": st.outage, "ts": now, "n": st.reminders,
+                       "reason": st.reason or "failed", "down_for": now - st.since_ts})
+
     async def save(self) -> bool:
         """Write the states that changed; False (logged once) when the store could not take them."""
         changed = {n: d for n, st in self.states.items() if (d := st.to_dict()) != self._stored.get(n)}
@@ -139,8 +166,7 @@ class CheckStates:
                 p = st.pending[0]
                 if self.notifier is not None:
                     try:
-                        won = await self.store.claim(f"{SCOPE}:{name}:{'down' if p['kind'] == 'down' else 'up'}:"
-                                                     f"{p['outage']}")
+                        won = await self.store.claim(_ledger_key(name, p))
                     except StoreUnavailable as exc:
                         self._failed(exc)
                         await self.save()
@@ -163,8 +189,18 @@ class CheckStates:
         self._error = str(exc)
 
 
+def _ledger_key(name: str, p: dict[str, Any]) -> str:
+    if p["kind"] == "reminder":
+        return f"{SCOPE}:{name}:remind:{p['outage']}:{p.get('n', 0)}"
+    return f"{SCOPE}:{name}:{'down' if p['kind'] == 'down' else 'up'}:{p['outage']}"
+
+
 def _message(name: str, p: dict[str, Any]) -> Notification:
     ts = float(p.get("ts") or time.time())
     if p["kind"] == "down":
         return Notification.down(name, str(p.get("reason") or "failed"), ts=ts)
+    if p["kind"] == "reminder":
+        return Notification.still_down(name, str(p.get("reason") or "failed"),
+                                       down_for=float(p.get("down_for") or 0.0), reminder=int(p.get("n") or 0),
+                                       ts=ts)
     return Notification.recovered(name, down_for=float(p.get("down_for") or 0.0), ts=ts)

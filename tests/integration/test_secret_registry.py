@@ -21,6 +21,7 @@ from hub.scheduler import Scheduler
 from hub.sources.base import Source, SourceError, SourceResult
 from tests.support import free_port
 from tests.support.aio import wait_for
+from tests.support.pagerduty import pagerduty_receiver
 from tests.support.slack import slack_receiver
 
 MARK = "mk7Q2xZ"  # in every secret below: any leak, in any form, contains it
@@ -83,7 +84,11 @@ async def test_a_new_secret_key_is_scrubbed_everywhere_without_touching_a_compon
 # ----------------------------------------------------------------------------- every real secret key
 
 
-def marked_config(tmp_path: Path, webhook: str, prometheus_auth: str) -> dict[str, Any]:
+#: a PagerDuty routing key (32 characters, as PagerDuty's) carrying the marker
+PD_KEY = f"{MARK}pdroutingkey0123456789abc"
+
+
+def marked_config(tmp_path: Path, webhook: str, prometheus_auth: str, pagerduty_url: str) -> dict[str, Any]:
     closed = free_port()  # nothing listens: every dependency fails, and says so
     auth = ({"basic_auth_user": "ops", "basic_auth_password": f"{MARK}basicpw"} if prometheus_auth == "basic"
             else {"bearer_token": f"{MARK}bearertoken"})
@@ -100,15 +105,15 @@ def marked_config(tmp_path: Path, webhook: str, prometheus_auth: str) -> dict[st
             "alertmanager": {"enabled": True, "url": f"http://am:{MARK}ampw@127.0.0.1:{closed}", "timeout": 0.5,
                              **{k: v.replace(MARK, f"{MARK}am") for k, v in auth.items()}},
         },
-        "notify": {"slack_webhook_url": webhook},
+        "notify": {"slack_webhook_url": webhook, "pagerduty_routing_key": PD_KEY, "pagerduty_url": pagerduty_url},
     }
 
 
 #: the secret keys each test below sets to a marker; a new secret key fails the first test until added
 MARKED = {"sources.prometheus.url", "sources.prometheus.bearer_token", "sources.prometheus.basic_auth_password",
           "sources.business.mongodb_uri", "sources.health.checks", "auth.tokens.hash", "notify.slack_webhook_url",
-          "cluster.redis_url", "sources.alertmanager.url", "sources.alertmanager.bearer_token",
-          "sources.alertmanager.basic_auth_password"}
+          "notify.pagerduty_routing_key", "cluster.redis_url", "sources.alertmanager.url",
+          "sources.alertmanager.bearer_token", "sources.alertmanager.basic_auth_password"}
 
 
 def test_every_secret_key_of_the_schema_is_marked_below():
@@ -125,12 +130,16 @@ async def test_every_secret_set_to_a_marker_reaches_no_log_snapshot_metric_audit
         aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, prometheus_auth: str) -> None:
     caplog.set_level(logging.DEBUG)
     # The webhook's token part carries the marker; the receiver echoes the URL in its 500s.
-    async with slack_receiver(path=f"/services/T0/B0/{MARK}hook") as slack:
+    # The PagerDuty stand-in echoes the routing key in its 5xx and 400 answers, as a proxy might.
+    async with slack_receiver(path=f"/services/T0/B0/{MARK}hook") as slack, pagerduty_receiver() as pd:
         slack.script = [(500, {}, f"no such hook {slack.url}")] * 2
-        cfg = build_config(marked_config(tmp_path, slack.url, prometheus_auth), environ={})
+        pd.script = [(503, {}, f"busy: {PD_KEY}"), (400, {}, f'{{"errors":["routing_key {PD_KEY}"]}}')]
+        cfg = build_config(marked_config(tmp_path, slack.url, prometheus_auth, pd.url), environ={})
         client = await aiohttp_client(create_app(cfg))
         hub = client.app[HUB]
         await wait_for(lambda: len(slack.attempts) >= 2, timeout=15, what="notification attempts")
+        await wait_for(lambda: len(pd.attempts) >= 2, timeout=15, what="PagerDuty attempts")
+        assert pd.attempts[0][2]["routing_key"] == PD_KEY  # sent where it belongs, and nowhere else
         await wait_for(lambda: hub.feed.seq >= 5, timeout=10, what="ticks with every source failing")
         snapshot = await (await client.get("/api/metrics/snapshot",
                                            headers={"Authorization": f"Bearer {MARK}plaintexttoken"})).text()

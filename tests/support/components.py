@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hub.config import Config, build_config, secrets_of
-from hub.notify import Notifier
+from hub.notify import Notifier, notifier_of
 from hub.sources.business import BusinessSource
 from hub.sources.health import HealthSource
 from hub.sources.prometheus import PrometheusSource
@@ -28,9 +28,19 @@ def make_notifier(url: str, **options: Any) -> Notifier:
     return Notifier(slack_webhook_url=cfg.notify.slack_webhook_url, secrets=secrets_of(cfg), **options)
 
 
+def make_notifier_from(notify: Mapping[str, Any], *, key_prefix: str = "hub", **options: Any) -> Notifier:
+    """The Notifier `[notify]` = `notify` sets up (PagerDuty, Slack, repeat_interval), as the hub builds it;
+    `options` are Notifier's other keyword arguments (audit, metrics, retry bounds)."""
+    cfg = config({"notify": dict(notify), "cluster": {"key_prefix": key_prefix}})
+    notifier = notifier_of(cfg, secrets=secrets_of(cfg), **options)
+    assert notifier is not None, "[notify] sets no channel"
+    return notifier
+
+
 def make_health_source(checks: Mapping[str, str], *, database_ping: Any = None, metrics: Any = None,
                   notifier: Notifier | None = None, store: Any = None, **keys: Any) -> HealthSource:
-    """A HealthSource for `checks` and `[sources.health]` `keys` (timeout, failures_before_down, ca_file)."""
+    """A HealthSource for `checks` and `[sources.health]` `keys` (timeout, failures_before_down,
+    successes_before_up, ca_file)."""
     cfg = config({"sources": {"health": {"checks": dict(checks), **keys},
                               "business": {"enabled": database_ping is not None}}})
     return HealthSource(cfg.sources.health, secrets=secrets_of(cfg), database_ping=database_ping,

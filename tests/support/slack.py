@@ -7,7 +7,6 @@ each recording when the hub hung up on it: no real Slack can be made to misbehav
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.support.http_targets import serve
-from tests.support.tls import server_context, shared_private_ca
+from tests.support.tls import trusted_server_context
 
 TOKEN = "T0HUBTEST/B0HUBTEST/xoxb-not-a-real-token-9f8e7d"
 WEBHOOK_PATH = f"/services/{TOKEN}"
@@ -167,20 +166,10 @@ async def slack_receiver(*, ssl_context: ssl.SSLContext | None = None,
     r = Receiver()
     app = web.Application()
     app.router.add_post(path, r.handle)
-    own_ca = ssl_context is None
-    previous = os.environ.get("SSL_CERT_FILE")
-    if own_ca:
-        ca = shared_private_ca()
-        ssl_context = server_context(ca)
-        os.environ["SSL_CERT_FILE"] = str(ca["ca"])
     try:
-        async with serve(app, ssl_context=ssl_context) as base:
-            r.url = base + path
-            yield r
+        with trusted_server_context(ssl_context) as ctx:
+            async with serve(app, ssl_context=ctx) as base:
+                r.url = base + path
+                yield r
     finally:
         r.release.set()
-        if own_ca:
-            if previous is None:
-                os.environ.pop("SSL_CERT_FILE", None)
-            else:
-                os.environ["SSL_CERT_FILE"] = previous

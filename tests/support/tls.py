@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import ssl
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support import need_program
@@ -49,3 +52,22 @@ def shared_private_ca() -> dict[str, Path]:
         atexit.register(shutil.rmtree, d, True)
         _SHARED.update(make_private_ca(d))
     return _SHARED
+
+
+@contextmanager
+def trusted_server_context(ssl_context: ssl.SSLContext | None = None) -> Iterator[ssl.SSLContext]:
+    """`ssl_context`, or one from the shared private CA, which SSL_CERT_FILE trusts until the block ends
+    (a client made inside the block, as a notifier's is at start, reads it)."""
+    if ssl_context is not None:
+        yield ssl_context
+        return
+    ca = shared_private_ca()
+    previous = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = str(ca["ca"])
+    try:
+        yield server_context(ca)
+    finally:
+        if previous is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = previous
