@@ -137,8 +137,8 @@ class HealthSource(Source):
         # after a crash at any point finds each transition pending, or claimed.
         # A muted check's transitions are taken out (held) before the others are announced.
         if await self._states.save() and mutes_read and await self._mute_gate.hold(self._states):
+            await self._mute_gate.release(self._states)  # a mute's end first: its down before any reminder
             await self._states.announce()
-            await self._mute_gate.release(self._states)
         self._states.settle()
         return SourceResult(data={"health": self._snapshot()})
 

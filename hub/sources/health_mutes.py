@@ -172,8 +172,12 @@ class MuteGate:
             held: dict[str, Any] | None = self._held.get(name)
             for p in st.pending:
                 # A down seen while muted is held; a recovery while muted ends the outage: nothing to say.
-                held = ({"outage": p["outage"], "reason": str(p.get("reason") or "failed")}
-                        if p["kind"] == "down" else None)
+                # A reminder while muted is dropped and changes nothing: the held down (if any) still
+                # goes out when the mute ends.
+                if p["kind"] == "down":
+                    held = {"outage": p["outage"], "reason": str(p.get("reason") or "failed")}
+                elif p["kind"] == "recovered":
+                    held = None
             changed[name] = held
         if not changed:
             return True
@@ -210,6 +214,9 @@ class MuteGate:
                     reason = getattr(st.last, "error", None) or self._held[name].get("reason") or "failed"
                     logger.warning("health check %s: mute ended while down; announcing it", name)
                     states.notifier.notify(Notification.down(name, str(reason)))
+                    # The down message says it all: reminders count again from it (stored next save).
+                    st.pending[:] = [p for p in st.pending if p["kind"] != "reminder"]
+                    st.reminded_at = time.time()
                 await self.book.store.delete(SCOPE, [HELD + name])
             except StoreUnavailable as exc:
                 logger.warning("health: cannot release check %s's held message yet (%s)", name, exc)
