@@ -46,7 +46,14 @@ groups:
         expr: vector(1)
         labels: {severity: critical, hubtest: page}
         annotations: {summary: Never silenced}
+      - alert: HubPageInhibited
+        expr: vector(1)
+        labels: {severity: info, hubtest: page}
+        annotations: {summary: Inhibited by HubPageKeepMe}
 """
+#: HubPageKeepMe (firing) inhibits HubPageInhibited
+INHIBIT = ({"source_matchers": ['alertname="HubPageKeepMe"'], "target_matchers": ['alertname="HubPageInhibited"'],
+            "equal": ["hubtest"]},)
 # Every button an acting token gets; a page that may not act has none of them (and no form).
 CONTROLS = "#alerts button, #alerts form, #alerts input, #health button, #health form, #health input"
 
@@ -118,7 +125,7 @@ class Stack:
         self.audit_path = tmp / "audit.jsonl"
 
     def start(self) -> None:
-        self.am = start_alertmanager(self.tmp / "am")
+        self.am = start_alertmanager(self.tmp / "am", inhibit_rules=INHIBIT)
         self.prom = start_prometheus(self.tmp / "prom", rules=RULES, alertmanagers=[self.am.address])
         self.hub = HubProcess({
             "broadcast": {"interval": INTERVAL, "heartbeat": 30.0},
@@ -176,11 +183,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         s.start()
 
-        def both_firing() -> bool:
-            names = {a["name"] for a in s.snapshot()["data"]["alerts"] or []}
-            return {"HubPageSilenceMe", "HubPageKeepMe"} <= names
+        def all_there() -> bool:
+            alerts = {a["name"]: a for a in s.snapshot()["data"]["alerts"] or []}
+            return ({"HubPageSilenceMe", "HubPageKeepMe"} <= set(alerts)
+                    and alerts.get("HubPageInhibited", {}).get("amState") == "suppressed")
 
-        wait_for(both_firing, timeout=WAIT, interval=0.25, what="both alerts in the hub")
+        wait_for(all_there, timeout=WAIT, interval=0.25, what="the alerts in the hub, one inhibited")
         yield s
     finally:
         s.stop()
@@ -190,7 +198,7 @@ def load(watch: PageWatch, stack: Stack, token: str | None) -> None:
     """Open the page with `token` in its fragment; wait for live data with the alerts and /api/me answered."""
     watch.page.goto(stack.url + "/" + (f"#token={token}" if token else ""))
     wait_for(lambda: watch.js("window.hubDebug && hubDebug.conn === 'live' && hubDebug.me !== undefined && "
-                              "document.querySelectorAll('#alert-list li.alert').length >= 2"),
+                              "document.querySelectorAll('#alert-list li.alert').length >= 3"),
              timeout=WAIT, what="the page live, with alerts")
 
 
@@ -208,7 +216,7 @@ def shown_alert(watch: PageWatch, name: str) -> dict[str, Any] | None:
         return {{seq: Number(document.getElementById('conn-seq').dataset.raw),
                 badges: [...li.querySelectorAll('.alert-head .badge')].map((b) => b.textContent),
                 line: q('.silenced-by'), who: q('.silenced-by .who'), why: q('.silenced-by .why'),
-                until: q('.silenced-by .until'),
+                until: q('.silenced-by .until'), inhibited: q('.inhibited-by'),
                 untilIso: li.querySelector('.silenced-by time') && li.querySelector('.silenced-by time').dateTime,
                 buttons: [...li.querySelectorAll('button')].map((b) => b.textContent)}};
     }})()""")
@@ -322,6 +330,19 @@ def test_a_silence_set_from_the_page_shows_on_every_client_and_expires(stack: St
         feed.close()
         for s in stack.am.silences("active", "pending"):  # type: ignore[union-attr]
             stack.request("DELETE", f"/api/silences/{s['id']}", ACTOR)
+
+
+def test_an_inhibited_alert_says_so_and_by_which_alert(stack: Stack, open_page: Any) -> None:
+    actor = open_page()
+    load(actor, stack, ACTOR)
+    seen = wait_for(lambda: (a := shown_alert(actor, "HubPageInhibited")) and "inhibited" in a["badges"] and a,
+                    timeout=WAIT, what="the inhibited alert")
+    assert seen["inhibited"] == "inhibited by HubPageKeepMe"
+    assert "silenced" not in seen["badges"] and seen["line"] is None
+    assert seen["buttons"] == []   # suppressed already: nothing to silence
+    assert shown_alert(actor, "HubPageKeepMe")["buttons"] == [  # type: ignore[index]
+        "Silence 1 h", "Silence 4 h", "Silence until 08:00"]
+    assert_clean(actor)
 
 
 def test_until_eight_sends_the_next_local_eight_oclock(stack: Stack, open_page: Any) -> None:
