@@ -222,6 +222,22 @@ def shown_alert(watch: PageWatch, name: str) -> dict[str, Any] | None:
     }})()""")
 
 
+# Records, in the page, the seq shown when HubPageSilenceMe first renders as silenced (the header's
+# seq is written before the panels, so an observer of the alert list reads the same snapshot's).
+FIRST_SILENCED_SEQ = """(() => {
+    window.__firstSilencedSeq = null;
+    new MutationObserver(() => {
+        if (window.__firstSilencedSeq !== null) return;
+        const li = [...document.querySelectorAll('#alert-list li.alert')]
+            .find((x) => x.querySelector('.name').textContent === 'HubPageSilenceMe');
+        if (li && li.querySelector('.silenced-by')) {
+            window.__firstSilencedSeq = Number(document.getElementById('conn-seq').dataset.raw);
+        }
+    }).observe(document.getElementById('alert-list'), {childList: true, subtree: true});
+    return true;
+})()"""
+
+
 def local_text(iso: str) -> str:
     """The page's local rendering of `iso` (the browser and this process share the machine's zone)."""
     at = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
@@ -257,6 +273,8 @@ def test_a_silence_set_from_the_page_shows_on_every_client_and_expires(stack: St
         assert actor.js("document.activeElement.name") == "comment"
         actor.page.keyboard.press("Tab")
         assert actor.js("document.activeElement.textContent") == "Silence 1 h"
+        for watch in (actor, wall):   # the seq each page shows when the silence first appears on it
+            watch.js(FIRST_SILENCED_SEQ)
         with actor.page.expect_response(lambda r: r.url.endswith("/api/silences")
                                         and r.request.method == "POST") as answer:
             actor.page.keyboard.press("Enter")
@@ -271,7 +289,8 @@ def test_a_silence_set_from_the_page_shows_on_every_client_and_expires(stack: St
         for watch in (actor, wall):
             seen = wait_for(lambda w=watch: (a := shown_alert(w, "HubPageSilenceMe")) and "silenced" in a["badges"]
                             and a, timeout=WAIT, what="the alert shown silenced")
-            assert seen["seq"] <= seq_after + 2, (seen["seq"], seq_after)
+            first = watch.js("window.__firstSilencedSeq")
+            assert seen["seq"] >= first and first <= seq_after + 2, (first, seq_after)
             assert seen["who"] == "alice" and seen["why"] == COMMENT
             assert seen["untilIso"] == held["endsAt"] and seen["until"] == local_text(held["endsAt"])
             assert seen["line"] == f"silenced by alice until {local_text(held['endsAt'])}: {COMMENT}"
@@ -410,6 +429,16 @@ def test_a_page_that_may_not_act_has_no_controls(stack: Stack, open_page: Any, t
     assert (status, body) == (403, {"error": "forbidden: token 'wall' may not silence (its actions: [])"})
     assert stack.am.silences("active", "pending") == []  # type: ignore[union-attr]
     assert_clean(wall)
+
+    # The wall screen has no controls, whatever its token may do.
+    kiosk = open_page()
+    kiosk.page.goto(stack.url + f"/?kiosk#token={ACTOR}")
+    wait_for(lambda: kiosk.js("window.hubDebug && hubDebug.conn === 'live' && hubDebug.me !== undefined && "
+                              "document.querySelectorAll('#health-list li.check').length === 1"),
+             timeout=WAIT, what="the wall screen live")
+    assert kiosk.js("hubDebug.view") == "kiosk" and kiosk.js("hubDebug.me")["actions"] == ["silence"]
+    assert kiosk.page.locator(CONTROLS).count() == 0
+    assert_clean(kiosk)
 
     # Open mode (no tokens): no credential, so /api/me is not even asked, and no controls.
     assert stack.am is not None
