@@ -5,7 +5,8 @@
 //   connection.js  token auth, the socket, backoff, watchdog
 //   stream.js      which snapshots to accept: seq, epoch, hub restarts
 //   charts.js      chart points (the hub's, as sent) and uPlot drawing
-//   panels.js      the header and sections; health.js the Health panel
+//   panels.js      the header and sections; alerts.js, health.js the Alerts and Health panels
+//   actions.js     what the token may do (/api/me); silence, expire, mute and unmute controls
 //   banner.js      the stale banner; view.js the kiosk view (`/?kiosk`)
 
 import { initCharts, seriesLengths } from "./charts.js";
@@ -28,6 +29,8 @@ Object.defineProperty(window, "hubDebug", {
     get firstBatch() { return state.firstBatch; },
     get view() { return VIEW; },
     get retries() { return state.retries; },
+    // What /api/me allowed (null: no controls), once it was asked (undefined before).
+    get me() { return state.meChecked ? (state.me && JSON.parse(JSON.stringify(state.me))) : undefined; },
     get lastDataAt() { return state.last ? state.lastAt : null; },
     seqs() { return state.points.map((p) => p.seq); },
     seriesLengths,

@@ -1,9 +1,10 @@
 // The connection: token auth, one WebSocket with chart points on connect, backoff, and a watchdog
 // that replaces a silent socket. Messages go to stream.accept().
 
+import { refreshMe } from "./actions.js";
 import { $ } from "./format.js";
-import { setConn, updateBadge } from "./panels.js";
-import { MAX_POINTS, TOKEN_KEY, silentLimit, state } from "./state.js";
+import { render, setConn, updateBadge } from "./panels.js";
+import { MAX_POINTS, TOKEN_KEY, authHeaders, silentLimit, state } from "./state.js";
 import { accept, acceptPoints } from "./stream.js";
 
 const BACKOFF_BASE_MS = 1000;
@@ -15,15 +16,12 @@ const TOKEN_RE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
 // ------------------------------------------------------------------ auth
 
 function saveToken(token) {
+  if (token !== state.token) state.me = null;   // another credential: its rights are asked anew
   state.token = token;
   try {
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     else sessionStorage.removeItem(TOKEN_KEY);
   } catch (e) { /* storage disabled: keep the token for this page only */ }
-}
-
-function authHeaders() {
-  return state.token ? { Authorization: "Bearer " + state.token } : {};
 }
 
 function askToken() {
@@ -72,6 +70,7 @@ async function probeAuth() {
   }
   if (res.status !== 401) {
     $("auth").hidden = true;
+    checkActions();
     return true;
   }
   if (state.token) saveToken("");   // rejected: forget it
@@ -82,6 +81,12 @@ async function probeAuth() {
   if ($("auth").hidden) showAuth("This hub needs an access token.");
   else setConn("unauthorized");
   return false;
+}
+
+// What the token may do decides which controls the panels show: asked again on every (re)connect,
+// so a token whose rights changed with the hub's config gets the new controls without a reload.
+function checkActions() {
+  refreshMe().then((changed) => { if (changed && state.last) render(state.last); });
 }
 
 // ------------------------------------------------------------------ socket

@@ -63,3 +63,26 @@ export function setBadge(e, status) {
   e.className = "badge st-" + s.replace(/[^a-z]/g, "");
   e.textContent = s;
 }
+
+const pad2 = (n) => String(n).padStart(2, "0");
+
+/** A moment in local time: "HH:MM" when it is today, else "YYYY-MM-DD HH:MM"; null when unparseable. */
+export function fmtLocal(iso) {
+  const ms = Date.parse(iso);
+  if (!Number.isFinite(ms)) return null;
+  const d = new Date(ms);
+  const hm = pad2(d.getHours()) + ":" + pad2(d.getMinutes());
+  if (d.toDateString() === new Date().toDateString()) return hm;
+  return d.getFullYear() + "-" + pad2(d.getMonth() + 1) + "-" + pad2(d.getDate()) + " " + hm;
+}
+
+/** "<verb> by <who> until <local time>: <why>", in spans .who, time.until (datetime = `until`), .why. */
+export function byLine(cls, verb, who, until, why) {
+  const line = el("div", cls);
+  const time = el("time", "until", fmtLocal(until) || String(until));
+  time.dateTime = String(until);
+  if (Number.isFinite(Date.parse(until))) time.title = new Date(Date.parse(until)).toLocaleString();
+  line.append(verb + " by ", el("span", "who", who || "unknown"), " until ", time);
+  if (why) line.append(": ", el("span", "why", why));
+  return line;
+}

@@ -1,7 +1,11 @@
-// The Health panel: each of the hub's HTTP / database checks, up or down, since when, latency, reason.
-// data.health = {healthy, details: {name: bool}, checks: {name: {up, status, latency_ms, error, since, failures}}}
+// The Health panel: each of the hub's HTTP / database checks, up or down, since when, latency, reason,
+// and its mutes (who, why, until when). With a token that may act (actions.js): "Mute 1 h" with a
+// comment on each check that is not muted, "Unmute" on each mute; without one, no controls.
+// data.health = {healthy, details: {name: bool}, checks: {name: {up, status, latency_ms, error, since, failures}},
+//                mutes: [{id, check, until, createdBy, comment}]}
 
-import { $, el, fmtDuration, fmtLatency, num } from "./format.js";
+import { mayAct, muteControls, unmuteControl } from "./actions.js";
+import { $, byLine, el, fmtDuration, fmtLatency, num } from "./format.js";
 import { MAX_LIST } from "./state.js";
 
 function rowsOf(health) {
@@ -31,13 +35,25 @@ function reasonOf(r) {
   return r.status !== null ? "HTTP " + r.status : "no reason given";
 }
 
-function row(r, now) {
+// The active mutes by check name (data.health.mutes; absent from an older hub).
+function mutesByCheck(health) {
+  const byCheck = new Map();
+  for (const m of Array.isArray(health.mutes) ? health.mutes : []) {
+    if (!m || typeof m !== "object" || typeof m.id !== "string" || typeof m.check !== "string") continue;
+    if (!byCheck.has(m.check)) byCheck.set(m.check, []);
+    byCheck.get(m.check).push(m);
+  }
+  return byCheck;
+}
+
+function row(r, now, mutes, act) {
   const li = el("li", "check " + (r.up ? "up" : "down"));
   li.dataset.check = r.name;
   li.dataset.up = String(r.up);
   const head = el("div", "check-head");
   head.append(el("span", "badge " + (r.up ? (r.failures > 0 ? "st-partial" : "st-ok") : "st-error"),
     r.up ? "up" : "down"), el("span", "name", r.name));
+  if (mutes.length) head.append(el("span", "badge st-mute", "muted"));
   if (Number.isFinite(r.since)) {
     const since = el("span", "muted since", "for " + fmtDuration((now - r.since) / 1000));
     since.title = (r.up ? "up since " : "down since ") + new Date(r.since).toLocaleString();
@@ -51,6 +67,13 @@ function row(r, now) {
     // Not down yet (the hub waits for several failures in a row), but say what is going wrong.
     li.append(el("div", "reason warn", "failing (" + r.failures + "×): " + reasonOf(r)));
   }
+  for (const m of mutes) {
+    const line = byLine("muted-by", "muted", m.createdBy, m.until, m.comment);
+    line.dataset.mute = m.id;
+    if (act) line.append(unmuteControl(m.id));
+    li.append(line);
+  }
+  if (act && mutes.length === 0) li.append(muteControls(r.name));
   return li;
 }
 
@@ -70,7 +93,9 @@ export function renderHealth(health) {
   head.textContent = "(" + (rows.length - down) + " up · " + down + " down)";
   head.dataset.raw = String(down);
   const now = Date.now();
-  const items = rows.slice(0, MAX_LIST).map((r) => row(r, now));
+  const mutes = mutesByCheck(health);
+  const act = mayAct("health");
+  const items = rows.slice(0, MAX_LIST).map((r) => row(r, now, mutes.get(r.name) || [], act));
   if (rows.length > MAX_LIST) items.push(el("li", "muted", "… and " + (rows.length - MAX_LIST) + " more"));
   if (rows.length === 0) items.push(el("li", "muted", "No health checks configured."));
   list.replaceChildren(...items);

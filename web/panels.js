@@ -1,5 +1,7 @@
 // The panels: one snapshot rendered into the header and every section, text only.
 
+import { renderKeeping } from "./actions.js";
+import { renderAlerts } from "./alerts.js";
 import { isStale, renderBanner } from "./banner.js";
 import { byJob } from "./charts.js";
 import {
@@ -8,19 +10,24 @@ import {
 import { renderHealth } from "./health.js";
 import { MAX_LIST, SOURCES, state } from "./state.js";
 
-/** Show `snap` (the latest accepted snapshot) everywhere. */
+/** Show `snap` (the latest accepted snapshot) everywhere; controls and the focus are kept. */
 export function render(snap) {
-  const d = snap.data || {};
-  $("conn-seq").textContent = "seq " + snap.seq;
-  $("conn-seq").dataset.raw = String(snap.seq);
-  $("conn-seq").title = typeof snap.epoch === "string" ? "epoch " + snap.epoch : "";
-  renderSources(snap.sources || {});
-  renderSystem(d.system, snap);
-  renderApplication(d.application, snap);
-  renderBusiness(d.business, snap);
-  renderAlerts(d.alerts, snap);
-  if (sectionState("health", "health", snap)) renderHealth(d.health);
-  else renderHealth(null);
+  renderKeeping(() => {
+    const d = snap.data || {};
+    $("conn-seq").textContent = "seq " + snap.seq;
+    $("conn-seq").dataset.raw = String(snap.seq);
+    $("conn-seq").title = typeof snap.epoch === "string" ? "epoch " + snap.epoch : "";
+    renderSources(snap.sources || {});
+    renderSystem(d.system, snap);
+    renderApplication(d.application, snap);
+    renderBusiness(d.business, snap);
+    // With Alertmanager configured, alerts are its (and an empty panel names it as the reason).
+    $("alerts").dataset.source = snap.sources && snap.sources.alertmanager ? "alertmanager" : "prometheus";
+    if (sectionState("alerts", "alerts", snap)) renderAlerts(d.alerts, d.silences);
+    else renderAlerts(null, null);
+    if (sectionState("health", "health", snap)) renderHealth(d.health);
+    else renderHealth(null);
+  });
 }
 
 /**
@@ -148,37 +155,6 @@ function renderBusiness(biz, snap) {
   });
   if (rows.length === 0) items.push(el("li", "muted", "No appointments in the window."));
   $("specialties").replaceChildren(...items);
-}
-
-const SEVERITIES = ["critical", "error", "warning", "info"];
-
-function renderAlerts(alerts, snap) {
-  const list = $("alert-list");
-  if (!sectionState("alerts", "alerts", snap)) {
-    list.replaceChildren();
-    $("v-alerts").textContent = "";
-    return;
-  }
-  const firing = alerts.filter((x) => x && x.state === "firing").length;
-  $("v-alerts").textContent = "(" + firing + " firing · " + (alerts.length - firing) + " pending)";
-  $("v-alerts").dataset.raw = String(firing);
-  const now = Date.now();
-  const items = alerts.slice(0, MAX_LIST).map((x) => {
-    const sev = String((x && x.severity) || "none").toLowerCase();
-    const li = el("li", "alert sev-" + (SEVERITIES.includes(sev) ? sev : "other") + " state-" +
-      (x.state === "firing" ? "firing" : "pending"));
-    const head = el("div", "alert-head");
-    head.append(el("span", "badge sev", sev), el("span", "name", x.name || "unnamed"),
-      el("span", "muted", String(x.state || "")));
-    const since = Date.parse(x.activeAt);
-    if (Number.isFinite(since)) head.append(el("span", "muted", "for " + fmtDuration((now - since) / 1000)));
-    li.append(head);
-    if (x.summary) li.append(el("div", "summary", x.summary));
-    return li;
-  });
-  if (alerts.length > MAX_LIST) items.push(el("li", "muted", "… and " + (alerts.length - MAX_LIST) + " more"));
-  if (alerts.length === 0) items.push(el("li", "muted none", "Nothing firing."));
-  list.replaceChildren(...items);
 }
 
 // ------------------------------------------------------------------ connection badge

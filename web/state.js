@@ -7,11 +7,16 @@ export const TOKEN_KEY = "hub.token";
 export const STALE_AFTER = 2;           // intervals without data before the page says so, loudly
 export const WATCHDOG_MIN_S = 20;       // never replace a silent socket sooner than this
 // The sources named in the header, in order (the hub's `sources` keys).
-export const SOURCES = ["process", "prometheus", "business", "health"];
+export const SOURCES = ["process", "prometheus", "alertmanager", "business", "health"];
 
 /** Seconds a socket may stay silent before the watchdog replaces it. */
 export function silentLimit() {
   return Math.max(4 * state.interval, WATCHDOG_MIN_S);
+}
+
+/** The REST headers that carry the access token (none without one). */
+export function authHeaders() {
+  return state.token ? { Authorization: "Bearer " + state.token } : {};
 }
 
 function loadToken() {
@@ -44,4 +49,6 @@ export const state = {
   token: loadToken(),
   dirty: false,        // charts need a redraw once the tab is visible again
   firstBatch: 0,       // snapshots in the page's first non-empty message (the history)
+  me: null,            // GET /api/me for the token: {name, topics, actions}; null: none, so no controls
+  meChecked: false,    // /api/me was answered (or skipped: no token) at least once
 };

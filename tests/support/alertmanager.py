@@ -67,7 +67,8 @@ class AlertmanagerServer:
     """One Alertmanager process with a webhook receiver; every alert goes to it, grouped by `group_by`."""
 
     def __init__(self, binary: str, workdir: Path, *, group_wait: str = "2s", group_interval: str = "2s",
-                 group_by: tuple[str, ...] = ("alertname",)) -> None:
+                 group_by: tuple[str, ...] = ("alertname",),
+                 inhibit_rules: tuple[dict[str, Any], ...] = ()) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
@@ -78,6 +79,7 @@ class AlertmanagerServer:
         self.log_path = workdir / "alertmanager.log"
         self.route = {"receiver": "hook", "group_by": list(group_by), "group_wait": group_wait,
                       "group_interval": group_interval, "repeat_interval": "1h"}
+        self.inhibit_rules = list(inhibit_rules)   # Alertmanager's own form (source_matchers, ...)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -86,6 +88,8 @@ class AlertmanagerServer:
         cfg = {"route": self.route,
                "receivers": [{"name": "hook", "webhook_configs": [{"url": self.receiver.url,
                                                                    "send_resolved": True}]}]}
+        if self.inhibit_rules:
+            cfg["inhibit_rules"] = self.inhibit_rules
         self.config_path.write_text(json.dumps(cfg, indent=2))  # JSON is valid YAML
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
