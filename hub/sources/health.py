@@ -204,7 +204,6 @@ class HealthSource(Source):
                 st.reason = o.error or "failed"
         self._states.remind(name, now)
         if self._metrics is not None:
-            self._metrics.health_check_up.labels(name).set(1 if st.up else 0)
             self._metrics.health_check_latency.labels(name).set(o.elapsed)
 
     def _snapshot(self) -> dict[str, Any]:
