@@ -31,6 +31,7 @@ from hub.scheduler import Scheduler
 from hub.secrets import Secrets
 from hub.sources.alertmanager import AlertmanagerSource
 from hub.sources.base import Source, WindowedMetrics
+from hub.sources.health_silences import AlertSilences
 from hub.state import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,10 @@ def build_sources(config: Config, *, secrets: Secrets, metrics: HubMetrics, broa
         enabled.append(PrometheusSource(prom, secrets=secrets))
     else:
         disabled.append(("prometheus", ("system",) if am else ("system", "alerts")))
+    # A health check whose alert Alertmanager silences keeps the direct channels quiet too.
+    silenced = AlertSilences() if am and src.health.enabled else None
     if am:  # when off, neither data.silences nor sources.alertmanager appear: snapshots stay as before
-        enabled.append(AlertmanagerSource(src.alertmanager, secrets=secrets))
+        enabled.append(AlertmanagerSource(src.alertmanager, secrets=secrets, health_silences=silenced))
     if src.business.enabled:
         from hub.sources.business import BusinessSource
 
@@ -80,7 +83,7 @@ def build_sources(config: Config, *, secrets: Secrets, metrics: HubMetrics, broa
         from hub.sources.health import HealthSource
 
         enabled.append(HealthSource(src.health, secrets=secrets, database_ping=business.ping if business else None,
-                                    metrics=metrics, notifier=notifier, store=store))
+                                    metrics=metrics, notifier=notifier, store=store, alert_silences=silenced))
     else:
         disabled.append(("health", ("health",)))
     replaced = {s.name for s in extra}

@@ -17,6 +17,7 @@ from prometheus_client import (
 
 from hub import __version__
 from hub.client import CloseReason
+from hub.health_export import HealthUpExport
 
 #: why a REST request was refused (hub_http_rejected_total); WebSocket upgrades count in hub_ws_rejected_total
 HTTP_REJECT_REASONS = ("unauthorized", "auth_rate_limited", "topic_not_allowed", "forbidden", "busy")
@@ -107,10 +108,8 @@ class HubMetrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         # Health checks and notifications (issue 15)
-        self.health_check_up = Gauge(
-            "hub_health_check_up",
-            "1 when the health check counts as up; 0 after sources.health.failures_before_down failures in a row.",
-            ["check"], registry=r)
+        #: follows the snapshots this replica serves (hub.health_export), not the checks it ran
+        self.health_check_up = HealthUpExport(r)
         self.health_check_latency = Gauge(
             "hub_health_check_latency_seconds",
             "Duration of the check's last attempt, failed ones included (a timeout reads as the timeout).",

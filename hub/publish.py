@@ -55,6 +55,8 @@ class Publisher(abc.ABC):
         self.broadcaster = broadcaster
         self.metrics = metrics
         self.statuses = SourceStatuses(metrics)
+        # A stalled replica's last snapshot may be outdated: it exports no check state meanwhile.
+        metrics.health_check_up.fresh = lambda: not self.stalled()
         #: error of the last tick that failed as a whole (None after a good one)
         self.tick_error: str | None = None
         #: True once a snapshot has been delivered and the latest tick did not fail
@@ -77,9 +79,11 @@ class Publisher(abc.ABC):
         return False
 
     async def deliver(self, entry: Entry, data: Mapping[str, Any], statuses: Mapping[str, Any]) -> None:
-        """Hand a numbered snapshot to the broadcaster and account its source statuses."""
+        """Hand a numbered snapshot to the broadcaster; account its source statuses and the health
+        checks' states it carries (hub_health_check_up follows what a replica serves)."""
         if await self.broadcaster.deliver(entry, data):
             self.statuses.observe(statuses)
+            self.metrics.health_check_up.observe(data)
 
     def tick_failed(self, exc: BaseException) -> None:
         """Count and report a tick that failed as a whole (logged once per distinct reason)."""

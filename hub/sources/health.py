@@ -23,6 +23,7 @@ from hub.config import HealthSourceConfig
 from hub.secrets import Secrets
 from hub.sources.base import Source, SourceResult
 from hub.sources.health_mutes import MuteBook, MuteGate
+from hub.sources.health_silences import AlertSilences
 from hub.sources.health_state import CheckStates
 from hub.sources.http_errors import transport_reason
 from hub.state import MemoryStore, Store
@@ -68,7 +69,7 @@ class HealthSource(Source):
     def __init__(self, cfg: HealthSourceConfig, *, secrets: Secrets,
                  database_ping: Callable[[], Awaitable[None]] | None = None,
                  metrics: HubMetrics | None = None, notifier: Notifier | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, alert_silences: AlertSilences | None = None) -> None:
         # `cfg` was validated by hub/config, the one place that does; it is used as given.
         self.timeout = cfg.timeout
         self._checks = dict(cfg.checks)
@@ -83,7 +84,8 @@ class HealthSource(Source):
         self._states = CheckStates(names, store=store if store is not None else MemoryStore(), notifier=notifier)
         #: mutes of the configured checks (the HTTP API's side), and what each collection does with them
         self.mutes = MuteBook(store=self._states.store, checks=self._checks, max_mute_s=cfg.max_mute_s)
-        self._mute_gate = MuteGate(self.mutes)
+        # A check whose alert Alertmanager silences is held like a muted one (hub.sources.health_silences).
+        self._mute_gate = MuteGate(self.mutes, silenced=alert_silences.silenced if alert_silences else None)
         self._client: httpx.AsyncClient | None = None
         self._filter = secrets.log_filter()
 
@@ -204,7 +206,6 @@ class HealthSource(Source):
                 st.reason = o.error or "failed"
         self._states.remind(name, now)
         if self._metrics is not None:
-            self._metrics.health_check_up.labels(name).set(1 if st.up else 0)
             self._metrics.health_check_latency.labels(name).set(o.elapsed)
 
     def _snapshot(self) -> dict[str, Any]:

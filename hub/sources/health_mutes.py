@@ -128,12 +128,15 @@ class MuteBook:
 class MuteGate:
     """The collector's side of the mutes, called by the health source at each collection."""
 
-    def __init__(self, book: MuteBook) -> None:
+    def __init__(self, book: MuteBook, *, silenced: Callable[[Collection[str]], frozenset[str]] | None = None) -> None:
         self.book = book
+        #: which of the checks are silenced in Alertmanager (held like muted ones), when that is known
+        self._silenced = silenced
         self.muted: frozenset[str] = frozenset()
         self._shown: list[dict[str, Any]] = []
         self._held: dict[str, dict[str, Any]] = {}
         self._error: str | None = None
+        self._mute_checks: frozenset[str] = frozenset()
 
     async def load(self) -> bool:
         """Read the mutes and held messages, deleting the expired mutes; False when the store is unreachable
@@ -153,7 +156,9 @@ class MuteGate:
             return False
         self._error = None
         active = sorted((m for m in mutes if m.until > now), key=lambda m: (m.until, m.check, m.id))
-        self.muted = frozenset(m.check for m in active)
+        self.muted = self._mute_checks = frozenset(m.check for m in active)
+        if self._silenced is not None:
+            self.muted |= self._silenced(self.book.checks)
         self._shown = [m.shown() for m in active]
         return True
 
@@ -193,7 +198,8 @@ class MuteGate:
             return False
         for name, held in changed.items():
             for p in states.states[name].pending:
-                logger.info("health check %s: %s transition not announced: the check is muted", name, p["kind"])
+                logger.info("health check %s: %s transition not announced: the check is muted%s", name, p["kind"],
+                            "" if name in self._mute_checks else " (its alert is silenced in Alertmanager)")
             states.states[name].pending.clear()
             if held is None:
                 self._held.pop(name, None)

@@ -129,6 +129,28 @@ class AlertmanagerServer:
         """Silences Alertmanager holds, those in `states` when given (active, pending, expired)."""
         return [s for s in self.api("silences") if not states or s["status"]["state"] in states]
 
+    def create_silence(self, matchers: dict[str, str], *, hours: float = 1.0, created_by: str = "test",
+                       comment: str = "set by a test") -> str:
+        """A silence of equality `matchers` (name -> value) from now for `hours`, as amtool makes one; its id."""
+        now = time.time()
+
+        def iso(t: float) -> str:
+            return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + "Z"
+
+        body = {"matchers": [{"name": n, "value": v, "isRegex": False, "isEqual": True} for n, v in matchers.items()],
+                "startsAt": iso(now - 1), "endsAt": iso(now + hours * 3600), "createdBy": created_by,
+                "comment": comment}
+        req = urllib.request.Request(f"{self.url}/api/v2/silences", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return str(json.loads(resp.read())["silenceID"])
+
+    def expire_silence(self, silence_id: str) -> None:
+        """DELETE /api/v2/silence/`silence_id`: it ends now."""
+        req = urllib.request.Request(f"{self.url}/api/v2/silence/{silence_id}", method="DELETE")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
+
     def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
         """POST alerts as Prometheus would ({"labels", "annotations"}; firing from now)."""
         req = urllib.request.Request(f"{self.url}/api/v2/alerts", data=json.dumps(alerts).encode(),

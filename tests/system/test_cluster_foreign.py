@@ -229,13 +229,22 @@ async def test_the_publish_script_records_what_it_wrote_and_no_more(redis_server
 
 async def test_a_replica_whose_feed_stalls_says_so_on_ready(redis_server: RedisServer, aiohttp_client,
                                                              make_config) -> None:
-    conf = cluster_config(make_config, redis_server.url)
+    # One health check (refused at once): every replica exports its state, except while stalled.
+    conf = cluster_config(make_config, redis_server.url,
+                          sources={"health": {"enabled": True, "checks": {"backend": "http://127.0.0.1:9/"},
+                                              "failures_before_down": 1}})
     leader = await aiohttp_client(create_app(conf))
     edge = await aiohttp_client(create_app(conf, role="edge"))
     watchers = [Watcher(await c.ws_connect("/ws")) for c in (leader, edge)]
     await wait_for(lambda: all(len(w.updates) >= 3 for w in watchers), what="three ticks on both replicas")
+
+    async def check_up(c: Any) -> list[str]:
+        text = await (await c.get("/metrics")).text()
+        return [line for line in text.splitlines() if line.startswith("hub_health_check_up{")]
+
     for c in (leader, edge):
         assert (await c.get("/ready")).status == 200
+        assert await check_up(c) == ['hub_health_check_up{check="backend"} 0.0']
     r = Redis.from_url(redis_server.url)
     try:
         # A collector that holds the lease and publishes nothing (hung): Redis answers, the feed is silent.
@@ -256,6 +265,7 @@ async def test_a_replica_whose_feed_stalls_says_so_on_ready(redis_server: RedisS
             assert resp.status == 503 and body["status"] == "stalled", body
             assert body["cluster"]["redis"] == "up" and body["seq"] == last
             assert resp.headers["Retry-After"] == "1"
+            assert await check_up(c) == []  # what it last served may be outdated: no state claimed
         # Not before STALL_INTERVALS intervals of silence (less the time a snapshot takes to a client).
         assert waited >= STALL_INTERVALS * INTERVAL - 0.1, f"stalled after {waited:.2f} s of silence"
         assert max(max(w.seqs) for w in watchers) == last
@@ -267,6 +277,7 @@ async def test_a_replica_whose_feed_stalls_says_so_on_ready(redis_server: RedisS
         for c in (leader, edge):
             resp = await c.get("/ready")
             assert resp.status == 200 and (await resp.json())["status"] == "ready"
+            assert await check_up(c) == ['hub_health_check_up{check="backend"} 0.0']
         for w in watchers:
             assert_contiguous(w.seqs)
     finally:

@@ -118,23 +118,29 @@ async def test_down_only_after_n_failures_and_up_at_first_success(target: tuple[
     def gauge(name: str) -> float | None:
         return metrics.registry.get_sample_value(name, {"check": "frontend"})
 
+    async def collect() -> dict[str, Any]:
+        """One collection, served as a publisher serves it (hub_health_check_up follows served snapshots)."""
+        data = (await src.collect(2.0)).data
+        metrics.health_check_up.observe(data)
+        return data
+
     try:
-        first = (await src.collect(2.0)).data["health"]["checks"]["frontend"]
+        first = (await collect())["health"]["checks"]["frontend"]
         assert first["up"] and first["failures"] == 0
         t.toggle_status = 503
         for n in (1, 2):
-            c = (await src.collect(2.0)).data["health"]["checks"]["frontend"]
+            c = (await collect())["health"]["checks"]["frontend"]
             # failing, but not yet down: the reason shows, the state does not flip
             assert (c["up"], c["failures"], c["error"], c["since"]) == (True, n, "HTTP 503", first["since"])
             assert gauge("hub_health_check_up") == 1
-        h = (await src.collect(2.0)).data["health"]
+        h = (await collect())["health"]
         c = h["checks"]["frontend"]
         assert (c["up"], c["failures"], h["healthy"], h["details"]) == (False, 3, False, {"frontend": False})
         assert c["since"] >= first["since"]
         assert gauge("hub_health_check_up") == 0
         assert gauge("hub_health_check_latency_seconds") is not None
         t.toggle_status = 204
-        c = (await src.collect(2.0)).data["health"]["checks"]["frontend"]
+        c = (await collect())["health"]["checks"]["frontend"]
         assert (c["up"], c["failures"], c["error"], c["status"]) == (True, 0, None, 204)
         assert gauge("hub_health_check_up") == 1
     finally:
@@ -177,7 +183,7 @@ async def test_metrics_exposition_has_the_gauges(target: tuple[Target, str]) -> 
     metrics = HubMetrics()
     src = make_health_source({"backend": f"{url}/fail"}, failures_before_down=1, metrics=metrics)
     try:
-        await src.collect(2.0)
+        metrics.health_check_up.observe((await src.collect(2.0)).data)  # as the publisher does with it
     finally:
         await src.close()
     text = generate_latest(metrics.registry).decode()
@@ -238,7 +244,7 @@ async def test_prometheus_fires_hub_health_check_down(target: tuple[Target, str]
     app.router.add_get("/metrics", exposition)
     prom = None
     try:
-        await src.collect(2.0)
+        metrics.health_check_up.observe((await src.collect(2.0)).data)  # as the publisher does with it
         async with serve(app) as hub_url:
             prom = await asyncio.to_thread(
                 start_prometheus, tmp_path / "prom", targets={"hub": [hub_url.removeprefix("http://")]},

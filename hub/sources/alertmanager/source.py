@@ -11,6 +11,7 @@ from hub.secrets import Secrets
 from hub.sources.alertmanager.api import AlertmanagerAPI, Refused, Unavailable
 from hub.sources.alertmanager.shape import shape_alerts, shape_silences
 from hub.sources.base import Source, SourceError, SourceResult
+from hub.sources.health_silences import AlertSilences
 from hub.sources.prometheus.shape import BadAnswer
 from hub.tasks import cancel_and_wait
 from hub.vocab import safe_text
@@ -24,9 +25,12 @@ class AlertmanagerSource(Source):
     name = "alertmanager"
     sections = ("alerts", "silences")
 
-    def __init__(self, cfg: AlertmanagerSourceConfig, *, secrets: Secrets) -> None:
+    def __init__(self, cfg: AlertmanagerSourceConfig, *, secrets: Secrets,
+                 health_silences: AlertSilences | None = None) -> None:
         self.timeout = cfg.timeout
         self.api = AlertmanagerAPI(cfg, secrets=secrets)
+        #: told what each read found, so silenced health checks' direct messages are held
+        self._health_silences = health_silences
 
     async def start(self) -> None:
         await self.api.start()
@@ -55,6 +59,8 @@ class AlertmanagerSource(Source):
             else:
                 data[name], warns = outcome
                 warnings += [f"{name}: {w}" for w in warns]
+        if self._health_silences is not None:
+            self._health_silences.observe(data.get("alerts"), data.get("silences"))
         if len(errors) == len(tasks):
             messages = set(errors.values())
             raise SourceError(messages.pop() if len(messages) == 1
