@@ -19,6 +19,7 @@ from hub import mute_views, silences, views, ws
 from hub.admission import Admission, parse_networks
 from hub.audit import Audit
 from hub.auth import Authenticator, AuthFailures
+from hub.backfill import Backfill
 from hub.broadcast import Broadcaster
 from hub.config import Config, secrets_of
 from hub.context import CONFIG_KEY, HUB, METRICS_KEY, Hub
@@ -33,6 +34,7 @@ from hub.sources.alertmanager import AlertmanagerSource
 from hub.sources.base import Source, WindowedMetrics
 from hub.sources.health_silences import AlertSilences
 from hub.state import Store, open_store
+from hub.tasks import cancel_and_wait, spawn
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,19 @@ async def _sweep_auth_failures(hub: Hub) -> None:
         hub.audit.sweep()  # rejected_repeated lines of ended windows
 
 
-def _lifecycle(sources: Sequence[Source], notifier: Notifier | None, store: Store):  # type: ignore[no-untyped-def]
+def _backfill(config: Config, role: str, broadcaster: Broadcaster, secrets: Secrets) -> Backfill | None:
+    """The start-up backfill from Prometheus, or None (disabled, an edge replica, or cluster mode:
+    there the history lives in the Redis stream every replica reads, not in this process)."""
+    prom = config.sources.prometheus
+    if role != "all" or config.cluster.redis_url or not prom.enabled or not prom.backfill:
+        return None
+    b = config.broadcast
+    return Backfill(prom, interval=b.interval, history_size=b.history_size, broadcaster=broadcaster,
+                    secrets=secrets)
+
+
+def _lifecycle(sources: Sequence[Source], notifier: Notifier | None, store: Store,  # type: ignore[no-untyped-def]
+               backfill: Backfill | None = None):
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         """Start the audit writer, notifier, sources and the publisher; on cleanup stop them in reverse."""
         hub = app[HUB]
@@ -139,7 +153,10 @@ def _lifecycle(sources: Sequence[Source], notifier: Notifier | None, store: Stor
             raise
         tasks = [asyncio.create_task(hub.publisher.run(), name="hub-publisher"),
                  asyncio.create_task(_sweep_auth_failures(hub), name="hub-auth-sweep")]
+        # After the publisher: the first tick is never behind the backfill, which runs beside it.
+        filling = [spawn(backfill.run(), name="hub-backfill")] if backfill is not None else []
         yield
+        await cancel_and_wait(filling)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -247,6 +264,6 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     page.add_routes(app)
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
-    app.cleanup_ctx.append(_lifecycle(sources, notifier, store))
+    app.cleanup_ctx.append(_lifecycle(sources, notifier, store, _backfill(config, role, broadcaster, secrets)))
     app.on_shutdown.append(_on_shutdown)
     return app

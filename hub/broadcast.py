@@ -174,9 +174,23 @@ class Broadcaster:
             self.metrics.ticks.inc()
             self.metrics.seq.set(entry.seq)
             self.metrics.history_bytes.set(self.feed.bytes)
-            self.metrics.history_entries.set(len(self.feed.history))
+            self.metrics.history_entries.set(len(self.feed.backfill) + len(self.feed.history))
             await self._fan_out(entry)
             return True
+
+    async def backfill(self, items: Sequence[tuple[str, Mapping[str, Any], dict[str, bytes]]]) -> int:
+        """Put backfilled snapshots before the live ones (`Feed.add_backfill`); sends nothing, moves no seq.
+
+        Under the delivery lock, like a delivery: joins built before it are dropped, so the next
+        joiner's `history` or `points` holds them.
+        """
+        async with self._lock:
+            kept = self.feed.add_backfill(items)
+            if kept:
+                self._joins.clear()
+                self.metrics.history_bytes.set(self.feed.bytes)
+                self.metrics.history_entries.set(len(self.feed.backfill) + len(self.feed.history))
+            return kept
 
     async def _fan_out(self, entry: Entry) -> None:
         t0 = time.perf_counter()
@@ -226,14 +240,14 @@ class Broadcaster:
         """
         feed = self.feed
         for attempt in range(1, JOIN_ATTEMPTS + 1):
-            mark = (feed.epoch, feed.seq)
+            mark = (feed.epoch, feed.seq, len(feed.backfill_points))
             frames: list[bytes] = []
             if attempt < JOIN_ATTEMPTS:
                 frames = await self._first(client, history, points)
             async with self._lock:
                 if attempt == JOIN_ATTEMPTS:
                     frames = await self._first(client, history, points)  # ticks kept outrunning the build
-                elif (feed.epoch, feed.seq) != mark:
+                elif (feed.epoch, feed.seq, len(feed.backfill_points)) != mark:
                     continue  # a snapshot landed while building: build again for the new one
                 for frame in frames:
                     client.send_prepared(frame)

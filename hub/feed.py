@@ -42,6 +42,9 @@ class Entry:
     #: the chart point (`chart_point`), set when the feed keeps the entry: the one definition the
     #: page plots, sent with the snapshot so that no client derives it again
     point: dict[str, Any] | None = None
+    #: filled from Prometheus's past at start (hub/backfill.py): sent without `seq`, with
+    #: `"backfill": true`, always before the live entries
+    backfill: bool = False
 
     def __post_init__(self) -> None:
         self.size = self.raw_size + 120
@@ -81,7 +84,8 @@ class Entry:
         """
         names, srcs = self._select(topics, source_sections)
         z = (pieces if pieces is not None else self.deflated[window]) if window else None
-        out = [b'{"type":"metrics_update","seq":' + str(self.seq).encode() + b',"epoch":' + _key(self.epoch)
+        numbered = b'"backfill":true' if self.backfill else b'"seq":' + str(self.seq).encode()
+        out = [b'{"type":"metrics_update",' + numbered + b',"epoch":' + _key(self.epoch)
                + b',"timestamp":' + _key(self.timestamp) + b',"data":{']
         for prefix, keys, values in (("d", names, self.sections), ("s", srcs, self.sources)):
             if prefix == "s":
@@ -154,15 +158,19 @@ def _by_job(result: Any, how: str) -> dict[str, float] | None:
     return out
 
 
-def chart_point(seq: int, timestamp: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    """What the page's charts plot from one snapshot: a few numbers, whatever the fleet's size."""
+def chart_point(seq: int | None, timestamp: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the page's charts plot from one snapshot: a few numbers, whatever the fleet's size.
+
+    A backfilled snapshot (`seq` None) gets `"backfill": true` instead of a `seq`.
+    """
     sys_ = data.get("system") if isinstance(data.get("system"), dict) else None
     app = data.get("application") if isinstance(data.get("application"), dict) else None
     biz = data.get("business") if isinstance(data.get("business"), dict) else None
     appts = biz.get("appointments") if biz and isinstance(biz.get("appointments"), dict) else None
     mem = app.get("memoryUsage") if app and isinstance(app.get("memoryUsage"), dict) else None
-    return {
-        "seq": seq, "timestamp": timestamp,
+    head: dict[str, Any] = {"backfill": True} if seq is None else {"seq": seq}
+    return head | {
+        "timestamp": timestamp,
         "rate": _by_job(sys_.get("requestRate"), "sum") if sys_ else None,
         "p95": _by_job(sys_.get("responseTime"), "max") if sys_ else None,
         "rss": _num(mem.get("rss")) if mem else None,
@@ -181,7 +189,7 @@ def filter_point(point: dict[str, Any], topics: tuple[str, ...] | None) -> dict[
     """`point` without the fields of topics outside `topics` (None: unchanged)."""
     if topics is None:
         return point
-    return {k: v for k, v in point.items() if POINT_TOPIC.get(k, "") in topics or k in ("seq", "timestamp")}
+    return {k: v for k, v in point.items() if POINT_TOPIC.get(k, "") in topics or k in ("seq", "timestamp", "backfill")}
 
 
 # ------------------------------------------------------------------------------ the feed
@@ -201,6 +209,11 @@ class Feed:
         #: source name -> data sections it fills, for filtering `sources` per topic set
         self.source_sections = dict(source_sections)
         self.default_epoch = ""
+        #: backfilled entries and points (hub/backfill.py): older than every live one, evicted first
+        self.backfill: collections.deque[Entry] = collections.deque()
+        self.backfill_points: collections.deque[dict[str, Any]] = collections.deque()
+        #: timestamp of the first live entry of this epoch: backfill stops before it
+        self.first_live: str | None = None
 
     @property
     def latest(self) -> Entry | None:
@@ -230,8 +243,13 @@ class Feed:
             if entry.epoch != latest.epoch:
                 self.history.clear()
                 self.points.clear()
+                self.backfill.clear()
+                self.backfill_points.clear()
                 self.bytes = 0
+                self.first_live = None
             latest.frames = {}  # only the latest keeps ready frames
+        if self.first_live is None:
+            self.first_live = entry.timestamp
         if entry.point is None:
             entry.point = chart_point(entry.seq, entry.timestamp, data)
             entry.size += len(orjson.dumps(entry.point)) + 9  # ,"point":
@@ -239,8 +257,33 @@ class Feed:
         self.bytes += entry.size
         self._evict()
         self.points.append(entry.point)
+        if self.backfill_points and len(self.backfill_points) + len(self.points) > self.history_size:
+            self.backfill_points.popleft()
         return True
 
+    def add_backfill(self, entries: Iterable[tuple[str, Mapping[str, Any], dict[str, bytes]]]) -> int:
+        """Keep backfilled snapshots (timestamp, parsed data, encoded sections; oldest first) before
+        the live ones; returns how many were kept.
+
+        Only once per epoch, only those older than the first live snapshot, and only as many as
+        `history_size` and `history_max_bytes` leave room for beside the live ones (the newest
+        first). They carry the feed's epoch and never move `seq` or `epoch`.
+        """
+        if self.backfill or self.backfill_points:
+            return 0
+        items = [e for e in entries if self.first_live is None or e[0] < self.first_live]
+        room = self.history_size - max(len(self.history), len(self.points))
+        items = items[-room:] if room > 0 else []
+        for timestamp, data, sections in items:
+            entry = Entry(seq=0, epoch=self.epoch, timestamp=timestamp, sections=sections, sources={},
+                          backfill=True)
+            entry.point = chart_point(None, timestamp, data)
+            entry.size += len(orjson.dumps(entry.point)) + 9
+            self.backfill.append(entry)
+            self.backfill_points.append(entry.point)
+            self.bytes += entry.size
+        self._evict()
+        return len(items)
     def attach(self, entry: Entry, window: int, pieces: dict[str, Deflated]) -> None:
         """Keep `pieces` (entry.compress(window)) with `entry`, counted in the byte budget."""
         if window in entry.deflated:
@@ -253,15 +296,19 @@ class Feed:
             self._evict()
 
     def _evict(self) -> None:
-        # By count, then by bytes; the latest always stays.
+        # By count, then by bytes; backfilled entries first (they are the oldest); the latest always stays.
+        while self.backfill and (len(self.backfill) + len(self.history) > self.history_size
+                                 or self.bytes > self.max_bytes):
+            self.bytes -= self.backfill.popleft().size
         while len(self.history) > 1 and (len(self.history) > self.history_size or self.bytes > self.max_bytes):
             self.bytes -= self.history.popleft().size
 
     def items(self, limit: int, *, after: int = 0) -> list[Entry]:
-        """Up to `limit` most recent entries with seq > `after`, oldest first."""
+        """Up to `limit` most recent entries with seq > `after`, oldest first (backfilled ones, which
+        come before every live one, only without `after`)."""
         if limit <= 0:
             return []
-        out = [e for e in self.history if e.seq > after] if after else list(self.history)
+        out = [e for e in self.history if e.seq > after] if after else [*self.backfill, *self.history]
         return out[-limit:]
 
     def within(self, entries: Iterable[Entry], topics: tuple[str, ...] | None, max_bytes: int | None) -> list[Entry]:
@@ -290,6 +337,6 @@ class Feed:
 
     def encode_points(self, limit: int, topics: tuple[str, ...] | None) -> bytes:
         """The `points` message: up to `limit` most recent chart points, oldest first."""
-        pts = list(self.points)[-limit:] if limit > 0 else []
+        pts = [*self.backfill_points, *self.points][-limit:] if limit > 0 else []
         return orjson.dumps({"type": "points", "epoch": self.epoch, "seq": self.seq,
                              "items": [filter_point(p, topics) for p in pts]})

@@ -43,6 +43,23 @@ export function addPoint(p) {
   return true;
 }
 
+/**
+ * Put `points` (oldest first; backfilled ones, without seq) before the window's points: only those
+ * older than its oldest, so a reconnect's history never replaces live points. Redraws when any is taken.
+ */
+export function prependPoints(points) {
+  const first = state.points.length ? state.points[0].t : Infinity;
+  const older = [];
+  for (const p of points) {
+    if (p && Number.isFinite(p.t) && p.t < first && (!older.length || p.t > older[older.length - 1].t)) older.push(p);
+  }
+  if (!older.length) return 0;
+  state.points = older.concat(state.points);
+  if (state.points.length > MAX_POINTS) state.points.splice(0, state.points.length - MAX_POINTS);
+  drawCharts();
+  return older.length;
+}
+
 /** Forget every point (a new epoch: the old sequence's points belong to another stream). */
 export function resetPoints() {
   state.points = [];

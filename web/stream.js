@@ -2,13 +2,19 @@
 // hub restarts. A hub stamps every message with an opaque `epoch`; `seq` only grows within one
 // epoch, and a new epoch means the sequence restarted (docs/protocol.md).
 
-import { addPoint, drawCharts, estimateInterval, ingestPoints, pointOf, resetPoints } from "./charts.js";
+import {
+  addPoint, drawCharts, estimateInterval, ingestPoints, pointOf, prependPoints, resetPoints,
+} from "./charts.js";
 import { armStaleTimer } from "./banner.js";
 import { render, updateBadge } from "./panels.js";
 import { state } from "./state.js";
 
 function isSnapshot(s) {
   return s && typeof s === "object" && Number.isFinite(s.seq) && typeof s.timestamp === "string";
+}
+
+function isBackfill(s) {
+  return s && typeof s === "object" && s.backfill === true && !("seq" in s) && typeof s.timestamp === "string";
 }
 
 /** The message's epoch, or null from a hub that sends none. */
@@ -37,6 +43,15 @@ function guessRestart(items) {
 
 /** Accept the snapshots of `batch` (a history or one metrics_update) that are new; redraw once. */
 export function accept(batch) {
+  // Backfilled items (history filled from Prometheus at the hub's start) have no seq: their chart
+  // points are plotted, and they never move the sequence bookkeeping.
+  const filled = batch.filter(isBackfill);
+  if (filled.length) {
+    const epoch = epochOf(filled[0]);
+    if (state.last && epoch !== state.epoch) newSequence();
+    state.epoch = epoch;
+    prependPoints(filled.map(pointOf).filter(Boolean));
+  }
   const items = batch.filter(isSnapshot);
   if (items.length === 0) return;
   if (state.firstBatch === 0) state.firstBatch = items.length;
