@@ -146,7 +146,9 @@ async def _serve(*, host: str, port: int, interval: float, mongo_port: int, sim_
         "sources": {"business": {"mongodb_uri": f"mongodb://127.0.0.1:{mongo_port}/healthcare",
                                  "time_range": "24h", "timeout": min(5.0, interval * 0.8)},
                     "prometheus": {"url": f"http://127.0.0.1:{prom_port or 9}",
-                                   "enabled": prom_port is not None, "timeout": min(5.0, interval * 0.8)},
+                                   "enabled": prom_port is not None, "timeout": min(5.0, interval * 0.8),
+                                   # Prometheus scrapes the hub as job "hub": its own charts are backfilled too.
+                                   "self_job": "hub"},
                     # The guide's two probes, aimed at the simulator: its /health fails during
                     # a frontend outage (the first within ~1 min), /api/health during latency incidents.
                     "health": {"checks": {"frontend": f"http://127.0.0.1:{sim_port}/health",

@@ -204,7 +204,7 @@ timeout = 0.4
     def snapshot_by_seq(self, seq: int) -> dict[str, Any]:
         """The snapshot with `seq` from /api/metrics/history."""
         for item in self.get("/api/metrics/history")["items"]:
-            if item["seq"] == seq:
+            if item.get("seq") == seq:
                 return item
         pytest.fail(f"seq {seq} is not in the hub's history")
 
