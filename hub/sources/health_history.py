@@ -15,7 +15,7 @@ without samples) and its p95 is interpolated within the histogram bin holding th
 
 Bound: per check at most 288 + 720 buckets of at most 3 + 2 x 18 integers, which is at most
 `MAX_RECORD_BYTES` (256 KiB) encoded, whatever the tick rate; a steady check (one latency bin) takes
-about 30 KB. The record lives in the `hub.state` store (scope `health_history`, one entry per check):
+about 23 KB. The record lives in the `hub.state` store (scope `health_history`, one entry per check):
 the `[state] dir` file of a single process, or Redis in cluster mode, so it survives restarts and
 fail-overs. It is written every `FLUSH_S` seconds and at close (a crash loses at most that much), merged
 into what is stored (per bucket, the one with more samples wins: a replica never erases another's
@@ -97,8 +97,9 @@ class CheckRecord:
         latency_bin = None if latency_s is None else bisect.bisect_left(BOUNDS_MS, latency_s * 1000)
         for buckets, width, keep in ((self.fine, FINE, FINE_KEEP), (self.coarse, COARSE, COARSE_KEEP)):
             newest = int(now // width)
+            if newest not in buckets:  # a new bucket: the oldest may fall out of the record
+                _prune(buckets, newest, keep)
             _add(buckets, newest, up, latency_bin)
-            _prune(buckets, newest, keep)
 
     def window(self, name: str, now: float) -> tuple[float | None, float | None]:
         """(uptime, p95 ms) over window `name` ending at `now`; None for each without samples."""
@@ -139,17 +140,17 @@ class CheckRecord:
                     target[b[0]] = b
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a health history record: {exc}") from None
-        if len(rec.fine) > FINE_KEEP or len(rec.coarse) > COARSE_KEEP:
-            _prune(rec.fine, max(rec.fine, default=0), FINE_KEEP)
-            _prune(rec.coarse, max(rec.coarse, default=0), COARSE_KEEP)
+        _prune(rec.fine, max(rec.fine, default=0), FINE_KEEP)
+        _prune(rec.coarse, max(rec.coarse, default=0), COARSE_KEEP)
         return rec
 
     def merge(self, other: CheckRecord) -> None:
         """Take `other`'s buckets where it has more samples (another collector's time, or ours stored)."""
-        for mine, theirs in ((self.fine, other.fine), (self.coarse, other.coarse)):
+        for mine, theirs, keep in ((self.fine, other.fine, FINE_KEEP), (self.coarse, other.coarse, COARSE_KEEP)):
             for index, b in theirs.items():
                 if index not in mine or b[2] > mine[index][2]:
                     mine[index] = b
+            _prune(mine, max(mine, default=0), keep)  # buckets ours already let go of stay gone
 
 
 class HealthHistory:
