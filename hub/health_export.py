@@ -1,4 +1,5 @@
-"""hub_health_check_up{check}: the health checks' states as served, exported by every replica alike.
+"""hub_health_check_up{check}, hub_health_check_state{check,state} and hub_health_check_cert_days{check}:
+the health checks' states as served, exported by every replica alike.
 
 Only the collector runs the checks, but the gauge follows the snapshots a replica *serves*, not the
 checks it ran: every replica of a cluster exports the same value for a check within a tick, a
@@ -18,8 +19,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 NAME = "hub_health_check_up"
+SERVED = "From the latest snapshot this replica served (the collector's checks), absent while its feed is stalled."
 HELP = ("1 when the health check counts as up; 0 after sources.health.failures_before_down failures in a row. "
-        "From the latest snapshot this replica served (the collector's checks), absent while its feed is stalled.")
+        + SERVED)
+STATE_NAME = "hub_health_check_state"
+STATE_HELP = "1 for the health check's current state (up, degraded or down), 0 for the others. " + SERVED
+STATES = ("up", "degraded", "down")
+CERT_NAME = "hub_health_check_cert_days"
+CERT_HELP = "Days left on the https check's served certificate (negative once expired). " + SERVED
 
 
 def _always() -> bool:
@@ -31,6 +38,8 @@ class HealthUpExport:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._up: dict[str, bool] = {}
+        self._state: dict[str, str] = {}
+        self._cert: dict[str, float] = {}
         #: False while the replica's feed is stalled: then no sample is exported (set by the publisher)
         self.fresh: Callable[[], bool] = _always
         registry.register(self)
@@ -45,6 +54,11 @@ class HealthUpExport:
         # A check gone from the snapshot (renamed in the collector's config) stops being exported.
         self._up = {name: c["up"] for name, c in checks.items()
                     if isinstance(name, str) and isinstance(c, Mapping) and isinstance(c.get("up"), bool)}
+        # A snapshot of a collector older than the states says only up or not: its state follows from it.
+        self._state = {name: c["state"] if c.get("state") in STATES else "up" if up else "down"
+                       for name, up in self._up.items() if isinstance(c := checks[name], Mapping)}
+        self._cert = {name: float(days) for name in self._up
+                      if isinstance(days := checks[name].get("cert_days"), (int, float)) and not isinstance(days, bool)}
 
     def value(self, check: str) -> float | None:
         """The exported value for `check` (None when not exported): what a scrape reads now."""
@@ -54,10 +68,20 @@ class HealthUpExport:
 
     def describe(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(NAME, HELP, labels=["check"])
+        yield GaugeMetricFamily(STATE_NAME, STATE_HELP, labels=["check", "state"])
+        yield GaugeMetricFamily(CERT_NAME, CERT_HELP, labels=["check"])
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(NAME, HELP, labels=["check"])
+        states = GaugeMetricFamily(STATE_NAME, STATE_HELP, labels=["check", "state"])
+        cert = GaugeMetricFamily(CERT_NAME, CERT_HELP, labels=["check"])
         if self.fresh():
             for name in sorted(self._up):
                 family.add_metric([name], 1.0 if self._up[name] else 0.0)
+                for state in STATES:
+                    states.add_metric([name, state], 1.0 if self._state.get(name) == state else 0.0)
+                if name in self._cert:
+                    cert.add_metric([name], self._cert[name])
         yield family
+        yield states
+        yield cert

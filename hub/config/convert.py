@@ -109,6 +109,8 @@ def _convert(path: str, tp: Any, value: Any, spec: Spec | None) -> Any:
             raise ConfigError(f"{path}: expected a table, got {_kind(value)}", key=path)
         return _build(tp, value, path)
     origin = typing.get_origin(tp)
+    if origin is typing.Union or isinstance(tp, types.UnionType):
+        return _union(path, typing.get_args(tp), value, spec)
     if origin is tuple:
         item_tp = typing.get_args(tp)[0]
         if not isinstance(value, list):
@@ -129,6 +131,22 @@ def _convert(path: str, tp: Any, value: Any, spec: Spec | None) -> Any:
             out[k] = _convert(f"{path}.{k}", v_tp, v, spec)
         return types.MappingProxyType(out)
     return _scalar(path, tp, value, spec)
+
+
+def _union(path: str, args: tuple[Any, ...], value: Any, spec: Spec | None) -> Any:
+    """`X | None` (None only as written back by `to_raw`: TOML has no null) and `str | Table`
+    (a string, or a table of the dataclass's keys, e.g. a health check)."""
+    if value is None and type(None) in args:
+        return None
+    rest = [a for a in args if a is not type(None)]
+    table = next((a for a in rest if isinstance(a, type) and dataclasses.is_dataclass(a)), None)
+    if table is None or len(rest) == 1:
+        return _convert(path, rest[0], value, spec)
+    if isinstance(value, dict):
+        return _build(table, value, path)
+    if not isinstance(value, str):
+        raise _fail(path, f"expected a string or a table (keys: {', '.join(_fields(table))})", value, spec)
+    return _scalar(path, str, value, spec)
 
 
 def _fields(cls: type) -> dict[str, tuple[Any, Spec | None]]:

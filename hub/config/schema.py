@@ -147,6 +147,15 @@ class BusinessSourceConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HealthCheckConfig:
+    """One check written as a table, `name = {url = "...", slow_after = 1.0}`, beside `name = "URL"`."""
+
+    url: str = key(check="http_url", secret="url", doc="http(s) URL answering 2xx when healthy")
+    slow_after: float | None = key(None, lo=0.0, hi=HOUR, unit="seconds",
+                                   doc="this check's sources.health.slow_after (0 = off); absent: the section's")
+
+
+@dataclass(frozen=True, kw_only=True)
 class HealthSourceConfig:
     enabled: bool = key(True, doc="HTTP health checks of the platform's services")
     timeout: float = key(5.0, gt=0, hi=HOUR, unit="seconds", doc="seconds per check request")
@@ -154,9 +163,15 @@ class HealthSourceConfig:
     successes_before_up: int = key(1, lo=1, hi=1000,
                                    doc="consecutive successes before a service that is down counts as up again")
     ca_file: str = key("", check="pem_file", doc="PEM bundle to verify https checks against")
-    checks: Mapping[str, str] = key(factory=lambda: _frozen(DEFAULT_HEALTH_CHECKS), check="http_url",
-                                    secret="url", min_items=1,
-                                    doc="name -> http(s) URL answering 200 when healthy; replaces the defaults")
+    checks: Mapping[str, str | HealthCheckConfig] = key(
+        factory=lambda: _frozen(DEFAULT_HEALTH_CHECKS), check="http_url", secret="url", min_items=1,
+        doc='name -> http(s) URL answering 200 when healthy, or {url = "...", slow_after = s}; '
+            'replaces the defaults')
+    slow_after: float = key(0.0, lo=0.0, hi=HOUR, unit="seconds",
+                            doc="a check answering 2xx slower than this is degraded, not down (0 = off)")
+    cert_warn_days: float = key(14.0, lo=0.0, hi=3650.0, unit="days",
+                                doc="an https check whose certificate expires within this many days is "
+                                    "degraded (0 = off); an expired or untrusted one is down")
     max_mute_s: float = key(DAY, gt=0, hi=365 * DAY, unit="seconds",
                             doc="longest mute of a check (POST /api/mutes) in seconds")
 

@@ -5,6 +5,11 @@ ping callable. A check counts as down only after `failures_before_down` failures
 again after `successes_before_up` successes in a row (1: at its first); each of those two transitions,
 and each reminder while it stays down (`notify.repeat_interval`), calls the notifier exactly once,
 cluster-wide and across restarts: the states and counts live in a `hub.state` store (`health_state`).
+
+A check that answers 2xx but slower than its `slow_after`, or over TLS with a certificate expiring
+within `cert_warn_days` (`health_tls`), is *degraded*: still up, counted with the same thresholds and
+announced once per change ("degraded", and "no longer degraded"). Every collection also feeds the
+uptime and p95 record (`health_history`) shown per check over 24 h, 7 d and 30 d.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from hub.config import HealthSourceConfig
+from hub.config.schema import HealthCheckConfig
 from hub.secrets import Secrets
 from hub.sources.base import Source, SourceResult
+from hub.sources.health_history import HealthHistory
 from hub.sources.health_mutes import MuteBook, MuteGate
 from hub.sources.health_silences import AlertSilences
 from hub.sources.health_state import CheckStates
+from hub.sources.health_tls import cert_days, expiry_reason, peer_not_after
 from hub.sources.http_errors import transport_reason
 from hub.state import MemoryStore, Store
 from hub.vocab import utc_iso
@@ -44,12 +52,16 @@ KEEPALIVE_EXPIRY = 30.0
 
 @dataclass(slots=True)
 class _Outcome:
-    """One attempt: ok, the HTTP status (None without a response), seconds taken, readable error."""
+    """One attempt: ok, the HTTP status (None without a response), seconds taken, readable error (for an ok
+    attempt: why it is degraded, or None), and the served certificate's notAfter (https)."""
 
     ok: bool
     status: int | None
     elapsed: float
     error: str | None
+    not_after: float | None = None
+    #: the handshake failed certificate verification: the certificate last read is not the one served
+    cert_failed: bool = False
 
 
 class HealthSource(Source):
@@ -72,7 +84,12 @@ class HealthSource(Source):
                  store: Store | None = None, alert_silences: AlertSilences | None = None) -> None:
         # `cfg` was validated by hub/config, the one place that does; it is used as given.
         self.timeout = cfg.timeout
-        self._checks = dict(cfg.checks)
+        self._checks = {n: c.url if isinstance(c, HealthCheckConfig) else c for n, c in cfg.checks.items()}
+        self._slow_after = {n: c.slow_after if isinstance(c, HealthCheckConfig) and c.slow_after is not None
+                            else cfg.slow_after for n, c in cfg.checks.items()}
+        self._cert_warn_days = cfg.cert_warn_days
+        #: notAfter of each https check's certificate, as last read from its connection
+        self._not_after: dict[str, float] = {}
         self._failures_before_down = cfg.failures_before_down
         self._successes_before_up = cfg.successes_before_up
         self._ca_file = cfg.ca_file
@@ -82,6 +99,7 @@ class HealthSource(Source):
         self._secrets = secrets
         names = [*self._checks, *([DATABASE] if database_ping is not None else [])]
         self._states = CheckStates(names, store=store if store is not None else MemoryStore(), notifier=notifier)
+        self.history = HealthHistory(names, store=self._states.store)
         #: mutes of the configured checks (the HTTP API's side), and what each collection does with them
         self.mutes = MuteBook(store=self._states.store, checks=self._checks, max_mute_s=cfg.max_mute_s)
         # A check whose alert Alertmanager silences is held like a muted one (hub.sources.health_silences).
@@ -114,6 +132,7 @@ class HealthSource(Source):
             logging.getLogger("httpx").addFilter(self._filter)  # httpx logs URLs, passwords included
 
     async def close(self) -> None:
+        await self.history.flush(time.time(), force=True)  # nothing when nothing was recorded
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -128,13 +147,16 @@ class HealthSource(Source):
             await self.start()
         limit = max(0.001, min(self.timeout, budget))
         names = list(self._states.states)
-        stored, mutes_read, *outcomes = await asyncio.gather(self._states.load(), self._mute_gate.load(),
-                                                             *(self._run(n, limit) for n in names))
+        stored, mutes_read, _, *outcomes = await asyncio.gather(
+            self._states.load(), self._mute_gate.load(), self.history.resume(time.time()),
+            *(self._run(n, limit) for n in names))
         if stored is not None:
             self._states.adopt(stored)
         now = time.time()
         for name, outcome in zip(names, outcomes, strict=True):
-            self._update(name, outcome, now)
+            self._update(name, self._grade(name, outcome, now), now)
+            st = self._states.states[name]
+            self.history.record(name, st.up, outcome.elapsed if _answered(outcome) else None, now)
         # Claims only once the states naming the transitions are stored: a collector taking over
         # after a crash at any point finds each transition pending, or claimed.
         # A muted check's transitions are taken out (held) before the others are announced.
@@ -142,7 +164,8 @@ class HealthSource(Source):
             await self._mute_gate.release(self._states)  # a mute's end first: its down before any reminder
             await self._states.announce()
         self._states.settle()
-        return SourceResult(data={"health": self._snapshot()})
+        await self.history.flush(now)
+        return SourceResult(data={"health": self._snapshot(now)})
 
     async def _run(self, name: str, limit: float) -> _Outcome:
         t0 = time.monotonic()
@@ -155,7 +178,8 @@ class HealthSource(Source):
         except (TimeoutError, httpx.TimeoutException):  # ours, or httpx's per-phase one: same story
             return _Outcome(False, None, time.monotonic() - t0, f"timed out after {limit:g} s")
         except httpx.HTTPError as exc:
-            return _Outcome(False, None, time.monotonic() - t0, self._clean(transport_reason(exc)))
+            return _Outcome(False, None, time.monotonic() - t0, self._clean(transport_reason(exc)),
+                            cert_failed=_cert_failed(exc))
         except Exception as exc:  # the database ping's driver errors, or a bug: say which, keep ticking
             what = "database ping failed" if name == DATABASE else "check failed"
             return _Outcome(False, None, time.monotonic() - t0,
@@ -170,12 +194,33 @@ class HealthSource(Source):
                 if read > MAX_BODY:
                     break
         elapsed = time.monotonic() - t0
+        not_after = peer_not_after(resp.extensions)
         if resp.is_success:
-            return _Outcome(True, resp.status_code, elapsed, None)
+            return _Outcome(True, resp.status_code, elapsed, None, not_after)
         reason = f"HTTP {resp.status_code}"
         if resp.is_redirect:
             reason += " (redirect not followed)"
-        return _Outcome(False, resp.status_code, elapsed, reason)
+        return _Outcome(False, resp.status_code, elapsed, reason, not_after)
+
+    def _grade(self, name: str, o: _Outcome, now: float) -> _Outcome:
+        """Note the certificate read, and give an ok attempt that is slow or whose certificate expires soon
+        its reason (it is then degraded)."""
+        if o.not_after is not None:
+            self._not_after[name] = o.not_after
+        elif o.cert_failed:
+            self._not_after.pop(name, None)
+        if not o.ok:
+            return o
+        reasons = []
+        slow_after = self._slow_after.get(name, 0.0)
+        if slow_after and o.elapsed > slow_after:
+            reasons.append(f"slow: answered in {o.elapsed:.2f} s (slow_after {slow_after:g} s)")
+        days = cert_days(self._not_after.get(name), now)
+        if days is not None and (why := expiry_reason(days, self._cert_warn_days)):
+            reasons.append(why)
+        if reasons:
+            o.error = "; ".join(reasons)
+        return o
 
     def _update(self, name: str, o: _Outcome, now: float) -> None:
         st = self._states.states[name]
@@ -184,6 +229,7 @@ class HealthSource(Source):
             st.since, st.since_ts = utc_iso(now), now
         if o.ok:
             st.failures, st.failing_since = 0, 0.0
+            st.grade(name, o.error, now, after=self._failures_before_down, back_after=self._successes_before_up)
             if not st.up:
                 st.successes += 1
             if not st.up and st.successes >= self._successes_before_up:
@@ -204,22 +250,27 @@ class HealthSource(Source):
                 st.pend(name, {"kind": "down", "outage": st.outage, "ts": now, "reason": o.error or "failed"})
             if not st.up:
                 st.reason = o.error or "failed"
+            st.fail()
         self._states.remind(name, now)
         if self._metrics is not None:
             self._metrics.health_check_latency.labels(name).set(o.elapsed)
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self, now: float) -> dict[str, Any]:
         checks: dict[str, Any] = {}
         for name, st in self._states.states.items():
             o = st.last
             checks[name] = {
                 "up": st.up,
+                "state": st.state,
                 "status": o.status if o else None,
                 # only a received response has a latency; a timeout or refusal is not one
-                "latency_ms": round(o.elapsed * 1000, 1) if o and (o.status is not None or o.ok) else None,
-                "error": o.error if o else None,
+                "latency_ms": round(o.elapsed * 1000, 1) if o and _answered(o) else None,
+                # the degraded reason stays shown until the check is up again
+                "error": (o.error if o else None) or (st.degraded_reason if st.degraded else None),
                 "since": st.since,
                 "failures": st.failures,
+                "cert_days": cert_days(self._not_after.get(name), now),
+                **self.history.shown(name, now),
             }
         details = {name: c["up"] for name, c in checks.items()}
         return {"healthy": all(details.values()), "details": details, "checks": checks,
@@ -227,3 +278,19 @@ class HealthSource(Source):
 
     def _clean(self, text: str) -> str:
         return self._secrets.clean(text)
+
+
+def _answered(o: _Outcome) -> bool:
+    return o.status is not None or o.ok
+
+
+def _cert_failed(exc: BaseException) -> bool:
+    """Whether a transport error is a failed certificate verification (httpx wraps the ssl error)."""
+    cur: BaseException | None = exc
+    for _ in range(10):
+        if cur is None:
+            return False
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False

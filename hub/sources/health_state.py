@@ -9,6 +9,9 @@ that crashes at any point leaves it either pending (claimed by the next one) or 
 An outage is named by the time of its first failure (`outage`): the down message claims
 `health:<check>:down:<outage>`, the n-th reminder `health:<check>:remind:<outage>:<n>` and the
 recovery `health:<check>:up:<outage>`, keys every collector computes alike from the stored state.
+A degraded spell (a check that answers, but slowly or with a certificate near expiry) is named the
+same way by its first degraded answer: `health:<check>:degraded:<spell>` and
+`health:<check>:restored:<spell>`.
 The reminders' count and the time of the last one are stored too, so a collector taking over sends
 the next reminder when it is due from the last one recorded: none skipped, none repeated.
 """
@@ -22,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hub.notify import Notification
+from hub.notify.message import duration
 from hub.state import Store, StoreUnavailable
+from hub.vocab import utc_iso
 
 if TYPE_CHECKING:
     from hub.notify import Notifier
@@ -32,7 +37,7 @@ logger = logging.getLogger("hub.sources.health")
 #: the store scope of the checks' states
 SCOPE = "health"
 #: the kinds of transition a state may hold pending
-KINDS = ("down", "reminder", "recovered")
+KINDS = ("down", "reminder", "recovered", "degraded", "restored")
 #: Transitions kept while their claims fail (the store unreachable); beyond, the oldest are dropped.
 MAX_PENDING = 4
 
@@ -58,13 +63,63 @@ class CheckState:
     reminded_at: float = 0.0
     #: transitions whose message is not claimed yet: {"kind", "outage", "ts", "reason" | "down_for", "n"}
     pending: list[dict[str, Any]] = field(default_factory=list)
+    #: up but degraded (slow, or a certificate near expiry); never while down
+    degraded: bool = False
+    #: the current or last degraded spell's name (utc_iso of its first degraded answer) and start
+    spell: str = ""
+    degraded_ts: float = 0.0
+    #: degraded answers in a row, and good answers in a row while degraded
+    slow: int = 0
+    fast: int = 0
+    #: when the current run of degraded answers began (it names the spell it becomes)
+    slow_since: float = 0.0
+    #: why it is degraded (the latest degraded answer's reason)
+    degraded_reason: str = ""
     last: Any = None
+
+    @property
+    def state(self) -> str:
+        """"down", "degraded" or "up"."""
+        return "down" if not self.up else "degraded" if self.degraded else "up"
+
+    def grade(self, name: str, degraded: str | None, now: float, *, after: int, back_after: int) -> None:
+        """Count an answer that was ok (`degraded`: None) or degraded (its reason): `after` degraded ones in a
+        row make an up check degraded, `back_after` good ones in a row make it up again; each change pends
+        one message. A failure resets both counts (`fail`)."""
+        if degraded is not None:
+            if self.slow == 0:
+                self.slow_since = now
+            self.slow, self.fast = self.slow + 1, 0
+            self.degraded_reason = degraded
+        else:
+            self.slow = 0
+            self.fast = self.fast + 1 if self.degraded else 0
+        if not self.up:
+            return
+        if not self.degraded and self.slow >= after:
+            self.degraded, self.spell, self.degraded_ts, self.fast = True, utc_iso(self.slow_since or now), now, 0
+            logger.warning("health check %s is degraded: %s", name, degraded)
+            self.pend(name, {"kind": "degraded", "outage": self.spell, "ts": now, "reason": degraded})
+        elif self.degraded and self.fast >= back_after:
+            degraded_for = now - self.degraded_ts
+            self.degraded, self.fast = False, 0
+            logger.warning("health check %s is no longer degraded after %.0f s", name, degraded_for)
+            self.pend(name, {"kind": "restored", "outage": self.spell, "ts": now, "down_for": degraded_for})
+
+    def fail(self) -> None:
+        """A failed answer: degraded and good runs start again; a check gone down is no longer degraded
+        (its down message says more, its recovery message ends it)."""
+        self.slow = self.fast = 0
+        if not self.up:
+            self.degraded = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"up": self.up, "since": self.since, "since_ts": self.since_ts, "failures": self.failures,
                 "failing_since": self.failing_since, "outage": self.outage, "successes": self.successes,
                 "reason": self.reason, "reminders": self.reminders, "reminded_at": self.reminded_at,
-                "pending": [dict(p) for p in self.pending]}
+                "pending": [dict(p) for p in self.pending], "degraded": self.degraded, "spell": self.spell,
+                "degraded_ts": self.degraded_ts, "slow": self.slow, "fast": self.fast,
+                "slow_since": self.slow_since, "degraded_reason": self.degraded_reason}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CheckState:
@@ -80,7 +135,13 @@ class CheckState:
                        successes=max(0, int(d.get("successes") or 0)), reason=str(d.get("reason") or ""),
                        reminders=max(0, int(d.get("reminders") or 0)),
                        # a state stored before reminders existed: the next one is due from the down message
-                       reminded_at=float(d.get("reminded_at") or d["since_ts"]), pending=pending)
+                       reminded_at=float(d.get("reminded_at") or d["since_ts"]), pending=pending,
+                       # states stored before the degraded state existed: not degraded
+                       degraded=bool(d.get("degraded")), spell=str(d.get("spell") or ""),
+                       degraded_ts=float(d.get("degraded_ts") or 0.0), slow=max(0, int(d.get("slow") or 0)),
+                       fast=max(0, int(d.get("fast") or 0)),
+                       slow_since=float(d.get("slow_since") or 0.0),
+                       degraded_reason=str(d.get("degraded_reason") or ""))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a health state: {exc}") from None
 
@@ -190,6 +251,8 @@ class CheckStates:
 
 
 def _ledger_key(name: str, p: dict[str, Any]) -> str:
+    if p["kind"] in ("degraded", "restored"):
+        return f"{SCOPE}:{name}:{p['kind']}:{p['outage']}"
     if p["kind"] == "reminder":
         return f"{SCOPE}:{name}:remind:{p['outage']}:{p.get('n', 0)}"
     return f"{SCOPE}:{name}:{'down' if p['kind'] == 'down' else 'up'}:{p['outage']}"
@@ -203,4 +266,10 @@ def _message(name: str, p: dict[str, Any]) -> Notification:
         return Notification.still_down(name, str(p.get("reason") or "failed"),
                                        down_for=float(p.get("down_for") or 0.0), reminder=int(p.get("n") or 0),
                                        ts=ts)
+    if p["kind"] == "degraded":
+        return Notification("degraded", name, "warning", f"Health check degraded: {name}: {p.get('reason')}", ts)
+    if p["kind"] == "restored":
+        # kind "recovered": every channel ends what the degraded message began (PagerDuty resolves it)
+        return Notification("recovered", name, "info", f"Health check no longer degraded: {name} "
+                            f"(degraded for {duration(float(p.get('down_for') or 0.0))})", ts)
     return Notification.recovered(name, down_for=float(p.get("down_for") or 0.0), ts=ts)

@@ -37,7 +37,7 @@ def make_notifier_from(notify: Mapping[str, Any], *, key_prefix: str = "hub", **
     return notifier
 
 
-def make_health_source(checks: Mapping[str, str], *, database_ping: Any = None, metrics: Any = None,
+def make_health_source(checks: Mapping[str, Any], *, database_ping: Any = None, metrics: Any = None,
                   notifier: Notifier | None = None, store: Any = None, **keys: Any) -> HealthSource:
     """A HealthSource for `checks` and `[sources.health]` `keys` (timeout, failures_before_down,
     successes_before_up, ca_file)."""

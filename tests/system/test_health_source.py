@@ -88,13 +88,16 @@ async def test_each_failure_has_a_readable_reason(target: tuple[Target, str], tl
 
 
 async def test_private_ca_file_makes_tls_check_pass(private_ca: dict[str, Path], tls_url: str) -> None:
-    src = make_health_source({"tls": f"{tls_url}/ok"}, ca_file=str(private_ca["ca"]), timeout=2.0)
+    # the shared CA's certificates last 2 days: a warning at 1 day keeps this check "up"
+    src = make_health_source({"tls": f"{tls_url}/ok"}, ca_file=str(private_ca["ca"]), timeout=2.0, cert_warn_days=1)
     try:
         res = await src.collect(5.0)
     finally:
         await src.close()
-    assert res.data["health"]["checks"]["tls"] | {"latency_ms": None, "since": None} == {
-        "up": True, "status": 200, "latency_ms": None, "error": None, "since": None, "failures": 0}
+    check = res.data["health"]["checks"]["tls"]
+    assert 1.9 < check["cert_days"] <= 2.0
+    assert {k: check[k] for k in ("up", "state", "status", "error", "failures")} == {
+        "up": True, "state": "up", "status": 200, "error": None, "failures": 0}
 
 
 async def test_budget_below_timeout_bounds_each_check(target: tuple[Target, str]) -> None:

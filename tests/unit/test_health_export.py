@@ -52,3 +52,27 @@ def test_a_stalled_replica_exports_no_state() -> None:
     assert "# TYPE hub_health_check_up gauge" in generate_latest(m.registry).decode()  # the family stays
     stalled[0] = False
     assert exported(m) == ['hub_health_check_up{check="backend"} 0.0']
+
+
+def test_state_and_cert_days_follow_the_served_snapshot() -> None:
+    m = HubMetrics()
+    m.health_check_up.observe({"health": {"checks": {
+        "api": {"up": True, "state": "degraded", "cert_days": 4.5},
+        "web": {"up": False, "state": "down", "cert_days": None},
+        "old": {"up": True}}}})  # a collector from before the states: its state follows from up
+    text = generate_latest(m.registry).decode().splitlines()
+    assert [line for line in text if line.startswith("hub_health_check_state{")] == [
+        'hub_health_check_state{check="api",state="up"} 0.0',
+        'hub_health_check_state{check="api",state="degraded"} 1.0',
+        'hub_health_check_state{check="api",state="down"} 0.0',
+        'hub_health_check_state{check="old",state="up"} 1.0',
+        'hub_health_check_state{check="old",state="degraded"} 0.0',
+        'hub_health_check_state{check="old",state="down"} 0.0',
+        'hub_health_check_state{check="web",state="up"} 0.0',
+        'hub_health_check_state{check="web",state="degraded"} 0.0',
+        'hub_health_check_state{check="web",state="down"} 1.0']
+    assert [line for line in text if line.startswith("hub_health_check_cert_days{")] == [
+        'hub_health_check_cert_days{check="api"} 4.5']
+    m.health_check_up.fresh = lambda: False  # a stalled feed: no state claimed at all
+    text = generate_latest(m.registry).decode().splitlines()
+    assert not [line for line in text if line.startswith(("hub_health_check_state{", "hub_health_check_cert_days{"))]
