@@ -71,6 +71,8 @@ def p_at_most(k: int, mu: float) -> float:
         return 1.0
     if k < 0:
         return 0.0
+    if k > mu + 40 * math.sqrt(mu) + 40:  # the tail beyond is below 1e-300: not worth k terms
+        return 1.0
     log_mu = math.log(mu)
     terms = [i * log_mu - mu - math.lgamma(i + 1) for i in range(k + 1)]
     top = max(terms)
