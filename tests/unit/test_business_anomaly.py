@@ -21,7 +21,7 @@ def schedule(**keys: object) -> Schedule:
     return Schedule(config({"sources": {"business": {"anomaly": keys}}}).sources.business.anomaly)
 
 
-def flat(lam: float):  # noqa: ANN201 - a Rate
+def flat(lam: float):
     return lambda hour: (lam, 4)
 
 

@@ -25,8 +25,8 @@ DEFAULT_MAX_SPECIALTIES = 50
 ROW_MAX_BYTES = len('{"_id":"","count":},') + 6 * (LABEL_CHARS - 1) + len(LABEL_MARK.encode()) + 20
 #: JSON bytes of the business section without its bySpecialty rows at most: the keys, a timestamp, the
 #: longest timeRange, a total of 20 digits and three floats of at most 24 characters each (320), plus
-#: `expected` and `anomaly` (their keys, numbers, a timestamp and a reason made of numbers: under 704)
-SECTION_FIXED_BYTES = 1024
+#: `expected` and `anomaly` (their keys, numbers, a timestamp and a reason made of numbers: 434 at most, 448)
+SECTION_FIXED_BYTES = 768
 
 
 def field_ref(path: str) -> str:

@@ -197,17 +197,16 @@ class BusinessSource(Source):
         minutes, now), or None when those could not be had this time (logged; the answer stands)."""
         if not self.anomaly:
             return dict(await self._get(time_range, deadline=deadline)), None
-        # The kept window's hours feed the expectation: kept current beside the shown window (one
-        # computation when they are the same window; calls for one window share it).
-        results: list[Any] = await asyncio.gather(self._get(time_range, deadline=deadline),
-                                                  self._get(KEEP_WINDOW, deadline=deadline), return_exceptions=True)
-        main, kept = results
-        if isinstance(main, BaseException):
-            raise main
-        if isinstance(kept, BaseException):
-            if not isinstance(kept, SourceError):
-                raise kept
+        # The kept window's hours feed the expectation: kept current before the shown window is answered,
+        # one after the other (a call finding the stream busy would answer with the full pipeline), each
+        # within half the deadline; one computation when they are the same window.
+        half = round(deadline / 2, 3)
+        try:
+            await self._get(KEEP_WINDOW, deadline=half)
+        except SourceError:
+            main = await self._get(time_range, deadline=half)
             return dict(main), None
+        main = await self._get(time_range, deadline=half)
         try:
             with pymongo.timeout(deadline):
                 return dict(main), await self._expected()
@@ -300,7 +299,8 @@ class BusinessSource(Source):
                 self.metrics.business_buckets.set(0)
         if self.mode is None:
             await self.changes.apply(wait=False)  # learn the mode (hub_business_mode), unless a drain runs
-        elif self.mode == "change_stream" and not self.store.buckets and not self.store.inflight:
+        elif (self.mode == "change_stream" and not self.anomaly  # the anomaly's kept window owns the stream
+              and not self.store.buckets and not self.store.inflight):
             await self.changes.forget()  # nothing kept, nothing to track until hours are computed again
         # Otherwise the stream's events wait for the next call that reads closed hours: a window in
         # use within WINDOW_IDLE, or its hours are dropped and the stream closed as above.
