@@ -52,7 +52,7 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
     docs = make_docs(dt.datetime.now(UTC), seed=19)
     await insert(mongo_server, "private", docs)
     wire = Wire()
-    src = source_for(mongo_server, collection="private", listeners=[wire], min_cell_size=3)
+    src = source_for(mongo_server, collection="private", listeners=[wire], min_cell_size=3, anomaly={"enabled": True})
     await src.start()
     try:
         out = {w: await src.metrics_for(w) for w in WINDOWS}
@@ -179,7 +179,8 @@ async def test_expected_anomaly_and_their_messages_carry_no_patient_field(mongo_
     docs = [{**d, "patient": planted, "notes": "planted-note-7731"} for d in seasonal_docs(t0)]
     seed(mongo_server, "planted", docs)
     wire, clock, sent = Wire(), Clock(t0), Recorder()
-    src = source_for(mongo_server, collection="planted", listeners=[wire], timeout=10, clock=clock, notifier=sent)
+    src = source_for(mongo_server, collection="planted", listeners=[wire], timeout=10, clock=clock, notifier=sent,
+                     anomaly={"enabled": True})
     await src.start()
     sections = []
     try:
