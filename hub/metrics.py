@@ -17,8 +17,8 @@ from prometheus_client import (
 
 from hub import __version__
 from hub.client import CloseReason
+from hub.business_export import BusinessExport
 from hub.health_export import HealthUpExport
-from hub.sources.business.export import BusinessExport
 
 #: why a REST request was refused (hub_http_rejected_total); WebSocket upgrades count in hub_ws_rejected_total
 HTTP_REJECT_REASONS = ("unauthorized", "auth_rate_limited", "topic_not_allowed", "forbidden", "busy")

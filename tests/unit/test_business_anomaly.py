@@ -145,3 +145,68 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
         prod *= rng.random()
     return k
+
+
+# ---------------------------------------------------------------------- one message per transition, cluster-wide
+
+class Recorder:
+    """Stands in for the Notifier (its channels have their own tests)."""
+
+    repeat_interval = 0.0
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    def notify(self, n: object) -> None:
+        self.sent.append(n)
+
+
+async def test_two_collectors_sharing_the_store_announce_each_transition_once() -> None:
+    from hub.notify.pagerduty import pagerduty_event
+    from hub.sources.business.anomaly import Verdict
+    from hub.sources.business.expected import Expected
+    from hub.sources.business.watch import AnomalyWatch
+    from hub.state import MemoryStore
+
+    store, a, b = MemoryStore(), Recorder(), Recorder()
+    one, two = (AnomalyWatch(schedule(), store=store, notifier=r) for r in (a, b))
+    t = dt.datetime(2024, 3, 5, 10, 7, tzinfo=UTC)
+    exp = Expected(hour=60.0, observed=3, elapsed=7 / 60, weeks=4)
+    silent = Verdict("silent", 53, 60.0, 7.5, "no booking for 8 min")
+    low = Verdict("low", 30, 60.0, 1.0, "30 bookings")
+    ok = Verdict("ok", 55, 60.0, 0.5, "as expected")
+    assert (await one.update(silent, exp, t))["state"] == "silent"
+    shown = await two.update(silent, exp, t + dt.timedelta(seconds=10))  # the other collector continues it
+    assert shown["since"] == "2024-03-05T10:07:00.000Z"
+    await two.update(low, exp, t + dt.timedelta(minutes=5))  # within the episode: no message
+    await one.update(ok, exp, t + dt.timedelta(minutes=20))
+    await two.update(ok, exp, t + dt.timedelta(minutes=21))
+    sent = a.sent + b.sent
+    assert [(n.kind, n.severity, n.check, n.group) for n in sent] == [
+        ("anomaly", "critical", "bookings", "business"), ("recovered", "info", "bookings", "business")]
+    assert sent[0].text == ("Bookings silent: no booking for 8 min, improbable at this hour (hour 2024-03-05 "
+                            "10:00-11:00 UTC: about 60 bookings expected, 3 so far; 53 in the last 60 min; "
+                            "last booking: 8 min ago)")
+    assert sent[1].text.startswith("Bookings back to normal after 20 min (hour 2024-03-05 10:00-11:00 UTC")
+    # PagerDuty: the episode's trigger and resolve share one incident, apart from any health check's
+    events = [pagerduty_event(n, routing_key="k", hub_name="hub") for n in sent]
+    assert [(e["event_action"], e["dedup_key"]) for e in events] == [("trigger", "hub/business/bookings"),
+                                                                     ("resolve", "hub/business/bookings")]
+
+
+def test_the_business_gauges_follow_the_served_snapshot() -> None:
+    from prometheus_client import generate_latest
+
+    from hub.metrics import HubMetrics
+
+    m = HubMetrics()
+    lines = lambda: sorted(ln for ln in generate_latest(m.registry).decode().splitlines()  # noqa: E731
+                           if ln.startswith(("hub_business_bookings", "hub_business_minutes", "hub_business_anomaly")))
+    assert lines() == []  # nothing before a snapshot carried the verdict
+    m.business_export.observe({"business": {"expected": {"hour": 60.0, "observed": 12, "elapsed": 0.5, "weeks": 4},
+                                            "anomaly": {"state": "low", "minutes_since_last_booking": 2.5}}})
+    assert lines() == ['hub_business_anomaly{kind="low"} 1.0', 'hub_business_anomaly{kind="silent"} 0.0',
+                       "hub_business_bookings_expected 60.0", "hub_business_bookings_observed 12.0",
+                       "hub_business_minutes_since_last_booking 2.5"]
+    m.business_export.fresh = lambda: False  # a stalled replica exports no verdict
+    assert lines() == []

@@ -21,7 +21,7 @@ from hub.sources.business.buckets import hour_of
 from hub.sources.business.expected import Rate, elapsed, integrated, p_at_most, p_none
 
 STATES = ("ok", "low", "silent")
-#: the anomaly kinds (hub_business_anomaly{kind})
+#: the anomaly kinds (hub_business_anomaly{kind}, exported by hub.business_export)
 KINDS = ("silent", "low")
 
 
