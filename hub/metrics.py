@@ -16,8 +16,8 @@ from prometheus_client import (
 )
 
 from hub import __version__
-from hub.client import CloseReason
 from hub.business_export import BusinessExport
+from hub.client import CloseReason
 from hub.health_export import HealthUpExport
 
 #: why a REST request was refused (hub_http_rejected_total); WebSocket upgrades count in hub_ws_rejected_total
