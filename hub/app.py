@@ -76,7 +76,7 @@ def build_sources(config: Config, *, secrets: Secrets, metrics: HubMetrics, broa
     if src.business.enabled:
         from hub.sources.business import BusinessSource
 
-        business = BusinessSource(src.business, secrets=secrets, metrics=metrics)
+        business = BusinessSource(src.business, secrets=secrets, metrics=metrics, notifier=notifier, store=store)
         enabled.append(business)
     else:
         business = None

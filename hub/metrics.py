@@ -16,6 +16,7 @@ from prometheus_client import (
 )
 
 from hub import __version__
+from hub.business_export import BusinessExport
 from hub.client import CloseReason
 from hub.health_export import HealthUpExport
 
@@ -114,6 +115,8 @@ class HubMetrics:
             "hub_health_check_latency_seconds",
             "Duration of the check's last attempt, failed ones included (a timeout reads as the timeout).",
             ["check"], registry=r)
+        # Booking anomalies (issue 24): like hub_health_check_up, from the snapshots this replica serves
+        self.business_export = BusinessExport(r)
         self.notifications = Counter(
             "hub_notifications_total",
             "Notifications by channel and result: sent, retried (an attempt to be repeated), "

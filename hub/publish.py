@@ -57,6 +57,7 @@ class Publisher(abc.ABC):
         self.statuses = SourceStatuses(metrics)
         # A stalled replica's last snapshot may be outdated: it exports no check state meanwhile.
         metrics.health_check_up.fresh = lambda: not self.stalled()
+        metrics.business_export.fresh = lambda: not self.stalled()
         #: error of the last tick that failed as a whole (None after a good one)
         self.tick_error: str | None = None
         #: True once a snapshot has been delivered and the latest tick did not fail
@@ -84,6 +85,7 @@ class Publisher(abc.ABC):
         if await self.broadcaster.deliver(entry, data):
             self.statuses.observe(statuses)
             self.metrics.health_check_up.observe(data)
+            self.metrics.business_export.observe(data)
 
     def tick_failed(self, exc: BaseException) -> None:
         """Count and report a tick that failed as a whole (logged once per distinct reason)."""

@@ -17,6 +17,7 @@ from hub.config.schema import (
     AuditConfig,
     AuthConfig,
     BroadcastConfig,
+    BusinessAnomalyConfig,
     BusinessFields,
     BusinessSourceConfig,
     ClusterConfig,
@@ -35,7 +36,8 @@ from hub.vocab import TIME_RANGES, TOPICS  # re-exported for existing importers
 
 __all__ = [
     "DEFAULT_HEALTH_CHECKS", "DEFAULT_QUERIES", "TIME_RANGES", "TOPICS", "AlertmanagerSourceConfig",
-    "AuditConfig", "AuthConfig", "BroadcastConfig", "BusinessFields", "BusinessSourceConfig", "ClusterConfig",
+    "AuditConfig", "AuthConfig", "BroadcastConfig", "BusinessAnomalyConfig", "BusinessFields", "BusinessSourceConfig",
+    "ClusterConfig",
     "Config", "ConfigError", "HealthSourceConfig", "NotifyConfig", "ProcessSourceConfig",
     "PrometheusSourceConfig", "Secrets", "ServerConfig", "SourcesConfig", "StateConfig", "TokenConfig",
     "build_config", "default_config_path", "env_overrides", "load_config", "redact_url", "redacted_dict",

@@ -142,7 +142,48 @@ def token_hash(value: str) -> str | None:
     return None
 
 
+_HHMM = re.compile(r"^([01][0-9]|2[0-4]):([0-5][0-9])$")
+
+
+def parse_hours(value: str) -> tuple[int, int]:
+    """ "HH:MM-HH:MM" as (start, end) minutes of the day; ValueError saying why when it is not one."""
+    parts = value.split("-")
+    if len(parts) != 2:
+        raise ValueError('must be "HH:MM-HH:MM", such as "07:00-19:00"')
+    out = []
+    for part in parts:
+        m = _HHMM.match(part.strip())
+        if not m or (m.group(1) == "24" and m.group(2) != "00"):
+            raise ValueError(f'must be "HH:MM-HH:MM" with times from 00:00 to 24:00, such as "07:00-19:00" '
+                             f"({part.strip()[:16]!r} is not a time)")
+        out.append(int(m.group(1)) * 60 + int(m.group(2)))
+    if out[0] == out[1]:
+        raise ValueError('must not start and end at the same time (all day is "00:00-24:00")')
+    return out[0], out[1]
+
+
+def hours_range(value: str) -> str | None:
+    """Daily hours "HH:MM-HH:MM" (24:00 allowed as an end; a start after the end wraps midnight)."""
+    try:
+        parse_hours(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def iana_timezone(value: str) -> str | None:
+    """An IANA time zone name the system's zone database knows, such as UTC or Europe/Paris."""
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "must be an IANA time zone name such as UTC or Europe/Paris"
+    return None
+
+
 CHECKS: dict[str, Callable[[str], str | None]] = {
     "host": host, "http_url": http_url, "https_url": https_url, "origin": origin, "redis_url": redis_url,
     "mongodb_uri": mongodb_uri, "cidr": cidr, "pem_file": pem_file, "token_hash": token_hash,
+    "hours_range": hours_range, "iana_timezone": iana_timezone,
 }

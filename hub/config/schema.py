@@ -128,6 +128,24 @@ class BusinessFields:
     rating: str = key("review.rating", nonempty=True, doc="patient rating")
 
 
+#: `sources.business.anomaly.days` names, Monday first (datetime.weekday() order)
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BusinessAnomalyConfig:
+    enabled: bool = key(True, doc="data.business.expected and data.business.anomaly: bookings against what this "
+                                  "weekday and hour usually bring (keeps 30 days of hour buckets)")
+    p: float = key(0.001, gt=0, hi=0.5, doc="a silence or a low count less probable than this (Poisson, at the "
+                                           "expected rate) is an anomaly")
+    hours: str = key("00:00-24:00", check="hours_range",
+                     doc='daily opening hours "HH:MM-HH:MM" in `timezone` (may wrap midnight); outside them '
+                         'the state is ok, reason "closed"')
+    days: tuple[str, ...] = key(WEEKDAYS, choices=WEEKDAYS, min_items=1,
+                                doc="days on which the detectors run, in `timezone`")
+    timezone: str = key("UTC", check="iana_timezone", doc='IANA time zone of `hours` and `days`, e.g. "Europe/Paris"')
+
+
 @dataclass(frozen=True, kw_only=True)
 class BusinessSourceConfig:
     enabled: bool = key(True, doc="data.business: appointment aggregates from MongoDB (read-only)")
@@ -144,6 +162,8 @@ class BusinessSourceConfig:
     reconcile_interval: float = key(300.0, lo=1.0, hi=DAY, unit="seconds",
                                     doc="seconds between full recounts that correct incremental drift")
     fields: BusinessFields = section(BusinessFields, "field names in the appointments collection")
+    anomaly: BusinessAnomalyConfig = section(BusinessAnomalyConfig,
+                                             "bookings that stop or sag against this hour's usual count")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,22 +1,27 @@
-"""What a notification says: one health-check transition, the same for every channel."""
+"""What a notification says: one health-check transition or one booking anomaly, the same for every channel."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
+#: the `check` of booking-anomaly messages (group "business")
+BOOKINGS = "bookings"
+
 
 @dataclass(frozen=True, slots=True)
 class Notification:
     """One message to post: `text` is already free of secrets; `ts` is when the transition happened."""
 
-    kind: str  # "down" | "reminder" | "recovered"
+    kind: str  # "down" | "reminder" | "recovered" | "anomaly"
     check: str
     severity: str  # critical | warning | info
     text: str
     ts: float
     #: the reminder's number within its outage (1, 2, ...); 0 for a down or recovered message
     reminder: int = 0
+    #: what `check` names: a health check ("health") or the bookings ("business"); keys PagerDuty incidents
+    group: str = "health"
 
     @classmethod
     def down(cls, check: str, reason: str, *, ts: float | None = None) -> Notification:
@@ -32,6 +37,16 @@ class Notification:
         return cls("reminder", check, "critical",
                    f"Health check still failing: {check}: {reason} (down for {duration(down_for)}, "
                    f"reminder {reminder})", time.time() if ts is None else ts, reminder)
+
+    @classmethod
+    def anomaly(cls, kind: str, text: str, *, ts: float) -> Notification:
+        """Bookings turned `kind` ("silent": critical, "low": warning); `text` holds aggregates only."""
+        return cls("anomaly", BOOKINGS, "critical" if kind == "silent" else "warning", text, ts, group="business")
+
+    @classmethod
+    def anomaly_recovered(cls, text: str, *, ts: float) -> Notification:
+        """Bookings are back to what this hour usually brings: one info message (PagerDuty resolves)."""
+        return cls("recovered", BOOKINGS, "info", text, ts, group="business")
 
     @classmethod
     def recovered(cls, check: str, *, down_for: float, ts: float | None = None) -> Notification:

@@ -36,9 +36,10 @@ class PagerDutyChannel(Channel):
         return pagerduty_event(n, routing_key=self._routing_key, hub_name=self.hub_name)
 
 
-def dedup_key(hub_name: str, check: str) -> str:
-    """The one incident key of `check`: `<hub name>/health/<check>`, hashed when longer than PagerDuty allows."""
-    key = f"{hub_name}/health/{check}"
+def dedup_key(hub_name: str, check: str, group: str = "health") -> str:
+    """The one incident key of `check`: `<hub name>/<group>/<check>` (group health, or business for the
+    bookings), hashed when longer than PagerDuty allows."""
+    key = f"{hub_name}/{group}/{check}"
     if len(key) <= MAX_DEDUP_KEY:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()
@@ -47,7 +48,7 @@ def dedup_key(hub_name: str, check: str) -> str:
 
 def pagerduty_event(n: Notification, *, routing_key: str, hub_name: str) -> dict[str, Any]:
     """The Events API v2 body for `n` (PagerDuty's schema: routing_key, event_action, dedup_key, payload)."""
-    event: dict[str, Any] = {"routing_key": routing_key, "dedup_key": dedup_key(hub_name, n.check)}
+    event: dict[str, Any] = {"routing_key": routing_key, "dedup_key": dedup_key(hub_name, n.check, n.group)}
     if n.kind == "recovered":
         return {**event, "event_action": "resolve"}
     details: dict[str, Any] = {"check": n.check, "kind": n.kind, "text": n.text}
@@ -60,7 +61,7 @@ def pagerduty_event(n: Notification, *, routing_key: str, hub_name: str) -> dict
         "severity": n.severity,
         "timestamp": utc_iso(n.ts),
         "component": n.check,
-        "group": "health",
-        "class": "health check",
+        "group": n.group,
+        "class": "health check" if n.group == "health" else "booking anomaly",
         "custom_details": details,
     }}

@@ -61,8 +61,9 @@ def make_prometheus_source(url: str, **keys: Any) -> PrometheusSource:
 
 
 def make_business_source(uri: str, *, client_options: Mapping[str, Any] | None = None, metrics: Any = None,
+                         notifier: Any = None, store: Any = None, clock: Any = None,
                          **keys: Any) -> BusinessSource:
-    """A BusinessSource for `mongodb_uri = uri` and `[sources.business]` `keys`."""
+    """A BusinessSource for `mongodb_uri = uri` and `[sources.business]` `keys` (with `anomaly` a table)."""
     cfg = config({"sources": {"business": {"mongodb_uri": uri, **keys}}})
     return BusinessSource(cfg.sources.business, secrets=secrets_of(cfg), client_options=client_options,
-                          metrics=metrics)
+                          metrics=metrics, notifier=notifier, store=store, clock=clock)

@@ -52,7 +52,7 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
     docs = make_docs(dt.datetime.now(UTC), seed=19)
     await insert(mongo_server, "private", docs)
     wire = Wire()
-    src = source_for(mongo_server, collection="private", listeners=[wire], min_cell_size=3)
+    src = source_for(mongo_server, collection="private", listeners=[wire], min_cell_size=3, anomaly={"enabled": True})
     await src.start()
     try:
         out = {w: await src.metrics_for(w) for w in WINDOWS}
@@ -77,7 +77,10 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
             assert not any(k in json.dumps(cmd, default=str) for k in ('"$out"', '"$merge"'))
     # Only aggregates come back: hour rows, or the full pipeline's one $facet document (windows without
     # closed hours, warm-up).
-    rows = [r for r in wire.received() if set(r) != FACET_KEYS]
+    # (and the detectors' two counts and one created-at: test_expected_anomaly_and_their_messages_...)
+    rows = [r for r in wire.received() if set(r) != FACET_KEYS and isinstance(r.get("_id"), dict)]
+    detector = [r for r in wire.received() if set(r) != FACET_KEYS and not isinstance(r.get("_id"), dict)]
+    assert all(set(r) <= DETECTOR_KEYS and r.get("_id") is None for r in detector), detector[:3]
     facets = [r for r in wire.received() if set(r) == FACET_KEYS]
     assert rows and all(set(r) <= METRIC_ROW_KEYS and set(r["_id"]) == {"h", "s"} for r in rows), rows[:3]
     assert facets and all(set(row) <= FACET_ROW_KEYS for f in facets for part in f.values() for row in part)
@@ -85,6 +88,8 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
 
 
 METRIC_ROW_KEYS = {"_id", "n", "c", "rs", "rn", "ws", "wn"}
+#: the detectors' rows: the last 60 minutes' and this hour's counts, or one created-at
+DETECTOR_KEYS = {"_id", "n", "h", "createdAt"}
 FACET_KEYS = {"totals", "cancelled", "booking", "bySpecialty"}
 FACET_ROW_KEYS = {"_id", "n", "rating", "avgMs", "count"}
 EVENT_KEYS = {"_id", "operationType", "documentKey", "fullDocument", CREATED_TOUCHED}
@@ -160,3 +165,49 @@ async def test_read_only_user_is_enough_for_source_and_doctor(mongo_server_fn: M
         with pytest.raises(OperationFailure) as err:
             await client.get_default_database().appointments.insert_one({"x": 1})
         assert err.value.code == 13
+
+
+async def test_expected_anomaly_and_their_messages_carry_no_patient_field(mongo_server: MongoServer) -> None:
+    """The detectors' queries bring back counts and created-at times only, and `expected`, `anomaly`,
+    the metrics' inputs and the messages of an anomaly and its recovery hold no planted field."""
+    from pymongo import MongoClient
+
+    from tests.system.test_business_anomaly import Clock, Recorder, seasonal_docs, seed
+
+    t0 = dt.datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
+    planted = {"name": "Zebulon Plantedname", "email": "zebulon@planted.example", "ssn": "078-05-1120"}
+    docs = [{**d, "patient": planted, "notes": "planted-note-7731"} for d in seasonal_docs(t0)]
+    seed(mongo_server, "planted", docs)
+    wire, clock, sent = Wire(), Clock(t0), Recorder()
+    src = source_for(mongo_server, collection="planted", listeners=[wire], timeout=10, clock=clock, notifier=sent,
+                     anomaly={"enabled": True})
+    await src.start()
+    sections = []
+    try:
+        await src.collect(10)
+        await src.filled()
+        for m in (0, 8):  # ok, then silent (8 minutes without a booking at 60 an hour)
+            clock.t = t0 + dt.timedelta(minutes=m)
+            sections.append((await src.collect(10)).data["business"])
+        with MongoClient(mongo_server.uri) as client:
+            client.get_default_database().planted.insert_many(
+                [{"createdAt": t0 + dt.timedelta(minutes=8, seconds=i), "patient": planted} for i in range(5)])
+        clock.t = t0 + dt.timedelta(minutes=9)
+        sections.append((await src.collect(10)).data["business"])
+        sections.append(await src.metrics_for("1h"))
+    finally:
+        await src.close()
+    assert [s["anomaly"]["state"] for s in sections[:3]] == ["ok", "silent", "ok"]
+    assert [n.kind for n in sent.sent] == ["anomaly", "recovered"]
+    assert set(sections[3]["expected"]) == {"hour", "observed", "elapsed", "weeks"}
+    text = json.dumps([*sections, [n.text for n in sent.sent]], default=str)
+    for value in (*planted.values(), "planted-note-7731", "Zebulon", "planted.example"):
+        assert value not in text, (value, text[text.find(value) - 80:text.find(value) + 80])
+    # On the wire: reads only, and besides hour rows, facets and change events only the detectors'
+    # counts and created-at times come back.
+    assert {name for name, _ in wire.sent} <= READ_COMMANDS
+    received = json.dumps(wire.received(), default=str)
+    assert "Zebulon" not in received and "planted" not in received and "patient" not in received
+    detector_rows = [r for r in wire.received() if set(r) - METRIC_ROW_KEYS - FACET_KEYS - EVENT_KEYS]
+    assert detector_rows and all(set(r) <= DETECTOR_KEYS for r in detector_rows), detector_rows[:3]
+    assert any(set(r) == {"createdAt"} for r in detector_rows)  # the last booking's look-up

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
+from typing import Any
 
 import orjson
 
@@ -86,6 +87,18 @@ def test_min_cell_size_applies_first_and_max_specialties_keeps_its_guarantee() -
         assert shown == [dict(r) for r in named[:len(shown)]]
 
 
+def worst_expected_and_anomaly() -> dict[str, Any]:
+    """`expected` and `anomaly` with the longest numbers and the longest reason the detectors write."""
+    from hub.sources.business.anomaly import Verdict
+    from hub.sources.business.expected import Expected
+
+    worst, tiny, most = -1.7976931348623157e308, 2.2250738585072014e-308, 2**63 - 1
+    reason = (f"{most} bookings in the last 60 min where {worst:.3g} were expected: "
+              f"P(X <= {most}) = {tiny:.2g} < p = {tiny:g}")
+    return {"expected": Expected(hour=worst, observed=most, elapsed=0.99999, weeks=4).to_dict(),
+            "anomaly": Verdict("silent", most, worst, worst, reason).to_dict("2024-03-05T10:07:00.000Z")}
+
+
 def test_the_documented_byte_bound_holds_for_the_worst_labels_and_numbers() -> None:
     """Labels of control characters (6 bytes each in JSON), the largest counts and floats."""
     rows = [{"_id": json_id(chr(i % 32) + chr(31 - i % 32) + chr(i) + "\x01" * (LABEL_CHARS * 4)),
@@ -95,12 +108,13 @@ def test_the_documented_byte_bound_holds_for_the_worst_labels_and_numbers() -> N
                              min_cell_size=0, max_specialties=cap, booking_s=-1.7976931348623157e308,
                              rating=-1.7976931348623157e306)
         answer["appointments"]["cancellationRate"] = -1.7976931348623157e-308  # the longest float text
+        answer.update(worst_expected_and_anomaly())
         size = len(orjson.dumps(answer))
         assert len(answer["appointments"]["bySpecialty"]) == cap + 1
         assert size <= max_section_bytes(cap), (cap, size)
         if cap >= DEFAULT_MAX_SPECIALTIES:  # and tight: "other" is the one row short of the worst
             assert size > max_section_bytes(cap) * 0.97, (cap, size)
-    assert max_section_bytes() == 80_543  # the figure docs/mongodb.md and docs/security.md state
+    assert max_section_bytes() == 80_991  # the figure docs/mongodb.md and docs/security.md state
 
 
 def test_hour_buckets_and_the_full_pipeline_cut_fold_and_order_alike() -> None:

@@ -84,6 +84,8 @@ class Changes:
     events: int = 0
     #: the drain stopped early (deadline, outage) after `events` events; the rest wait for the next drain
     truncated: bool = False
+    #: the latest created-at among the inserted documents (the time of the last booking), if any
+    latest: dt.datetime | None = None
 
 
 class ChangeFeed:
@@ -158,6 +160,9 @@ class ChangeFeed:
             created = _get_path(event.get("fullDocument"), self.fields.created_at)
             if isinstance(created, dt.datetime):
                 changes.hours.add(hour_of(created))
+                if op == "insert":
+                    created = created if created.tzinfo else created.replace(tzinfo=dt.UTC)
+                    changes.latest = created if changes.latest is None else max(changes.latest, created)
             if op == "replace":
                 changes.unknown = True  # the replaced version's created-at is not in the event
         elif op == "update":

@@ -24,8 +24,9 @@ DEFAULT_MAX_SPECIALTIES = 50
 #: 3, and the count at most 20 (an int64)
 ROW_MAX_BYTES = len('{"_id":"","count":},') + 6 * (LABEL_CHARS - 1) + len(LABEL_MARK.encode()) + 20
 #: JSON bytes of the business section without its bySpecialty rows at most: the keys, a timestamp, the
-#: longest timeRange, a total of 20 digits and three floats of at most 24 characters each
-SECTION_FIXED_BYTES = 320
+#: longest timeRange, a total of 20 digits and three floats of at most 24 characters each (320), plus
+#: `expected` and `anomaly` (their keys, numbers, a timestamp and a reason made of numbers: 434 at most, 448)
+SECTION_FIXED_BYTES = 768
 
 
 def field_ref(path: str) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pymongo
 from pymongo import AsyncMongoClient
@@ -16,6 +16,7 @@ from pymongo.errors import ExecutionTimeout, NetworkTimeout, PyMongoError
 from hub.config import BusinessSourceConfig
 from hub.secrets import Secrets
 from hub.sources.base import Source, SourceError, SourceResult
+from hub.sources.business.anomaly import Schedule, evaluate
 from hub.sources.business.buckets import (
     BucketStore,
     HourStats,
@@ -36,10 +37,18 @@ from hub.sources.business.client import (
     describe_error,
     driver_deadline,
 )
+from hub.sources.business.expected import Expected, Rate, expected_rate
+from hub.sources.business.expected import elapsed as hour_elapsed
 from hub.sources.business.pipeline import QUERY_COMMENT, build_pipeline, shape_result
+from hub.sources.business.recent import first_booking_hour, last_booking, recent_counts
 from hub.sources.business.tracker import ChangeTracker
+from hub.sources.business.watch import AnomalyWatch
+from hub.state import MemoryStore, Store
 from hub.tasks import cancel_and_wait, spawn
 from hub.vocab import TIME_RANGES, WINDOWS
+
+if TYPE_CHECKING:
+    from hub.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,9 @@ WINDOW_IDLE = 3600.0
 COLD_HOURS = 3
 #: the deadline of one background fill, in seconds (at least ten times sources.business.timeout)
 FILL_TIMEOUT = 120.0
+#: the window whose hours are kept for the expected bookings (4 weeks back from any hour of the last
+#: day), whatever time_range is shown, while sources.business.anomaly is enabled
+KEEP_WINDOW = "30d"
 
 
 class BusinessSource(Source):
@@ -65,7 +77,9 @@ class BusinessSource(Source):
     sections = ("business",)
 
     def __init__(self, cfg: BusinessSourceConfig, *, secrets: Secrets,
-                 client_options: Mapping[str, Any] | None = None, metrics: Any = None) -> None:
+                 client_options: Mapping[str, Any] | None = None, metrics: Any = None,
+                 notifier: Notifier | None = None, store: Store | None = None,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
         # `cfg` was validated by hub/config, the one place that does; it is used as given.
         self.cfg = cfg
         self.timeout = cfg.timeout
@@ -83,6 +97,13 @@ class BusinessSource(Source):
         self._fill: asyncio.Task[None] | None = None
         self._used: dict[str, float] = {}  # endpoint window -> monotonic time of its last request
         self.queries_total = 0  # aggregate round-trips sent
+        #: the wall clock of windows and detectors (tests drive it; UTC, aware, milliseconds)
+        self.now: Callable[[], dt.datetime] = clock or now_ms
+        self.anomaly = cfg.anomaly.enabled
+        self.schedule = Schedule(cfg.anomaly)
+        self.watch = AnomalyWatch(self.schedule, store=store if store is not None else MemoryStore(),
+                                  notifier=notifier)
+        self._history_from: tuple[int, int | None] | None = None  # (open hour when looked up, first booking's hour)
 
     @property
     def mode(self) -> str | None:
@@ -138,17 +159,73 @@ class BusinessSource(Source):
     # ------------------------------------------------------------------ the two entry points
 
     async def collect(self, budget: float) -> SourceResult:
-        """The tick: `cfg.time_range`'s metrics, the database work kept inside `budget` seconds."""
-        data = await self._get(self.cfg.time_range, deadline=driver_deadline(budget))
+        """The tick: `cfg.time_range`'s metrics, the database work kept inside `budget` seconds; with
+        the anomaly detectors on, also `expected` and `anomaly` (announcing a transition)."""
+        deadline = driver_deadline(budget)
+        data, expected = await self._with_expected(self.cfg.time_range, deadline)
+        if expected is not None:
+            exp, rate, observed_60, now = expected
+            try:
+                with pymongo.timeout(deadline):
+                    assert self.changes is not None
+                    last = await last_booking(self._aggregate, self.cfg.fields, self.changes, now)
+            except PyMongoError as exc:
+                log.warning("business source: last booking: %s", describe_error(
+                    exc, uri=self.cfg.mongodb_uri, timeout=deadline, secrets=self._secrets))
+            else:
+                verdict = evaluate(now, p=self.cfg.anomaly.p, schedule=self.schedule, rate=rate,
+                                   observed_60=observed_60, last_booking=last)
+                data["expected"] = exp.to_dict()
+                data["anomaly"] = await self.watch.update(verdict, exp, now)
         return SourceResult(data={"business": data})
 
     async def metrics_for(self, time_range: str) -> dict[str, Any]:
-        """The seed's metrics object for `time_range` from the same buckets, within cfg.timeout;
-        SourceError when unavailable."""
+        """The seed's metrics object for `time_range` from the same buckets, within cfg.timeout, with
+        `expected` while the detectors are on; SourceError when unavailable."""
         if time_range not in WINDOWS:
             raise ValueError(f"unknown timeRange {time_range!r}; allowed: {', '.join(TIME_RANGES)}")
         self._used[time_range] = monotonic()
-        return await self._get(time_range, deadline=driver_deadline(self.timeout))
+        data, expected = await self._with_expected(time_range, driver_deadline(self.timeout))
+        if expected is not None:
+            data["expected"] = expected[0].to_dict()
+        return data
+
+    # ------------------------------------------------------------------ expected bookings
+
+    async def _with_expected(self, time_range: str, deadline: float) -> tuple[dict[str, Any], Any]:
+        """`time_range`'s answer, and with the detectors on (Expected, rate, bookings of the last 60
+        minutes, now), or None when those could not be had this time (logged; the answer stands)."""
+        if not self.anomaly:
+            return dict(await self._get(time_range, deadline=deadline)), None
+        # The kept window's hours feed the expectation: kept current before the shown window is answered,
+        # one after the other (a call finding the stream busy would answer with the full pipeline), each
+        # within half the deadline; one computation when they are the same window.
+        half = round(deadline / 2, 3)
+        try:
+            await self._get(KEEP_WINDOW, deadline=half)
+        except SourceError:
+            main = await self._get(time_range, deadline=half)
+            return dict(main), None
+        main = await self._get(time_range, deadline=half)
+        try:
+            with pymongo.timeout(deadline):
+                return dict(main), await self._expected()
+        except PyMongoError as exc:
+            log.warning("business source: expected bookings: %s", describe_error(
+                exc, uri=self.cfg.mongodb_uri, timeout=deadline, secrets=self._secrets))
+            return dict(main), None
+
+    async def _expected(self) -> tuple[Expected, Rate, int, dt.datetime]:
+        """The current hour's expectation from the kept hours and the recent bookings (hub.sources.business.recent)."""
+        now = self.now()
+        open_h = hour_of(now)
+        if self._history_from is None or self._history_from[0] != open_h:  # once an hour
+            self._history_from = (open_h, await first_booking_hour(self._aggregate, self.cfg.fields))
+        counts = {h: b.total for h, b in self.store.buckets.items()}
+        rate = expected_rate(counts, history_from=self._history_from[1])
+        n60, this_hour = await recent_counts(self._aggregate, self.cfg.fields, now)
+        hour, weeks = rate(open_h)
+        return Expected(hour, this_hour, hour_elapsed(now), weeks), rate, n60, now
 
     async def _get(self, time_range: str, *, deadline: float) -> dict[str, Any]:
         task = self._inflight.get(time_range)
@@ -222,15 +299,15 @@ class BusinessSource(Source):
                 self.metrics.business_buckets.set(0)
         if self.mode is None:
             await self.changes.apply(wait=False)  # learn the mode (hub_business_mode), unless a drain runs
-        elif self.mode == "change_stream" and not self.store.buckets and not self.store.inflight:
+        elif (self.mode == "change_stream" and not self.anomaly  # the anomaly's kept window owns the stream
+              and not self.store.buckets and not self.store.inflight):
             await self.changes.forget()  # nothing kept, nothing to track until hours are computed again
         # Otherwise the stream's events wait for the next call that reads closed hours: a window in
         # use within WINDOW_IDLE, or its hours are dropped and the stream closed as above.
 
-    @staticmethod
-    def _closed_hours(time_range: str) -> tuple[int, int]:
+    def _closed_hours(self, time_range: str) -> tuple[int, int]:
         """The closed hours wholly inside `time_range`'s window now, as [first, open hour)."""
-        now = now_ms()
+        now = self.now()
         first = hour_of(now - WINDOWS[time_range])
         if hour_start(first) < now - WINDOWS[time_range]:
             first += 1
@@ -240,7 +317,8 @@ class BusinessSource(Source):
         """Recompute the needed hours of the largest window in use, in the background, once at a time."""
         if self._fill is not None and not self._fill.done():
             return
-        largest = max((time_range, *self._used), key=lambda w: WINDOWS[w])
+        kept = (KEEP_WINDOW,) if self.anomaly else ()
+        largest = max((time_range, *self._used, *kept), key=lambda w: WINDOWS[w])
         deadline = max(FILL_TIMEOUT, 10 * self.timeout)  # its own, never a call's
 
         async def fill() -> None:
@@ -267,7 +345,7 @@ class BusinessSource(Source):
 
     async def _full(self, time_range: str) -> dict[str, Any]:
         """The window by today's single full pipeline (the oracle), while the buckets fill."""
-        now = now_ms()
+        now = self.now()
         docs = await self._aggregate(build_pipeline(self.cfg.fields, now - WINDOWS[time_range]))
         return shape_result(docs[0] if docs else None, time_range=time_range, timestamp=now,
                             min_cell_size=self.cfg.min_cell_size, max_specialties=self.cfg.max_specialties)
@@ -281,11 +359,12 @@ class BusinessSource(Source):
 
     def _largest_window(self) -> dt.timedelta:
         now = monotonic()
-        in_use = [self.cfg.time_range, *(w for w, t in self._used.items() if now - t < WINDOW_IDLE)]
+        in_use = [self.cfg.time_range, *(w for w, t in self._used.items() if now - t < WINDOW_IDLE),
+                  *((KEEP_WINDOW,) if self.anomaly else ())]
         return max(WINDOWS[w] for w in in_use)
 
     async def _window(self, time_range: str) -> dict[str, Any]:
-        now = now_ms()
+        now = self.now()
         start = now - WINDOWS[time_range]
         open_h = hour_of(now)
         first = hour_of(start)

@@ -60,6 +60,10 @@ class ChangeTracker:
         self._last_slice: float | None = None
         self._forgotten = False  # forget() closed the stream: its reopening starts a new generation
         self.behind = False  # the last drain stopped before the end of the backlog
+        #: the latest created-at the stream's inserts carried (the last booking), and whether it is known to
+        #: be the collection's latest: False until one indexed look-up seeded it after the stream opened
+        self.latest: dt.datetime | None = None
+        self.latest_known = False
         #: the collection's identity (collection_identity) when last checked; None before the first check
         self.identity: Any = None
         #: change events received, recomputes of every kept hour forced by a change of unknown hour,
@@ -88,6 +92,8 @@ class ChangeTracker:
                                             f"reconcile_interval = {self.reconcile_interval:g}s")
                 self._stream_retry_at = monotonic() + self.reconcile_interval
                 return True
+            if self._forgotten or self.mode != "change_stream":
+                self.latest_known = False  # inserts before this stream opened are in no stream
             if self._forgotten:
                 # Changes between forget() and this reopening are in no stream: a computation started
                 # in that gap must not store its hours (the store's generation moves on).
@@ -98,8 +104,11 @@ class ChangeTracker:
                     self._count_dirty(self.store.mark_all())
                 self._set_mode("change_stream", "the server supports change streams; changes show by the next tick")
             self.events_total += changes.events
+            if changes.latest is not None and (self.latest is None or changes.latest > self.latest):
+                self.latest = changes.latest
             self.behind = changes.truncated
             if changes.reset:
+                self.latest_known = False
                 self.store.clear()
                 self.pending_ids.clear()
                 self.resets_total += 1
@@ -143,6 +152,7 @@ class ChangeTracker:
         log.info("business source: collection %s was %s; rebuilding all hours", self.feed.coll.full_name, what)
         self.identity = identity
         self.replaced_total += 1
+        self.latest, self.latest_known = None, False
         # The stream's resume point belongs to the old collection's history: a fresh stream from now on,
         # and every hour recomputed after it opens (a computation started before never stores its hours).
         await self.feed.close()
