@@ -88,11 +88,12 @@ def fmt_uptime(f: float | None) -> str:
 
 
 def fmt_latency_ms(ms: float | None) -> str:
-    """format.js fmtLatency of ms / 1000 (Math.round, not Python's half-even)."""
+    """format.js fmtLatency of ms / 1000 (Math.round, not Python's half-even; "1.00 s" from 999.5 ms)."""
     if ms is None:
         return DASH
     sec = ms / 1000
-    return f"{math.floor(sec * 1000 + 0.5)} ms" if sec < 1 else f"{sec:.2f} s"
+    rounded = math.floor(sec * 1000 + 0.5)
+    return f"{rounded} ms" if rounded < 1000 else f"{sec:.2f} s"
 
 
 def iso_seconds(iso: str) -> float:
