@@ -5,11 +5,12 @@
 //   connection.js  token auth, the socket, backoff, watchdog
 //   stream.js      which snapshots to accept: seq, epoch, hub restarts
 //   charts.js      chart points (the hub's, as sent) and uPlot drawing
-//   panels.js      the header and sections; alerts.js, health.js the Alerts and Health panels
+//   panels.js      the header and sections; alerts.js, health.js the Alerts and Health panels,
+//                  status.js the Health panel's status table (uptime, p95, certificates)
 //   actions.js     what the token may do (/api/me); silence, expire, mute and unmute controls
 //   banner.js      the stale banner; view.js the kiosk view (`/?kiosk`)
 
-import { initCharts, seriesLengths } from "./charts.js";
+import { initCharts, plottedTimes, seriesLengths } from "./charts.js";
 import { start } from "./connection.js";
 import { $ } from "./format.js";
 import { state } from "./state.js";
@@ -34,6 +35,7 @@ Object.defineProperty(window, "hubDebug", {
     get lastDataAt() { return state.last ? state.lastAt : null; },
     seqs() { return state.points.map((p) => p.seq); },
     seriesLengths,
+    plottedTimes,
   }),
 });
 

@@ -260,6 +260,16 @@ export function seriesLengths() {
   return out;
 }
 
+/** Per drawn chart (by element id), the times (s) of the points it plots a value at, copied (for tests). */
+export function plottedTimes() {
+  const out = {};
+  for (const [id, c] of charts) {
+    const d = c.plot.data;
+    out[id] = d[0].filter((t, i) => d.slice(1).some((ys) => ys[i] !== null && ys[i] !== undefined));
+  }
+  return out;
+}
+
 /** Redraw on tab visibility, colour-scheme change and resize. */
 export function initCharts() {
   document.addEventListener("visibilitychange", () => {

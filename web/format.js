@@ -23,7 +23,8 @@ export function fmtFixed(n, digits, unit) {
 
 export function fmtLatency(sec) {
   if (sec === null || sec === undefined || !Number.isFinite(sec)) return "–";
-  return sec < 1 ? Math.round(sec * 1000) + " ms" : sec.toFixed(2) + " s";
+  const ms = Math.round(sec * 1000);
+  return ms < 1000 ? ms + " ms" : sec.toFixed(2) + " s";   // 0.9996 s is "1.00 s", not "1000 ms"
 }
 
 export function fmtDuration(sec) {

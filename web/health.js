@@ -1,12 +1,14 @@
-// The Health panel: each of the hub's HTTP / database checks, up or down, since when, latency, reason,
-// and its mutes (who, why, until when). With a token that may act (actions.js): "Mute 1 h" with a
+// The Health panel: each of the hub's HTTP / database checks, up, degraded or down, since when, latency,
+// reason, and its mutes (who, why, until when); above them the status table (status.js). With a token that may act (actions.js): "Mute 1 h" with a
 // comment on each check that is not muted, "Unmute" on each mute; without one, no controls.
-// data.health = {healthy, details: {name: bool}, checks: {name: {up, status, latency_ms, error, since, failures}},
+// data.health = {healthy, details: {name: bool}, checks: {name: {up, status, latency_ms, error, since, failures,
+//                state, cert_days, uptime, p95_ms}},   (the last four from a newer hub only)
 //                mutes: [{id, check, until, createdBy, comment}]}
 
 import { mayAct, muteControls, unmuteControl } from "./actions.js";
 import { $, byLine, el, fmtDuration, fmtLatency, num } from "./format.js";
 import { MAX_LIST } from "./state.js";
+import { renderStatus, stateOf } from "./status.js";
 
 function rowsOf(health) {
   const checks = health.checks && typeof health.checks === "object" ? health.checks : {};
@@ -19,6 +21,10 @@ function rowsOf(health) {
     const failures = num(c.failures) || 0;
     return {
       name, up, failures,
+      state: stateOf(c, up),
+      certDays: c.cert_days,
+      uptime: c.uptime,
+      p95: c.p95_ms,
       status: num(c.status),
       latency: num(c.latency_ms),
       error: c.error === null || c.error === undefined ? "" : String(c.error),
@@ -27,8 +33,8 @@ function rowsOf(health) {
   });
 }
 
-// Down first, then up but failing, then healthy; by name within each.
-const rank = (r) => (!r.up ? 0 : r.failures > 0 ? 1 : 2);
+// Down first, then degraded or up but failing, then healthy; by name within each.
+const rank = (r) => (!r.up ? 0 : r.failures > 0 || r.state === "degraded" ? 1 : 2);
 
 function reasonOf(r) {
   if (r.error) return r.error;
@@ -47,12 +53,16 @@ function mutesByCheck(health) {
 }
 
 function row(r, now, mutes, act) {
-  const li = el("li", "check " + (r.up ? "up" : "down"));
+  const degraded = r.up && r.state === "degraded";
+  const li = el("li", "check " + (r.up ? "up" : "down") + (degraded ? " degraded" : ""));
   li.dataset.check = r.name;
   li.dataset.up = String(r.up);
+  li.dataset.state = r.state;
+  // Nothing beyond what the status table shows (up, no reason, no mute): the wall leaves it out.
+  li.classList.toggle("plain", r.up && !degraded && r.failures === 0 && mutes.length === 0);
   const head = el("div", "check-head");
-  head.append(el("span", "badge " + (r.up ? (r.failures > 0 ? "st-partial" : "st-ok") : "st-error"),
-    r.up ? "up" : "down"), el("span", "name", r.name));
+  head.append(el("span", "badge " + (degraded ? "st-degraded" : r.up ? (r.failures > 0 ? "st-partial" : "st-ok")
+    : "st-error"), degraded ? "degraded" : r.up ? "up" : "down"), el("span", "name", r.name));
   if (mutes.length) head.append(el("span", "badge st-mute", "muted"));
   if (Number.isFinite(r.since)) {
     const since = el("span", "muted since", "for " + fmtDuration((now - r.since) / 1000));
@@ -66,6 +76,9 @@ function row(r, now, mutes, act) {
   } else if (r.failures > 0) {
     // Not down yet (the hub waits for several failures in a row), but say what is going wrong.
     li.append(el("div", "reason warn", "failing (" + r.failures + "×): " + reasonOf(r)));
+  } else if (degraded) {
+    // Up (it answers), but slow or with a certificate about to expire: the hub says which.
+    li.append(el("div", "reason degraded", r.error || "degraded"));
   }
   for (const m of mutes) {
     const line = byLine("muted-by", "muted", m.createdBy, m.until, m.comment);
@@ -83,6 +96,7 @@ export function renderHealth(health) {
   const head = $("v-health");
   if (!health || typeof health !== "object") {
     list.replaceChildren();
+    renderStatus(null);
     head.textContent = "";
     head.dataset.raw = "";
     return;
@@ -90,7 +104,10 @@ export function renderHealth(health) {
   const rows = rowsOf(health);
   rows.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name));
   const down = rows.filter((r) => !r.up).length;
-  head.textContent = "(" + (rows.length - down) + " up · " + down + " down)";
+  const degraded = rows.filter((r) => r.up && r.state === "degraded").length;
+  // "degraded" only when some are: an older hub's snapshot reads as before.
+  head.textContent = "(" + (rows.length - down - degraded) + " up · " + (degraded ? degraded + " degraded · " : "")
+    + down + " down)";
   head.dataset.raw = String(down);
   const now = Date.now();
   const mutes = mutesByCheck(health);
@@ -99,4 +116,5 @@ export function renderHealth(health) {
   if (rows.length > MAX_LIST) items.push(el("li", "muted", "… and " + (rows.length - MAX_LIST) + " more"));
   if (rows.length === 0) items.push(el("li", "muted", "No health checks configured."));
   list.replaceChildren(...items);
+  renderStatus(rows.slice(0, MAX_LIST));
 }

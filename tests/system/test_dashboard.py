@@ -828,6 +828,8 @@ def test_health_panel_shows_checks_down_with_reason_and_up(open_page: Any) -> No
         assert backend["reason"] is None and backend["latency"] == "latency 42 ms"
         assert backend["since"] == "for 1 h 1 min"
         assert watch.js("document.getElementById('v-health').textContent") == "(1 up · 2 down)"
+        # An older hub's checks (no state, uptime, p95_ms, cert_days): no status table, the list as before.
+        assert watch.js("document.getElementById('health-table').hidden") is True
         assert watch.js("document.querySelector('#sources li[data-source=health] .badge').textContent") == "ok"
         assert watch.js("document.querySelector('#health .nodata').hidden") is True
         assert watch.js("document.querySelectorAll('main img').length") == 0
@@ -871,6 +873,74 @@ def test_health_panel_shows_checks_down_with_reason_and_up(open_page: Any) -> No
             "no data — health is not included for this access token"
         assert limited.js("document.querySelector('#sources li[data-source=health]').hidden") is True
         assert_clean(limited)
+
+
+def status_rows(watch: PageWatch) -> list[dict[str, Any]]:
+    """The status table's rows as shown."""
+    return watch.js("""[...document.querySelectorAll('#health-table tbody tr')].map((tr) => ({
+        name: tr.querySelector('.name').textContent,
+        state: tr.querySelector('.badge').textContent,
+        uptime: [...tr.querySelectorAll('.st-up')].map((e) => e.textContent),
+        p95: [...tr.querySelectorAll('.st-p95')].map((e) => e.textContent),
+        cert: tr.querySelector('.st-cert').textContent,
+        right: tr.getBoundingClientRect().right,
+    }))""")
+
+
+def test_status_table_shows_states_uptime_p95_and_certificates_and_fits_a_phone(open_page: Any) -> None:  # noqa: F811
+    source = ScriptedHealth()
+    now = time.time()
+    long_name = "appointments-booking-service-eu-west-1"
+    checks = {
+        "api": {"up": True, "state": "degraded", "status": 200, "latency_ms": 31.0, "failures": 0,
+                "error": "TLS certificate expires in 4.9 days (warning at 14)", "since": _iso(now - 600),
+                "cert_days": 4.93, "uptime": {"24h": 0.99987, "7d": 0.5, "30d": None, "source": "hub",
+                                              "since": _iso(now - 3 * 3600)},
+                "p95_ms": {"24h": 1520.0, "7d": 87.4, "30d": None}},
+        "old": {"up": False, "state": "down", "status": None, "latency_ms": None, "failures": 3,
+                "error": "TLS certificate verification failed (certificate has expired)",
+                "since": _iso(now - 60), "cert_days": -1.25,
+                "uptime": {"24h": 0.0, "7d": 0.0, "30d": 0.0, "source": "hub", "since": _iso(now - 3 * 3600)},
+                "p95_ms": {"24h": None, "7d": None, "30d": None}},
+        long_name: {"up": True, "state": "up", "status": 200, "latency_ms": 12.0, "failures": 0, "error": None,
+                    "since": _iso(now - 3600), "cert_days": 42.7,
+                    "uptime": {"24h": 1.0, "7d": 1.0, "30d": 0.999999, "source": "hub", "since": _iso(now - 3 * 3600)},
+                    "p95_ms": {"24h": 9.6, "7d": 10.0, "30d": 999.6}},
+        # From an older collector: none of the new fields; its state follows `up`.
+        "legacy": {"up": True, "status": 200, "latency_ms": 5.0, "error": None, "since": _iso(now - 60), "failures": 0},
+    }
+    source.health = {"healthy": False, "details": {n: c["up"] for n, c in checks.items()}, "checks": checks}
+    with serve_app(create_app(_health_config(), extra_sources=[source])) as url:
+        watch = open_page(width=390, height=844)
+        watch.page.goto(url)
+        rows = wait_for(lambda: (r := status_rows(watch)) and r, what="the status table")
+        # Down, degraded, then up (by name); a missing figure is a dash, a fraction below 1 never 100 %.
+        assert [(r["name"], r["state"], r["uptime"], r["p95"], r["cert"]) for r in rows] == [
+            ("old", "down", ["0.00 %", "0.00 %", "0.00 %"], ["\u2013"] * 3, "expired"),
+            ("api", "degraded", ["99.98 %", "50.00 %", "\u2013"], ["1.52 s", "87 ms", "\u2013"], "4.9 d"),
+            (long_name, "up", ["100 %", "100 %", "99.99 %"], ["10 ms", "10 ms", "1.00 s"], "42 d"),
+            ("legacy", "up", ["\u2013"] * 3, ["\u2013"] * 3, "\u2013")]
+        caption = watch.js("document.querySelector('#health-table caption').textContent")
+        assert re.fullmatch(r"uptime and p95 latency per window; the hub's record since "
+                            r"(\d\d:\d\d|\d{4}-\d\d-\d\d \d\d:\d\d)", caption), caption
+        # Degraded has its own badge colour, and its reason under the check in the list.
+        colours = watch.js("""[...document.querySelectorAll('#health-table tbody .badge')]
+            .map((b) => getComputedStyle(b).backgroundColor)""")
+        assert len(set(colours[:3])) == 3 and colours[3] == colours[2], colours
+        assert watch.js("document.querySelector('#health-list li[data-check=api] .reason').textContent") == \
+            checks["api"]["error"]
+        assert watch.js("document.querySelector('#health-list li[data-check=api] .badge').textContent") == "degraded"
+        assert watch.js("document.getElementById('v-health').textContent") == "(2 up · 1 degraded · 1 down)"
+        # A phone: the long name wraps inside the table; nothing is wider than the screen.
+        assert watch.js("document.documentElement.scrollWidth") == 390
+        assert max(r["right"] for r in rows) <= 390, rows
+
+        # Back to an older hub's snapshot: the table goes, the list stays.
+        source.health = {"healthy": True, "details": {"legacy": True}, "checks": {"legacy": checks["legacy"]}}
+        wait_for(lambda: watch.js("document.getElementById('health-table').hidden"), what="the table hidden")
+        assert watch.js("[...document.querySelectorAll('#health-list li.check')].map((li) => li.dataset.check)") \
+            == ["legacy"]
+        assert_clean(watch)
 
 
 class StatusServer:
@@ -944,7 +1014,8 @@ gone = "http://127.0.0.1:{free_port()}/api/health"
             assert check["up"] is True and rows["frontend"]["reason"] is None
             ms = check["latency_ms"]
             # Math.round, not Python's round-half-even.
-            expected = f"latency {math.floor(ms + 0.5)} ms" if ms < 1000 else f"latency {ms / 1000:.2f} s"
+            rounded = math.floor(ms + 0.5)
+            expected = f"latency {rounded} ms" if rounded < 1000 else f"latency {ms / 1000:.2f} s"
             assert rows["frontend"]["latency"] == expected
             assert watch.js("document.querySelector('#sources li[data-source=health] .badge').textContent") == "ok"
             assert_clean(watch)
