@@ -200,6 +200,15 @@ class BusinessSource(Source):
         # The kept window's hours feed the expectation: kept current before the shown window is answered,
         # one after the other (a call finding the stream busy would answer with the full pipeline), each
         # within half the deadline; one computation when they are the same window.
+        first, open_h = self._closed_hours(KEEP_WINDOW)
+        if self.changes is not None and (
+                (self._fill is not None and not self._fill.done())
+                or len(self.store.needed(first, open_h)) > COLD_HOURS):
+            # Warming up (start, rebuild): the kept hours fill in the background with their own deadline,
+            # and the shown window keeps the whole one meanwhile. Computing the kept window within half a
+            # tick would be its full pipeline over 28 days, which the demo's 1 s tick cannot fit.
+            self._start_fill(KEEP_WINDOW)
+            return dict(await self._get(time_range, deadline=deadline)), None
         half = round(deadline / 2, 3)
         try:
             await self._get(KEEP_WINDOW, deadline=half)
