@@ -8,8 +8,9 @@
 //   panels.js      the header and sections; alerts.js, health.js the Alerts and Health panels
 //   actions.js     what the token may do (/api/me); silence, expire, mute and unmute controls
 //   banner.js      the stale banner; view.js the kiosk view (`/?kiosk`)
+//   anomaly.js     the bookings-anomaly banner; slo.js the booking API's SLO figures
 
-import { initCharts, seriesLengths } from "./charts.js";
+import { chartSeries, initCharts, seriesLengths } from "./charts.js";
 import { start } from "./connection.js";
 import { $ } from "./format.js";
 import { state } from "./state.js";
@@ -34,6 +35,7 @@ Object.defineProperty(window, "hubDebug", {
     get lastDataAt() { return state.last ? state.lastAt : null; },
     seqs() { return state.points.map((p) => p.seq); },
     seriesLengths,
+    chartData: chartSeries,
   }),
 });
 
