@@ -111,10 +111,12 @@ const CHARTS = [
   // The expected band (data.business.expected): bookings so far this hour against the count expected
   // by now, with its likely range (Poisson, ±2 standard deviations) shaded between two unlabelled edges.
   { id: "chart-appts", series: [{ key: "appts", label: "booked" },
-    { key: "hour_observed", label: "this hour" },
-    { key: "hour_expected", label: "expected by now", dash: [6, 4] },
-    { key: "hour_expected", label: "likely high", edge: true, scale: (v) => v + 2 * Math.sqrt(v) },
-    { key: "hour_expected", label: "likely low", edge: true, scale: (v) => Math.max(0, v - 2 * Math.sqrt(v)) }],
+    // this hour's series on their own (right) axis: a 24 h window's total would flatten them
+    { key: "hour_observed", label: "this hour", axis: "n" },
+    { key: "hour_expected", label: "expected by now", axis: "n", dash: [6, 4] },
+    { key: "hour_expected", label: "likely high", axis: "n", edge: true, scale: (v) => v + 2 * Math.sqrt(v) },
+    { key: "hour_expected", label: "likely low", axis: "n", edge: true,
+      scale: (v) => Math.max(0, v - 2 * Math.sqrt(v)) }],
   band: ["likely high", "likely low"], fmt: fmtCount },
 ];
 const charts = new Map();   // id -> {plot, names, defs}
