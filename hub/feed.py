@@ -168,6 +168,8 @@ def chart_point(seq: int | None, timestamp: str, data: Mapping[str, Any]) -> dic
     biz = data.get("business") if isinstance(data.get("business"), dict) else None
     appts = biz.get("appointments") if biz and isinstance(biz.get("appointments"), dict) else None
     mem = app.get("memoryUsage") if app and isinstance(app.get("memoryUsage"), dict) else None
+    exp = biz.get("expected") if biz and isinstance(biz.get("expected"), dict) else None
+    hour, elapsed = (_num(exp.get("hour")), _num(exp.get("elapsed"))) if exp else (None, None)
     head: dict[str, Any] = {"backfill": True} if seq is None else {"seq": seq}
     return head | {
         "timestamp": timestamp,
@@ -177,12 +179,17 @@ def chart_point(seq: int | None, timestamp: str, data: Mapping[str, Any]) -> dic
         "cpu": _num(app.get("cpuPercent")) if app else None,
         "conns": _num(app.get("activeConnections")) if app else None,
         "appts": _num(appts.get("total")) if appts else None,
+        # the expected band: bookings so far this hour against the hour's expected count pro-rated
+        # by the fraction of the hour passed (data.business.expected)
+        "hour_observed": _num(exp.get("observed")) if exp else None,
+        "hour_expected": round(hour * elapsed, 3) if hour is not None and elapsed is not None else None,
     }
 
 
 #: which topic each chart field comes from, so a topic-limited token sees only its own
 POINT_TOPIC = {"rate": "system", "p95": "system", "rss": "application", "cpu": "application",
-               "conns": "application", "appts": "business"}
+               "conns": "application", "appts": "business", "hour_observed": "business",
+               "hour_expected": "business"}
 
 
 def filter_point(point: dict[str, Any], topics: tuple[str, ...] | None) -> dict[str, Any]:

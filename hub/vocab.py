@@ -11,7 +11,7 @@ TOPICS: tuple[str, ...] = ("system", "application", "business", "alerts", "healt
 
 #: sections of `data` that are not topics themselves, and the topic each belongs to: a client receives
 #: one exactly when it receives that topic (filtering happens in one place, `hub.feed.Entry`)
-SECTION_TOPIC: dict[str, str] = {"silences": "alerts"}
+SECTION_TOPIC: dict[str, str] = {"silences": "alerts", "slo": "system"}
 
 
 def topic_of(section: str) -> str:

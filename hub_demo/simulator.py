@@ -44,6 +44,13 @@ ROUTES: tuple[tuple[str, str, float, float], ...] = (
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TRAFFIC_TICK = 0.25  # seconds between HTTP traffic batches
 MAX_TRACKED = 5000  # ids remembered for later cancel / complete / review events
+#: bookings per hour the seeded history holds around this time of day (weeks 1-4 back, and the last
+#: 75 minutes): what the hub's detector then expects, so a stop of under 2 minutes is improbable
+BUSY_PER_HOUR = 240.0
+#: the demo's bookings outage: first after this many seconds (well after `make run`'s first 20 ticks),
+#: lasting this long, then again every 15-25 minutes
+BOOKINGS_STOP_AFTER = (150.0, 200.0)
+BOOKINGS_STOP_FOR = 180.0
 
 
 def _name(rng: random.Random) -> str:
@@ -119,6 +126,21 @@ def history(rng: random.Random, *, now: dt.datetime, days: int, per_day: float) 
     return [d for d in docs if d["createdAt"] <= now]
 
 
+def busy_history(rng: random.Random, *, now: dt.datetime, per_hour: float = BUSY_PER_HOUR,
+                 weeks: int = 4, recent_minutes: int = 75) -> list[dict[str, Any]]:
+    """Extra appointments at `per_hour` around this time of day: from 1 hour before to 2 hours after
+    it, 1 to `weeks` weeks back, and over the last `recent_minutes`. The hub expects the median of the
+    same weekday and hour over 4 weeks, so a live demo's hours look busy to it."""
+    spans = [(now - dt.timedelta(weeks=w, hours=1), now - dt.timedelta(weeks=w) + dt.timedelta(hours=2))
+             for w in range(1, weeks + 1)]
+    spans.append((now - dt.timedelta(minutes=recent_minutes), now))
+    docs: list[dict[str, Any]] = []
+    for start, end in spans:
+        n = _poisson(rng, per_hour * (end - start).total_seconds() / 3600)
+        docs += [make_appointment(rng, start + (end - start) * rng.random(), now=now) for _ in range(n)]
+    return docs
+
+
 def _poisson(rng: random.Random, lam: float) -> int:
     if lam <= 0:
         return 0
@@ -151,6 +173,14 @@ class _Backend:
         # panel shows a check going down and recovering within the first two minutes.
         self.outage_until = 0.0
         self.next_outage = time.monotonic() + self.rng.uniform(45, 75)
+        # The platform's own failure: every service answers, yet nobody can book (a hidden button).
+        self.bookings_stopped_until = 0.0
+        self.next_bookings_stop = time.monotonic() + self.rng.uniform(*BOOKINGS_STOP_AFTER)
+
+    @property
+    def bookings_stopped(self) -> bool:
+        """True during a bookings outage: health checks pass, but no appointment is booked."""
+        return time.monotonic() < self.bookings_stopped_until
 
     @property
     def frontend_down(self) -> bool:
@@ -187,6 +217,10 @@ class _Backend:
             self.outage_until = now + self.rng.uniform(20, 35)
             self.next_outage = self.outage_until + self.rng.uniform(480, 900)
             log.info("simulator: frontend outage for %.0f s", self.outage_until - now)
+        if now >= self.next_bookings_stop:
+            self.bookings_stopped_until = now + BOOKINGS_STOP_FOR
+            self.next_bookings_stop = self.bookings_stopped_until + self.rng.uniform(900, 1500)
+            log.info("simulator: bookings stop for %.0f s (every health check stays green)", BOOKINGS_STOP_FOR)
         weights = [w for _m, _r, w, _l in ROUTES]
         for _ in range(_poisson(self.rng, rps * dt_s)):
             method, route, _w, median = self.rng.choices(ROUTES, weights)[0]
@@ -255,6 +289,8 @@ class _Appointments:
 
     async def event(self) -> None:
         kind = self.rng.choices(("book", "cancel", "complete", "review"), (60, 9, 20, 11))[0]
+        if kind == "book" and self.backend.bookings_stopped:
+            return  # the booking never reaches the backend: nothing is written, nothing fails
         if kind == "book":
             now = dt.datetime.now(UTC)
             doc = make_appointment(self.rng, now, now=now)  # created now: no booking time, no review yet
@@ -286,7 +322,9 @@ async def _seed(coll: Any, rng: random.Random, *, days: int, per_day: float, cre
     if await coll.find_one({}, projection={"_id": 1}) is not None:
         log.info("simulator: %s already holds appointments; not seeding", coll.full_name)
         return []
-    docs = history(rng, now=dt.datetime.now(UTC), days=days, per_day=per_day)
+    now = dt.datetime.now(UTC)
+    docs = history(rng, now=now, days=days, per_day=per_day) + busy_history(rng, now=now)
+    docs.sort(key=lambda d: d["createdAt"])
     for i in range(0, len(docs), 2000):
         await coll.insert_many(docs[i:i + 2000], ordered=False)
     log.info("simulator: seeded %d appointments over %d days into %s", len(docs), days, coll.full_name)

@@ -9,8 +9,9 @@
 //                  status.js the Health panel's status table (uptime, p95, certificates)
 //   actions.js     what the token may do (/api/me); silence, expire, mute and unmute controls
 //   banner.js      the stale banner; view.js the kiosk view (`/?kiosk`)
+//   anomaly.js     the bookings-anomaly banner; slo.js the booking API's SLO figures
 
-import { initCharts, plottedTimes, seriesLengths } from "./charts.js";
+import { chartSeries, initCharts, plottedTimes, seriesLengths } from "./charts.js";
 import { start } from "./connection.js";
 import { $ } from "./format.js";
 import { state } from "./state.js";
@@ -36,6 +37,7 @@ Object.defineProperty(window, "hubDebug", {
     seqs() { return state.points.map((p) => p.seq); },
     seriesLengths,
     plottedTimes,
+    chartData: chartSeries,
   }),
 });
 

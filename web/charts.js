@@ -108,7 +108,16 @@ const CHARTS = [
   { id: "chart-cpu", series: [{ key: "cpu", label: "CPU %" },
     { key: "conns", label: "connections", axis: "n", fmt: fmtCount }],
     fmt: (v) => fmtFixed(v, 1, " %") },
-  { id: "chart-appts", series: [{ key: "appts", label: "booked" }], fmt: fmtCount },
+  // The expected band (data.business.expected): bookings so far this hour against the count expected
+  // by now, with its likely range (Poisson, ±2 standard deviations) shaded between two unlabelled edges.
+  { id: "chart-appts", series: [{ key: "appts", label: "booked" },
+    // this hour's series on their own (right) axis: a 24 h window's total would flatten them
+    { key: "hour_observed", label: "this hour", axis: "n" },
+    { key: "hour_expected", label: "expected by now", axis: "n", dash: [6, 4] },
+    { key: "hour_expected", label: "likely high", axis: "n", edge: true, scale: (v) => v + 2 * Math.sqrt(v) },
+    { key: "hour_expected", label: "likely low", axis: "n", edge: true,
+      scale: (v) => Math.max(0, v - 2 * Math.sqrt(v)) }],
+  band: ["likely high", "likely low"], fmt: fmtCount },
 ];
 const charts = new Map();   // id -> {plot, names, defs}
 
@@ -149,7 +158,7 @@ function jobNames(key) {
 
 function seriesDefs(spec) {
   if (spec.perJob) return jobNames(spec.key).map((job) => ({ label: job, get: (p) => (p[spec.key] ? p[spec.key][job] : undefined) }));
-  return spec.series.map((s) => ({ label: s.label, axis: s.axis, fmt: s.fmt,
+  return spec.series.map((s) => ({ label: s.label, axis: s.axis, fmt: s.fmt, dash: s.dash, edge: s.edge,
     get: (p) => (p[s.key] === null || p[s.key] === undefined ? null : (s.scale ? s.scale(p[s.key]) : p[s.key])) }));
 }
 
@@ -208,8 +217,10 @@ function makeChart(spec, defs) {
       : new Date(v * 1000).toLocaleTimeString()) }].concat(defs.map((d, i) => ({
       label: d.label,
       scale: d.axis || "y",
-      stroke: cssVar("--s" + ((i % 8) + 1)),
-      width: 2,
+      stroke: d.edge ? "transparent" : cssVar("--s" + ((i % 8) + 1)),
+      width: d.edge ? 0 : 2,
+      dash: d.dash,
+      class: d.edge ? "band-edge" : undefined,   // the band's edges: no legend row (style.css)
       points: { show: false },
       value: (u, v, si, idx) => {
         if (idx === null || idx === undefined) v = lastValue(u.data[si]);
@@ -219,6 +230,10 @@ function makeChart(spec, defs) {
     legend: { show: true, live: true },
     cursor: { drag: { x: false, y: false } },
   };
+  if (spec.band) {
+    const [hi, lo] = spec.band.map((label) => defs.findIndex((d) => d.label === label) + 1);
+    opts.bands = [{ series: [hi, lo], fill: cssVar("--band-fill") || "rgba(127, 127, 127, 0.2)" }];
+  }
   if (twoAxes) opts.axes.push(Object.assign({}, axis, { scale: "n", side: 1, size: Math.round(48 * k), grid: { show: false } }));
   box.replaceChildren();
   return new window.uPlot(opts, chartData(defs), box);
@@ -268,6 +283,14 @@ export function plottedTimes() {
     out[id] = d[0].filter((t, i) => d.slice(1).some((ys) => ys[i] !== null && ys[i] !== undefined));
   }
   return out;
+}
+
+/** A drawn chart's series labels and data (copies; for tests), or null before it is drawn. */
+export function chartSeries(id) {
+  const c = charts.get(id);
+  if (!c) return null;
+  return { labels: c.plot.series.slice(1).map((s) => s.label),
+    data: c.plot.data.map((arr) => Array.from(arr)), bands: (c.plot.bands || []).map((b) => b.series.slice()) };
 }
 
 /** Redraw on tab visibility, colour-scheme change and resize. */

@@ -2,12 +2,14 @@
 
 import { renderKeeping } from "./actions.js";
 import { renderAlerts } from "./alerts.js";
+import { renderAnomaly } from "./anomaly.js";
 import { isStale, renderBanner } from "./banner.js";
 import { byJob } from "./charts.js";
 import {
   $, el, fmtAgo, fmtBytes, fmtCount, fmtDuration, fmtFixed, fmtLatency, num, setBadge, setValue,
 } from "./format.js";
 import { renderHealth } from "./health.js";
+import { renderSlo } from "./slo.js";
 import { MAX_LIST, SOURCES, state } from "./state.js";
 
 /** Show `snap` (the latest accepted snapshot) everywhere; controls and the focus are kept. */
@@ -21,6 +23,8 @@ export function render(snap) {
     renderSystem(d.system, snap);
     renderApplication(d.application, snap);
     renderBusiness(d.business, snap);
+    renderAnomaly(d.business);
+    renderSlo(d.slo);
     // With Alertmanager configured, alerts are its (and an empty panel names it as the reason).
     $("alerts").dataset.source = snap.sources && snap.sources.alertmanager ? "alertmanager" : "prometheus";
     if (sectionState("alerts", "alerts", snap)) renderAlerts(d.alerts, d.silences);

@@ -13,6 +13,7 @@ from hub.config.registry import secrets_of
 from hub.config.schema import (
     DEFAULT_HEALTH_CHECKS,
     DEFAULT_QUERIES,
+    DEFAULT_SLO_QUERIES,
     AlertmanagerSourceConfig,
     AuditConfig,
     AuthConfig,
@@ -35,7 +36,8 @@ from hub.secrets import Secrets, redact_url, scrub  # re-exported for existing i
 from hub.vocab import TIME_RANGES, TOPICS  # re-exported for existing importers
 
 __all__ = [
-    "DEFAULT_HEALTH_CHECKS", "DEFAULT_QUERIES", "TIME_RANGES", "TOPICS", "AlertmanagerSourceConfig",
+    "DEFAULT_HEALTH_CHECKS", "DEFAULT_QUERIES", "DEFAULT_SLO_QUERIES", "TIME_RANGES", "TOPICS",
+    "AlertmanagerSourceConfig",
     "AuditConfig", "AuthConfig", "BroadcastConfig", "BusinessAnomalyConfig", "BusinessFields", "BusinessSourceConfig",
     "ClusterConfig",
     "Config", "ConfigError", "HealthSourceConfig", "NotifyConfig", "ProcessSourceConfig",

@@ -14,6 +14,11 @@ DEFAULT_QUERIES: dict[str, str] = {
     "requestRate": "rate(http_requests_total[5m])",
     "responseTime": "histogram_quantile(0.95, rate(http_request_duration_seconds_bucket[5m]))",
 }
+#: the booking API's SLO figures, from the recording rules shipped in deploy/prometheus/booking-slo.yml
+DEFAULT_SLO_QUERIES: dict[str, str] = {
+    "errorBudgetRemaining": 'slo:error_budget_remaining:ratio_30d{slo=~"booking-api-.*"}',
+    "burnRate": 'slo:burn_rate:ratio_rate5m{slo=~"booking-api-.*"}',
+}
 #: the seed guide's checkApplicationHealth() targets
 DEFAULT_HEALTH_CHECKS: dict[str, str] = {
     "frontend": "http://healthcare-frontend/health",
@@ -79,6 +84,11 @@ class PrometheusSourceConfig:
     queries: Mapping[str, str] = key(factory=lambda: _frozen(DEFAULT_QUERIES), nonempty=True, min_items=1,
                                      doc="name -> PromQL; each name becomes a key of data.system; "
                                          "replaces the defaults")
+    slo_queries: Mapping[str, str] = key(factory=lambda: _frozen(DEFAULT_SLO_QUERIES),
+                                         doc="name -> PromQL; each name becomes a key of data.slo (topic system), "
+                                             "null while Prometheus answers it with no series (rules not "
+                                             "loaded); replaces the defaults (the booking API's error budget "
+                                             "remaining and 5-minute burn rate); empty = no data.slo")
     alerts: bool = key(True, doc="also fetch /api/v1/alerts into data.alerts; ignored when "
                                  "[sources.alertmanager] is enabled (data.alerts then comes from Alertmanager)")
     bearer_token: str = key("", secret="value", doc="sent as Authorization: Bearer (never logged)")

@@ -128,7 +128,7 @@ async def test_broadcast_yields_to_the_loop_between_slices(make_config):
     task.cancel()
     expected = (b'{"type":"metrics_update","seq":1,"epoch":"e","timestamp":"t","data":{},"sources":{},'
                 b'"point":{"seq":1,"timestamp":"t","rate":null,"p95":null,"rss":null,"cpu":null,"conns":null,'
-                b'"appts":null}}')
+                b'"appts":null,"hour_observed":null,"hour_expected":null}}')
     assert all(t.written == len(text_frame(expected)) for t in transports)
     # Other tasks ran while only part of the clients had been written to.
     assert any(0 < k < n for k in ran_during), ran_during[:10]

@@ -54,8 +54,9 @@ def make_redis_store(url: str, *, key_prefix: str = "hub") -> RedisStore:
 
 
 def make_prometheus_source(url: str, **keys: Any) -> PrometheusSource:
-    """A PrometheusSource for `url` and `[sources.prometheus]` `keys` (one query unless given)."""
+    """A PrometheusSource for `url` and `[sources.prometheus]` `keys` (one query and no SLO query unless given)."""
     keys.setdefault("queries", {"one": "vector(1)"})
+    keys.setdefault("slo_queries", {})
     cfg = config({"sources": {"prometheus": {"url": url, **keys}}})
     return PrometheusSource(cfg.sources.prometheus, secrets=secrets_of(cfg))
 

@@ -17,8 +17,11 @@ import pytest
 import yaml
 from aiohttp import web
 
+from hub.config import secrets_of
+from hub.sources.prometheus import PrometheusSource
 from tests.support import need_program
 from tests.support.aio import wait_for
+from tests.support.components import config
 from tests.support.http_targets import serve
 from tests.support.prom import DEPLOY_RULES_DIR, start_prometheus
 
@@ -232,9 +235,32 @@ async def test_real_prometheus_loads_and_evaluates_every_rule_file(tmp_path: Pat
 
             alerts, listed = await wait_for(evaluated, timeout=40, interval=0.5,
                                             what="the page alert firing and HubBookingsSilent pending")
+
+            # The hub's default slo_queries read the recorded series into data.slo (the System panel's figures).
+            cfg = config({"sources": {"prometheus": {"url": server.url}}})
+            source = PrometheusSource(cfg.sources.prometheus, secrets=secrets_of(cfg))
+
+            async def slo_figures() -> dict[str, Any] | None:
+                res = await source.collect(source.timeout)
+                slo = res.data["slo"]
+                return slo if res.error is None and None not in slo.values() else None
+
+            try:
+                slo = await wait_for(slo_figures, timeout=40, interval=0.5, what="both SLO figures recorded")
+            finally:
+                await source.close()
     finally:
         if prom is not None:
             prom.kill()
+
+    assert set(slo) == {"errorBudgetRemaining", "burnRate"}
+    by_slo = {k: {r["metric"]["slo"]: float(r["value"][1]) for r in v} for k, v in slo.items()}
+    # Half the requests fail against a 0.1% budget: burning 500x; every request is fast: burning 0x.
+    assert by_slo["burnRate"]["booking-api-availability"] == pytest.approx(500, rel=0.02)
+    assert by_slo["burnRate"]["booking-api-latency"] == 0
+    assert by_slo["errorBudgetRemaining"]["booking-api-availability"] == pytest.approx(-499, rel=0.02)
+    assert by_slo["errorBudgetRemaining"]["booking-api-latency"] == 1
+    assert {r["metric"]["job"] for v in slo.values() for r in v} == {"healthcare-backend"}
 
     page, silent = alerts["BookingApiErrorBudgetBurnFast"], alerts["HubBookingsSilent"]
     assert page["state"] == "firing"

@@ -51,7 +51,8 @@ def test_backfilled_items_come_before_the_live_ones_without_seq_and_never_move_s
     assert first["data"] == {"system": {"requestRate": [{"metric": {"job": "api", "pad": ""}, "value": [T0 + 7, "2"]}]},
                              "application": None, "business": None}
     assert first["point"] == {"backfill": True, "timestamp": utc_iso(T0 + 7), "rate": {"api": 2.0},
-                              "p95": None, "rss": None, "cpu": None, "conns": None, "appts": None}
+                              "p95": None, "rss": None, "cpu": None, "conns": None, "appts": None,
+                              "hour_observed": None, "hour_expected": None}
     assert "backfill" not in items[-1] and "backfill" not in items[-1]["point"]
     points = orjson.loads(f.encode_points(100, None))
     assert points["seq"] == 1 and points["epoch"] == "e"

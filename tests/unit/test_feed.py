@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from hub.feed import Entry, Feed, chart_point
+from hub.feed import Entry, Feed, chart_point, filter_point
 
 
 def entry(seq: int, pad: int = 0, epoch: str = "e") -> Entry:
@@ -43,7 +43,7 @@ def test_a_snapshot_is_held_once_as_pieces_and_assembled_per_topic_set():
     feed.append(e, data)
     full = orjson.loads(e.encode())
     point = {"seq": 7, "timestamp": "t7", "rate": None, "p95": None, "rss": None, "cpu": None, "conns": 1.0,
-             "appts": None}
+             "appts": None, "hour_observed": None, "hour_expected": None}
     assert full == {"type": "metrics_update", "seq": 7, "epoch": "e", "timestamp": "t7", "data": data,
                     "sources": {"prometheus": {"status": "ok"}, "process": {"status": "ok"}}, "point": point}
     app_only = orjson.loads(e.encode(("application",), feed.source_sections))
@@ -72,7 +72,20 @@ def test_chart_points_are_what_the_page_plots():
             "application": {"memoryUsage": {"rss": 10}, "cpuPercent": 3.5, "activeConnections": 2},
             "business": {"appointments": {"total": 9}}}
     assert chart_point(4, "t", data) == {"seq": 4, "timestamp": "t", "rate": {"api": 4.0}, "p95": {"api": 0.4},
-                                         "rss": 10.0, "cpu": 3.5, "conns": 2.0, "appts": 9.0}
+                                         "rss": 10.0, "cpu": 3.5, "conns": 2.0, "appts": 9.0,
+                                         "hour_observed": None, "hour_expected": None}
+
+
+def test_chart_point_carries_the_expected_band_pro_rated_by_the_hour_passed():
+    data = {"business": {"appointments": {"total": 9},
+                         "expected": {"hour": 40, "observed": 3, "elapsed": 0.25, "weeks": 4}}}
+    point = chart_point(5, "t", data)
+    assert (point["hour_observed"], point["hour_expected"]) == (3.0, 10.0)
+    # No week of history: no expectation, no band (the observed count still plots).
+    data["business"]["expected"] = {"hour": None, "observed": 3, "elapsed": 0.25, "weeks": 0}
+    assert (chart_point(5, "t", data)["hour_observed"], chart_point(5, "t", data)["hour_expected"]) == (3.0, None)
+    # A token without topic business sees neither.
+    assert set(filter_point(point, ("system",))) == {"seq", "timestamp", "rate", "p95"}
 
 
 def test_compressed_pieces_count_in_the_history_byte_budget():

@@ -23,13 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 class PrometheusSource(Source):
-    """Runs `cfg.queries` through /api/v1/query and reads /api/v1/alerts, all within the tick's budget."""
+    """Runs `cfg.queries` (data.system) and `cfg.slo_queries` (data.slo) through /api/v1/query and reads
+    /api/v1/alerts, all within the tick's budget."""
 
     name = "prometheus"
 
     def __init__(self, cfg: PrometheusSourceConfig, *, secrets: Secrets) -> None:
         self._cfg = cfg
-        self.sections = ("system", "alerts") if cfg.alerts else ("system",)
+        self.sections = ("system", *(("alerts",) if cfg.alerts else ()), *(("slo",) if cfg.slo_queries else ()))
         self.timeout = cfg.timeout
         self._max_series = cfg.max_series
         self._max_bytes = cfg.max_response_bytes
@@ -51,7 +52,8 @@ class PrometheusSource(Source):
             self._client = self._make_client()
 
     def _make_client(self) -> httpx.AsyncClient:
-        return http_client(self._cfg, connections=len(self._cfg.queries) + 1, user_agent="hub-prometheus-source")
+        connections = len(self._cfg.queries) + len(self._cfg.slo_queries) + 1
+        return http_client(self._cfg, connections=connections, user_agent="hub-prometheus-source")
 
     async def close(self) -> None:
         if self._client is not None:
@@ -64,11 +66,15 @@ class PrometheusSource(Source):
         """Every query and the alerts concurrently; what finished within `budget` is kept."""
         if self._client is None:
             await self.start()
-        queries = self._cfg.queries
+        # Every query by (section, name); messages say "query 'name'" for data.system's, "slo query 'name'"
+        # for data.slo's.
+        queries = {**{("system", n): q for n, q in self._cfg.queries.items()},
+                   **{("slo", n): q for n, q in self._cfg.slo_queries.items()}}
+        label = {k: f"query {k[1]!r}" if k[0] == "system" else f"slo query {k[1]!r}" for k in queries}
         # Plain create_task (the caller's context): these are this call's own parts, awaited below
         # before it returns or raises, so none outlives it.
-        tasks: dict[str, asyncio.Task[Any]] = {
-            name: asyncio.create_task(self._query(expr), name=f"hub-prometheus-query:{name}")
+        tasks: dict[tuple[str, str], asyncio.Task[Any]] = {
+            name: asyncio.create_task(self._query(expr), name=f"hub-prometheus-query:{name[0]}:{name[1]}")
             for name, expr in queries.items()
         }
         alerts_task = (asyncio.create_task(self._alerts(), name="hub-prometheus-alerts")
@@ -108,27 +114,35 @@ class PrometheusSource(Source):
             messages = {f.message for f in failed.values()}
             if len(messages) == 1:  # e.g. Prometheus down: say it once, not once per query
                 raise SourceError(messages.pop())
-            raise SourceError("; ".join(f"query {n!r}: {f.message}" for n, f in failed.items()))
+            raise SourceError("; ".join(f"{label[n]}: {f.message}" for n, f in failed.items()))
 
         warnings: list[str] = []
-        errors = [f"query {n!r} failed: {f.message}" for n, f in failed.items()]
+        errors = [f"{label[n]} failed: {f.message}" for n, f in failed.items()]
         system: dict[str, Any] = {}
+        slo: dict[str, Any] = {}
         for name, r in results.items():
             if isinstance(r, Failure):
                 continue
             result, warns, cut = r
-            system[name] = result
-            warnings += [f"query {name!r}: {w}" for w in warns]
+            if name[0] == "slo":
+                # No series (the rules are not loaded, or record nothing yet): null, not an empty list,
+                # so that a client tells "Prometheus has no such figure" from a figure.
+                slo[name[1]] = result or None
+            else:
+                system[name[1]] = result
+            warnings += [f"{label[name]}: {w}" for w in warns]
             if cut is not None:
                 returned, kept = cut
-                errors.append(f"query {name!r} cut to {kept} of {returned} series "
+                errors.append(f"{label[name]} cut to {kept} of {returned} series "
                               "(sources.prometheus.max_series)")
                 warnings.append(
-                    f"query {name!r} returned {returned} series, kept {kept} "
+                    f"{label[name]} returned {returned} series, kept {kept} "
                     f"(sources.prometheus.max_series; NaN/Inf and zero values first, then the largest): "
                     f"aggregate it, e.g. sum by (job) ({safe_text(queries[name], limit=200)})")
 
         data: dict[str, Any] = {"system": system}
+        if self._cfg.slo_queries:
+            data["slo"] = slo
         if alerts is not None:
             if isinstance(alerts, Failure):
                 # Alerts are a separate section: null it, keep the good system data, say why.
@@ -137,7 +151,8 @@ class PrometheusSource(Source):
             else:
                 data["alerts"], warns = alerts
                 warnings += warns
-        logger.debug("prometheus source: %d/%d queries ok in %.3f s", len(system), len(results), elapsed)
+        logger.debug("prometheus source: %d/%d queries ok in %.3f s", len(system) + len(slo), len(results),
+                     elapsed)
         return SourceResult(data=data, error="; ".join(errors) or None,
                             warnings=tuple(dict.fromkeys(self._clean(w) for w in warnings)))
 
