@@ -163,9 +163,9 @@ class _Backend:
 
     def __post_init__(self) -> None:
         self.requests = Counter("http_requests_total", "HTTP requests served",
-                                ["method", "route", "status"], registry=self.registry)
+                                ["method", "route", "status_code"], registry=self.registry)
         self.duration = Histogram("http_request_duration_seconds", "HTTP request latency",
-                                  ["method", "route", "status"], buckets=BUCKETS, registry=self.registry)
+                                  ["method", "route", "status_code"], buckets=BUCKETS, registry=self.registry)
         self.incident_until = 0.0
         # The first slow spell comes a few minutes in, so a demo shows alerts firing early.
         self.next_incident = time.monotonic() + self.rng.uniform(120, 240)

@@ -522,7 +522,8 @@ async def test_simulator_seeds_writes_and_serves_backend_metrics(mongo_server_fn
                 return r.text if 'route="/api/appointments",status="201"' in r.text else ""
 
             text = await wait_for(scraped, timeout=10, what="backend metrics")
-        assert 'http_requests_total{method="GET",route="/api/doctors",status="200"}' in text
+        # the seed guide's label name, which the shipped SLO rules select on
+        assert 'http_requests_total{method="GET",route="/api/doctors",status_code="200"}' in text
         assert "http_request_duration_seconds_bucket{" in text and 'le="+Inf"' in text
         assert "job=" not in text  # Prometheus adds the job label from its scrape config
     finally:

@@ -130,6 +130,13 @@ def test_demo_shows_business_and_prometheus_data(demo: Demo) -> None:
     _poll(backend_up, timeout=40, what="Prometheus to report the simulated backend up")
     assert demo.snapshot()["data"]["alerts"], "the demo's rules include an always-firing info alert"
 
+    def slo() -> bool:  # the shipped booking-API SLO rules, on the simulator's status_code label
+        s = demo.snapshot()
+        figures = s and s["data"].get("slo")
+        return bool(figures) and bool(figures.get("errorBudgetRemaining")) and bool(figures.get("burnRate"))
+
+    _poll(slo, timeout=60, what="the booking API's SLO figures from the shipped rules")
+
 
 def test_demo_screenshot(demo: Demo, open_page: Any, tmp_path: Path) -> None:  # noqa: F811
     """The README's picture: the dashboard on demo data (written to docs/ with HUB_SCREENSHOT=1)."""
