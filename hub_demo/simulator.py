@@ -316,14 +316,17 @@ class _Appointments:
             self.backend.request("POST", "/api/appointments/:id/review", 0.06, status=201)
 
 
-async def _seed(coll: Any, rng: random.Random, *, days: int, per_day: float, create_index: bool) -> list[dict[str, Any]]:
+async def _seed(coll: Any, rng: random.Random, *, days: int, per_day: float, create_index: bool,
+                busy_per_hour: float = BUSY_PER_HOUR) -> list[dict[str, Any]]:
     if create_index:
         await coll.create_index([("createdAt", 1)])
     if await coll.find_one({}, projection={"_id": 1}) is not None:
         log.info("simulator: %s already holds appointments; not seeding", coll.full_name)
         return []
     now = dt.datetime.now(UTC)
-    docs = history(rng, now=now, days=days, per_day=per_day) + busy_history(rng, now=now)
+    docs = history(rng, now=now, days=days, per_day=per_day)
+    if busy_per_hour:
+        docs += busy_history(rng, now=now, per_hour=busy_per_hour)
     docs.sort(key=lambda d: d["createdAt"])
     for i in range(0, len(docs), 2000):
         await coll.insert_many(docs[i:i + 2000], ordered=False)
@@ -334,8 +337,8 @@ async def _seed(coll: Any, rng: random.Random, *, days: int, per_day: float, cre
 async def run_simulator(*, mongodb_uri: str, metrics_port: int, stop: asyncio.Event, rate: float = 0.5,
                         history_days: int = 30, history_per_day: float = 200.0, collection: str = "appointments",
                         metrics_host: str = "127.0.0.1", create_index: bool = True, seed: int | None = None,
-                        ready: asyncio.Event | None = None) -> None:
-    """Seed history, then write appointment events (~`rate`/s, varying) and serve /metrics, /health and
+                        ready: asyncio.Event | None = None, busy_per_hour: float = BUSY_PER_HOUR) -> None:
+    """Seed history (and `busy_per_hour` around this time of day: busy_history; 0 = none), then write appointment events (~`rate`/s, varying) and serve /metrics, /health and
     /api/health (503 during outages and incidents) until `stop` is set."""
     rng = random.Random(seed)
     backend = _Backend(rng)
@@ -359,7 +362,7 @@ async def run_simulator(*, mongodb_uri: str, metrics_port: int, stop: asyncio.Ev
             try:
                 if not seeded:
                     appts.remember(await _seed(coll, rng, days=history_days, per_day=history_per_day,
-                                               create_index=create_index))
+                                               create_index=create_index, busy_per_hour=busy_per_hour))
                     seeded = True
                     if ready is not None:
                         ready.set()

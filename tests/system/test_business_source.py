@@ -495,7 +495,8 @@ async def test_simulator_seeds_writes_and_serves_backend_metrics(mongo_server_fn
     port = free_port()
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_simulator(mongodb_uri=mongo_server_fn.uri, metrics_port=port, stop=stop,
-                                             rate=20.0, history_days=3, history_per_day=150, seed=42, ready=ready))
+                                             rate=20.0, history_days=3, history_per_day=150, seed=42, ready=ready,
+                                             busy_per_hour=0))
     src = source_for(mongo_server_fn)
     await src.start()
     try:
@@ -519,7 +520,7 @@ async def test_simulator_seeds_writes_and_serves_backend_metrics(mongo_server_fn
             async def scraped() -> str:
                 r = await http.get(f"http://127.0.0.1:{port}/metrics")
                 assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-                return r.text if 'route="/api/appointments",status="201"' in r.text else ""
+                return r.text if 'route="/api/appointments",status_code="201"' in r.text else ""
 
             text = await wait_for(scraped, timeout=10, what="backend metrics")
         # the seed guide's label name, which the shipped SLO rules select on
