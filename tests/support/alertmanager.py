@@ -83,7 +83,21 @@ class AlertmanagerServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Write the config, start the process and wait until /-/ready answers."""
+        """Write the config, start the process and wait until /-/ready answers; on another free port when
+        the chosen one was taken meanwhile (free_port cannot reserve it; CI caught "address already in use")."""
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return
+            except RuntimeError:
+                if attempt == 2 or "address already in use" not in self.log_tail():
+                    raise
+                end_process(self.proc)
+                self.port = free_port()
+                self.address = f"127.0.0.1:{self.port}"
+                self.url = f"http://{self.address}"
+
+    def _start_once(self) -> None:
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         cfg = {"route": self.route,
                "receivers": [{"name": "hook", "webhook_configs": [{"url": self.receiver.url,

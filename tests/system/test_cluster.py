@@ -367,7 +367,7 @@ async def test_three_replicas_one_collector_failover_and_redis_restart(tmp_path:
     try:
         config = {
             "broadcast": {"interval": INTERVAL, "heartbeat": 5.0},
-            "sources": {"prometheus": {"url": prom.url, "queries": {"up": "up"}, "alerts": False,
+            "sources": {"prometheus": {"url": prom.url, "queries": {"up": "up"}, "slo_queries": {}, "alerts": False,
                                        "timeout": 0.3},
                         "business": {"enabled": False}},
             "cluster": {"redis_url": redis_server.url},
