@@ -34,7 +34,8 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     """Nested dicts as TOML tables."""
     scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix and scalars else []
+    # an empty table is written too (`slo_queries = {}` means none, not the defaults)
+    lines = [f"[{prefix}]"] if prefix and (scalars or not tables) else []
     lines += [f"{k} = {toml_value(v)}" for k, v in scalars.items()]
     out = "\n".join(lines) + ("\n" if lines else "")
     for k, v in tables.items():
