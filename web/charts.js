@@ -56,6 +56,7 @@ export function prependPoints(points) {
   if (!older.length) return 0;
   state.points = older.concat(state.points);
   if (state.points.length > MAX_POINTS) state.points.splice(0, state.points.length - MAX_POINTS);
+  estimateInterval();
   drawCharts();
   return older.length;
 }
@@ -85,13 +86,22 @@ export function ingestPoints(points) {
   return added;
 }
 
-/** The tick interval: the median time between consecutive seqs among the latest points. */
+/**
+ * The tick interval: the median time between consecutive seqs among the latest points, or between
+ * backfilled points (no seq; one range step, the interval, apart) while no two live ones are there
+ * yet: a page opened after a restart knows its interval from the first message, so its stale
+ * banner comes after 2 intervals, not after 2 x the 10 s default (the hog run of CI caught it).
+ */
 export function estimateInterval() {
   const pts = state.points;
   const gaps = [];
+  const backfilled = [];
   for (let i = pts.length - 1; i > 0 && gaps.length < 10; i--) {
-    if (pts[i].seq === pts[i - 1].seq + 1) gaps.push(pts[i].t - pts[i - 1].t);
+    const a = pts[i - 1], b = pts[i];
+    if (Number.isFinite(a.seq) && b.seq === a.seq + 1) gaps.push(b.t - a.t);
+    else if (a.backfill && b.backfill && backfilled.length < 10) backfilled.push(b.t - a.t);
   }
+  if (gaps.length === 0) gaps.push(...backfilled);
   if (gaps.length === 0) return;
   gaps.sort((a, b) => a - b);
   const median = gaps[Math.floor(gaps.length / 2)];

@@ -89,7 +89,7 @@ async def test_only_aggregates_leave_the_database(mongo_server: MongoServer) -> 
 
 METRIC_ROW_KEYS = {"_id", "n", "c", "rs", "rn", "ws", "wn"}
 #: the detectors' rows: the last 60 minutes' and this hour's counts, or one created-at
-DETECTOR_KEYS = {"_id", "n", "h", "createdAt"}
+DETECTOR_KEYS = {"_id", "n", "h", "last", "createdAt"}  # counts and created-at times only
 FACET_KEYS = {"totals", "cancelled", "booking", "bySpecialty"}
 FACET_ROW_KEYS = {"_id", "n", "rating", "avgMs", "count"}
 EVENT_KEYS = {"_id", "operationType", "documentKey", "fullDocument", CREATED_TOUCHED}

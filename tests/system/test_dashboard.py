@@ -426,6 +426,33 @@ def test_stale_when_ticks_stop_and_live_again(hub: Hub, open_page: Any) -> None:
     assert_clean(watch)
 
 
+def test_a_page_opened_after_a_restart_learns_the_interval_from_backfilled_points(hub: Hub, open_page: Any) -> None:
+    """Backfilled points (no seq, one range step apart) and a single live snapshot: the page knows the
+    interval at once, so its stale banner would come after 2 intervals, not after 2 x the 10 s default
+    (the hog run of CI caught a kiosk page that waited 20 s: it had only backfilled points and one tick).
+
+    A mocked /ws: the exact history a hub sends 1 s after a restart with backfill, on demand.
+    """
+    template = hub.get("/api/metrics/snapshot")
+    start = time.time() - 30
+
+    def item(seq: int | None, t: float) -> dict[str, Any]:
+        ts = _iso(t)
+        head: dict[str, Any] = {"seq": seq} if seq is not None else {"backfill": True}
+        body = {k: v for k, v in template.items() if k not in ("seq", "timestamp", "point")}
+        return {**body, **head, "timestamp": ts, "point": chart_point(seq, ts, template["data"])}
+
+    def server(ws: Any) -> None:
+        items = [item(None, start + 2.0 * i) for i in range(10)] + [item(1, start + 25.0)]
+        ws.send(json.dumps({"type": "history", "items": items}))
+
+    watch = open_page()
+    watch.page.route_web_socket(re.compile(r"/ws\b"), server)
+    watch.page.goto(hub.url)
+    wait_for(lambda: watch.js("window.hubDebug && hubDebug.lastSeq") == 1, what="the history")
+    assert watch.js("hubDebug.interval") == 2.0
+
+
 def test_banner_tells_a_silent_socket_from_a_hub_that_answers_without_data(hub: Hub, open_page: Any) -> None:
     """The stale banner says what the page does: a silent socket is replaced; one that answers stays.
 

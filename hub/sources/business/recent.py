@@ -22,14 +22,22 @@ def recent_pipeline(fields: BusinessFields, now: dt.datetime) -> list[dict[str, 
     return [
         {"$match": {fields.created_at: {"$gte": now - dt.timedelta(hours=1), "$lte": now}}},
         {"$group": {"_id": None, "n": {"$sum": 1},
-                    "h": {"$sum": {"$cond": [{"$gte": [created, hour_start(hour_of(now))]}, 1, 0]}}}},
+                    "h": {"$sum": {"$cond": [{"$gte": [created, hour_start(hour_of(now))]}, 1, 0]}},
+                    "last": {"$max": created}}},
     ]
 
 
-async def recent_counts(aggregate: Aggregate, fields: BusinessFields, now: dt.datetime) -> tuple[int, int]:
-    """(bookings in the last 60 minutes, bookings so far this hour) at `now`."""
+async def recent_counts(aggregate: Aggregate, fields: BusinessFields,
+                        now: dt.datetime) -> tuple[int, int, dt.datetime | None]:
+    """(bookings in the last 60 minutes, bookings so far this hour, the latest of them or None) at `now`."""
     rows = await aggregate(recent_pipeline(fields, now))
-    return (int(rows[0].get("n") or 0), int(rows[0].get("h") or 0)) if rows else (0, 0)
+    if not rows:
+        return 0, 0, None
+    last = rows[0].get("last")
+    if isinstance(last, dt.datetime) and last.tzinfo is None:
+        last = last.replace(tzinfo=dt.UTC)
+    return (int(rows[0].get("n") or 0), int(rows[0].get("h") or 0),
+            last if isinstance(last, dt.datetime) else None)
 
 
 def one_created_pipeline(fields: BusinessFields, match: dict[str, Any], order: int) -> list[dict[str, Any]]:

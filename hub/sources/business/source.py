@@ -62,6 +62,10 @@ FILL_TIMEOUT = 120.0
 #: the window whose hours are kept for the expected bookings (4 weeks back from any hour of the last
 #: day), whatever time_range is shown, while sources.business.anomaly is enabled
 KEEP_WINDOW = "30d"
+#: the detectors' queries need at least this much of the tick's deadline left, or wait for the next tick
+MIN_LEFT = 0.05
+#: consecutive ticks without the detectors before it is a WARNING
+SKIPS_TO_WARN = 3
 
 
 class BusinessSource(Source):
@@ -100,6 +104,7 @@ class BusinessSource(Source):
         #: the wall clock of windows and detectors (tests drive it; UTC, aware, milliseconds)
         self.now: Callable[[], dt.datetime] = clock or now_ms
         self.anomaly = cfg.anomaly.enabled
+        self._skipped = 0  # consecutive ticks without the detectors (their queries failed or found no time)
         self.schedule = Schedule(cfg.anomaly)
         self.watch = AnomalyWatch(self.schedule, store=store if store is not None else MemoryStore(),
                                   notifier=notifier)
@@ -162,22 +167,43 @@ class BusinessSource(Source):
         """The tick: `cfg.time_range`'s metrics, the database work kept inside `budget` seconds; with
         the anomaly detectors on, also `expected` and `anomaly` (announcing a transition)."""
         deadline = driver_deadline(budget)
-        data, expected = await self._with_expected(self.cfg.time_range, deadline)
+        ends = monotonic() + deadline  # one deadline for all of the tick's queries, the detectors' too
+        data, expected = await self._with_expected(self.cfg.time_range, deadline, ends=ends)
         if expected is not None:
-            exp, rate, observed_60, now = expected
-            try:
-                with pymongo.timeout(deadline):
-                    assert self.changes is not None
-                    last = await last_booking(self._aggregate, self.cfg.fields, self.changes, now)
-            except PyMongoError as exc:
-                log.warning("business source: last booking: %s", describe_error(
-                    exc, uri=self.cfg.mongodb_uri, timeout=deadline, secrets=self._secrets))
-            else:
-                verdict = evaluate(now, p=self.cfg.anomaly.p, schedule=self.schedule, rate=rate,
-                                   observed_60=observed_60, last_booking=last)
-                data["expected"] = exp.to_dict()
-                data["anomaly"] = await self.watch.update(verdict, exp, now)
+            exp, rate, observed_60, last, now = expected
+            if last is None:  # no booking in the last 60 minutes: the stream's inserts, or one look-up
+                left = ends - monotonic()
+                try:
+                    if left < MIN_LEFT:
+                        raise ExecutionTimeout(f"no time left in the tick ({left:.3f} s)")
+                    with pymongo.timeout(left):
+                        assert self.changes is not None
+                        last = await last_booking(self._aggregate, self.cfg.fields, self.changes, now)
+                except PyMongoError as exc:
+                    self._detectors_skipped("last booking", exc, left)
+                    return SourceResult(data={"business": data})
+            self._detectors_ran()
+            verdict = evaluate(now, p=self.cfg.anomaly.p, schedule=self.schedule, rate=rate,
+                               observed_60=observed_60, last_booking=last)
+            data["expected"] = exp.to_dict()
+            data["anomaly"] = await self.watch.update(verdict, exp, now)
         return SourceResult(data={"business": data})
+
+    def _detectors_skipped(self, what: str, exc: BaseException, timeout: float) -> None:
+        """A tick without the detectors: logged at INFO, and at WARNING once it happened SKIPS_TO_WARN
+        times in a row (one slow query on a loaded machine is no operator's problem; a streak is)."""
+        self._skipped += 1
+        reason = describe_error(exc, uri=self.cfg.mongodb_uri, timeout=timeout, secrets=self._secrets)
+        if self._skipped == SKIPS_TO_WARN:
+            log.warning("business source: anomaly detectors skipped %d ticks in a row (%s: %s)",
+                        self._skipped, what, reason)
+        elif self._skipped < SKIPS_TO_WARN:
+            log.info("business source: anomaly detectors skipped this tick (%s: %s)", what, reason)
+
+    def _detectors_ran(self) -> None:
+        if self._skipped >= SKIPS_TO_WARN:
+            log.info("business source: anomaly detectors running again")
+        self._skipped = 0
 
     async def metrics_for(self, time_range: str) -> dict[str, Any]:
         """The seed's metrics object for `time_range` from the same buckets, within cfg.timeout, with
@@ -192,7 +218,8 @@ class BusinessSource(Source):
 
     # ------------------------------------------------------------------ expected bookings
 
-    async def _with_expected(self, time_range: str, deadline: float) -> tuple[dict[str, Any], Any]:
+    async def _with_expected(self, time_range: str, deadline: float, *,
+                             ends: float | None = None) -> tuple[dict[str, Any], Any]:
         """`time_range`'s answer, and with the detectors on (Expected, rate, bookings of the last 60
         minutes, now), or None when those could not be had this time (logged; the answer stands)."""
         if not self.anomaly:
@@ -216,15 +243,17 @@ class BusinessSource(Source):
             main = await self._get(time_range, deadline=half)
             return dict(main), None
         main = await self._get(time_range, deadline=half)
+        left = (monotonic() + deadline if ends is None else ends) - monotonic()
         try:
-            with pymongo.timeout(deadline):
+            if left < MIN_LEFT:
+                raise ExecutionTimeout(f"no time left in the tick ({left:.3f} s)")
+            with pymongo.timeout(left):
                 return dict(main), await self._expected()
         except PyMongoError as exc:
-            log.warning("business source: expected bookings: %s", describe_error(
-                exc, uri=self.cfg.mongodb_uri, timeout=deadline, secrets=self._secrets))
+            self._detectors_skipped("expected bookings", exc, left)
             return dict(main), None
 
-    async def _expected(self) -> tuple[Expected, Rate, int, dt.datetime]:
+    async def _expected(self) -> tuple[Expected, Rate, int, dt.datetime | None, dt.datetime]:
         """The current hour's expectation from the kept hours and the recent bookings (hub.sources.business.recent)."""
         now = self.now()
         open_h = hour_of(now)
@@ -232,9 +261,9 @@ class BusinessSource(Source):
             self._history_from = (open_h, await first_booking_hour(self._aggregate, self.cfg.fields))
         counts = {h: b.total for h, b in self.store.buckets.items()}
         rate = expected_rate(counts, history_from=self._history_from[1])
-        n60, this_hour = await recent_counts(self._aggregate, self.cfg.fields, now)
+        n60, this_hour, last = await recent_counts(self._aggregate, self.cfg.fields, now)
         hour, weeks = rate(open_h)
-        return Expected(hour, this_hour, hour_elapsed(now), weeks), rate, n60, now
+        return Expected(hour, this_hour, hour_elapsed(now), weeks), rate, n60, last, now
 
     async def _get(self, time_range: str, *, deadline: float) -> dict[str, Any]:
         task = self._inflight.get(time_range)
