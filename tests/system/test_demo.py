@@ -85,6 +85,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 CLEAN_TICKS = 20
 
 
+@pytest.mark.quiet  # under a CPU hog a query can really time out, and the hub rightly warns
 def test_demo_starts_without_a_warning_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
     """The first thing a newcomer sees, and the last. It used to log a business timeout, then "change
     stream cannot resume (Resume token namespace does not match ...); rebuilding all hours". Its own
