@@ -5,7 +5,6 @@ an expired certificate is down with its reason."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,8 @@ from tests.support.aio import wait_for
 from tests.support.certs import make_ca, server_cert
 from tests.support.components import make_health_source, make_notifier
 from tests.support.http_targets import serve
-from tests.support.slack import Receiver, slack_receiver
+from tests.support.slack import Receiver
 from tests.support.timing import WAIT
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[Receiver]:
-    async with slack_receiver() as r:
-        yield r
 
 
 class Slow:

@@ -4,7 +4,6 @@ a collector taking over continues it. The default, 1, keeps the first good check
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,17 +14,11 @@ from hub.state import MemoryStore
 from tests.support.aio import wait_for
 from tests.support.components import config, make_health_source, make_notifier
 from tests.support.http_targets import Target, serve
-from tests.support.slack import Receiver, slack_receiver
+from tests.support.slack import Receiver
 from tests.support.timing import WAIT
 
 DOWN = "Health check failed: backend: HTTP 503"
 UP = "Health check recovered: backend (down for "
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[Receiver]:
-    async with slack_receiver() as r:
-        yield r
 
 
 async def check(src: HealthSource, target: Target, status: int) -> dict[str, Any]:

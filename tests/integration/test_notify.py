@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -13,33 +11,16 @@ from prometheus_client import generate_latest
 from hub.config import ConfigError
 from hub.metrics import HubMetrics
 from hub.notify import Notification
-from tests.support.aio import wait_for
-from tests.support.components import make_notifier, make_health_source
 from tests.support import free_port
+from tests.support.aio import wait_for
+from tests.support.components import make_health_source, make_notifier
 from tests.support.http_targets import Target, serve
-from tests.support.slack import TOKEN, WEBHOOK_PATH, Receiver, slack_receiver
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[Receiver]:
-    async with slack_receiver() as r:
-        yield r
-
-
-class AuditLog:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        self.events.append({"event": event, **fields})
-
-    def names(self) -> list[str]:
-        return [e["event"] for e in self.events]
+from tests.support.notify import AuditLog, notify_count
+from tests.support.slack import TOKEN, WEBHOOK_PATH, Receiver
 
 
 def count(metrics: HubMetrics, result: str) -> float:
-    return metrics.registry.get_sample_value("hub_notifications_total",
-                                             {"channel": "slack", "result": result}) or 0.0
+    return notify_count(metrics, "slack", result)
 
 
 async def test_one_message_per_transition_survives_429_and_keeps_the_webhook_secret(

@@ -9,39 +9,24 @@ real `hub serve`: tests/system/test_notify_hostile.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from hub.metrics import HubMetrics
-from hub.secrets import Secrets
 from hub.notify import MAX_BODY, Channel, Notification, Notifier
+from hub.secrets import Secrets
 from tests.support.aio import wait_for
 from tests.support.components import make_notifier
+from tests.support.notify import AuditLog, notify_counts
 from tests.support.slack import DripHead, EndlessBody, Receiver, slack_receiver
 from tests.support.timing import SLACK, WAIT
 
 MiB = 1 << 20
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[Receiver]:
-    async with slack_receiver() as r:
-        yield r
-
-
-class AuditLog:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        self.events.append({"event": event, **fields})
-
-
 def counts(metrics: HubMetrics, channel: str = "slack") -> dict[str, float]:
-    return {r: metrics.registry.get_sample_value("hub_notifications_total", {"channel": channel, "result": r}) or 0.0
-            for r in ("sent", "retried", "failed", "dropped")}
+    return notify_counts(metrics, channel)
 
 
 async def test_an_endless_body_is_read_to_a_small_cap_and_the_next_attempt_delivers(slack: Receiver) -> None:

@@ -19,6 +19,7 @@ from hub.notify import Notification, pagerduty_event
 from tests.support.aio import wait_for
 from tests.support.components import config, make_health_source, make_notifier_from
 from tests.support.http_targets import Target, serve
+from tests.support.notify import AuditLog, notify_count
 from tests.support.pagerduty import ROUTING_KEY, PagerDuty, pagerduty_receiver, schema_errors
 from tests.support.timing import WAIT
 
@@ -29,17 +30,8 @@ async def pd() -> AsyncIterator[PagerDuty]:
         yield r
 
 
-class AuditLog:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        self.events.append({"event": event, **fields})
-
-
 def count(metrics: HubMetrics, result: str) -> float:
-    return metrics.registry.get_sample_value("hub_notifications_total",
-                                             {"channel": "pagerduty", "result": result}) or 0.0
+    return notify_count(metrics, "pagerduty", result)
 
 
 async def test_trigger_then_resolve_with_one_dedup_key_per_check_through_429_and_5xx_never_showing_the_key(

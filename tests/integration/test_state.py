@@ -16,23 +16,17 @@ import orjson
 import pytest
 
 from hub.app import create_app
-from hub.context import HUB
 from hub.config import secrets_of
+from hub.context import HUB
 from hub.state import MemoryStore, Store, StoreUnavailable, open_store
 from hub.state.file_store import FILE, FileStore
 from tests.support.aio import wait_for
-from tests.support.components import make_notifier, make_health_source
+from tests.support.components import make_health_source, make_notifier
 from tests.support.http_targets import Target, serve
-from tests.support.slack import Receiver, slack_receiver
+from tests.support.slack import Receiver
 
 DOWN = "Health check failed: backend: HTTP 503"
 UP = "Health check recovered: backend"
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[Receiver]:
-    async with slack_receiver() as r:
-        yield r
 
 
 @pytest.fixture
