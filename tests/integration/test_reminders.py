@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,28 +20,13 @@ from hub.state import MemoryStore, StoreUnavailable
 from tests.support.aio import TEST_BASE, merge, wait_for
 from tests.support.components import config, make_health_source, make_notifier_from
 from tests.support.http_targets import Target, serve
+from tests.support.notify import kinds
 from tests.support.pagerduty import ROUTING_KEY, pagerduty_receiver
-from tests.support.slack import Receiver, slack_receiver
+from tests.support.slack import slack_receiver
 from tests.support.timing import SLACK, WAIT
 
 REPEAT = 1.0
 TICK = 0.2
-REMINDER = re.compile(r"Health check still failing: backend: HTTP 503 \(down for [^,]+, reminder (\d+)\)")
-
-
-def kinds(slack: Receiver) -> list[str]:
-    """Each delivered Slack message as "down", "r<n>" (reminder n) or "up"."""
-    out = []
-    for text in slack.texts():
-        if m := REMINDER.fullmatch(text):
-            out.append(f"r{m[1]}")
-        elif text == "Health check failed: backend: HTTP 503":
-            out.append("down")
-        elif text.startswith("Health check recovered: backend (down for "):
-            out.append("up")
-        else:
-            out.append(text)
-    return out
 
 
 def _ts(event: dict[str, Any]) -> float:

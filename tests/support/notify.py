@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hub.metrics import HubMetrics
+from tests.support.slack import Receiver
 
 RESULTS = ("sent", "retried", "failed", "dropped")
 
@@ -32,3 +34,22 @@ def notify_count(metrics: HubMetrics, channel: str, result: str) -> float:
 def notify_counts(metrics: HubMetrics, channel: str) -> dict[str, float]:
     """Every result's count for `channel`."""
     return {r: notify_count(metrics, channel, r) for r in RESULTS}
+
+
+#: a reminder for the check "backend" failing with HTTP 503; group 1 is its number
+REMINDER = re.compile(r"Health check still failing: backend: HTTP 503 \(down for [^,]+, reminder (\d+)\)")
+
+
+def kinds(slack: Receiver) -> list[str]:
+    """Each delivered Slack message about "backend" as "down", "r<n>" (reminder n) or "up"; others as sent."""
+    out = []
+    for text in slack.texts():
+        if m := REMINDER.fullmatch(text):
+            out.append(f"r{m[1]}")
+        elif text == "Health check failed: backend: HTTP 503":
+            out.append("down")
+        elif text.startswith("Health check recovered: backend (down for "):
+            out.append("up")
+        else:
+            out.append(text)
+    return out

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import re
 import time
 import urllib.request
 from pathlib import Path
@@ -22,29 +21,15 @@ import orjson
 from tests.support.aio import wait_for
 from tests.support.http_targets import Target, serve
 from tests.support.hubproc import HubProcess
+from tests.support.notify import kinds
 from tests.support.pagerduty import ROUTING_KEY, PagerDuty, pagerduty_receiver
 from tests.support.redis import RedisServer, redis_server  # noqa: F401
-from tests.support.slack import Receiver, slack_receiver
+from tests.support.slack import slack_receiver
 from tests.support.timing import SLACK, WAIT
 from tests.support.tls import make_private_ca, server_context
 
 INTERVAL = 0.5
 REPEAT = 2.0
-REMINDER = re.compile(r"Health check still failing: backend: HTTP 503 \(down for [^,]+, reminder (\d+)\)")
-
-
-def kinds(slack: Receiver) -> list[str]:
-    out = []
-    for text in slack.texts():
-        if m := REMINDER.fullmatch(text):
-            out.append(f"r{m[1]}")
-        elif text == "Health check failed: backend: HTTP 503":
-            out.append("down")
-        elif text.startswith("Health check recovered: backend (down for "):
-            out.append("up")
-        else:
-            out.append(text)
-    return out
 
 
 def reminders(pd: PagerDuty) -> list[int]:
