@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
-import socket
 
 import pytest
 
@@ -29,9 +30,40 @@ def need_program(name: str, *, hint: str = "") -> str:
     raise AssertionError("unreachable")
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (32768 when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_given: set[int] = set()
+_rng = random.SystemRandom()  # pytest-randomly reseeds `random` before every test
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that was free a moment ago, and that nothing else is likely to take.
+
+    Not from the kernel's ephemeral range: a port bound to 0 there is free only until the next
+    outgoing connection of any test takes it (CI saw "address already in use" from a server started
+    on such a port). Below that range only listeners bind; a random pick that binds now, never
+    given twice in this process, leaves only another program choosing the same port meanwhile.
+    """
+    low = min(_ephemeral_low(), 65536) - 1
+    first = max(1024, low - 12000)
+    for _ in range(200):
+        port = _rng.randint(first, low)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: the old way
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
