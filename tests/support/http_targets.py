@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from aiohttp import web
 
@@ -51,3 +55,37 @@ class Target:
         if name == "toggle":
             return web.json_response({}, status=self.toggle_status)
         raise web.HTTPNotFound()
+
+
+class ThreadedService:
+    """A service's /health in threads of its own (for sync tests, and slow answers that block no loop):
+    every GET answers `status` (mutable) after `delay` seconds, with a small JSON body."""
+
+    def __init__(self, status: int = 200, *, delay: float = 0.0) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                time.sleep(delay)   # the service's own slowness, in its own thread
+                body = b'{"status":"ok"}' if owner.status < 300 else b'{"status":"down"}'
+                try:
+                    self.send_response(owner.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass   # the hub gave up on this answer (its deadline): its side, not ours
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.status = status
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/health"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()

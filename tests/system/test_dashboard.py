@@ -18,20 +18,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from hub.feed import chart_point
 from hub.app import create_app
 from hub.config import SourcesConfig, build_config
+from hub.feed import chart_point
 from hub.sources.base import Source, SourceResult
 from tests.support import free_port
-from tests.support.browser import (  # noqa: F401  (fixtures)
-    PageWatch, chromium, open_page, override_document_csp, wait_for)
+from tests.support.browser import PageWatch, chromium, open_page, override_document_csp, wait_for  # noqa: F401  (fixtures)
+from tests.support.http_targets import ThreadedService
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
@@ -603,7 +603,7 @@ def test_bounded_window_dedup_and_text_only_rendering(hub: Hub, open_page: Any) 
     start = time.time() - 400 * 10
 
     def snap(seq: int) -> dict[str, Any]:
-        ts = datetime.fromtimestamp(start + seq * 10, timezone.utc).isoformat(timespec="milliseconds")
+        ts = datetime.fromtimestamp(start + seq * 10, UTC).isoformat(timespec="milliseconds")
         ts = ts.replace("+00:00", "Z")
         data = {**template["data"], "alerts": [
             {"name": "Evil" + evil, "state": "firing", "severity": "critical",
@@ -703,7 +703,7 @@ def test_modules_are_served_as_javascript(hub: Hub) -> None:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def test_new_epoch_drops_old_points_and_takes_the_new_sequence(hub: Hub, open_page: Any) -> None:
@@ -970,41 +970,11 @@ def test_status_table_shows_states_uptime_p95_and_certificates_and_fits_a_phone(
         assert_clean(watch)
 
 
-class StatusServer:
-    """A local HTTP server whose every GET answers `status` (a service's /health endpoint)."""
-
-    def __init__(self, status: int) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                body = b'{"status":"ok"}' if owner.status < 300 else b'{"status":"down"}'
-                self.send_response(owner.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.status = status
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/health"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        """Stop serving."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.mark.skipif(not _has_source("health"), reason="this tree has no health source yet")
 def test_health_panel_from_real_checks(tmp_path_factory: pytest.TempPathFactory, open_page: Any) -> None:
     """`hub serve` probing a local server (503, then 200) and a closed port; the page follows."""
-    frontend = StatusServer(503)
+    frontend = ThreadedService(503)
     health = f"""enabled = true
 timeout = 0.3
 failures_before_down = 1

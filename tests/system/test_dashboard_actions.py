@@ -12,7 +12,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from hub.auth import hash_token
 from tests.support import browser
 from tests.support.alertmanager import AlertmanagerServer, start_alertmanager
 from tests.support.browser import PageWatch, wait_for
+from tests.support.http_targets import ThreadedService
 from tests.support.hubproc import HubProcess
 from tests.support.prom import PrometheusServer, start_prometheus
 
@@ -57,28 +57,6 @@ INHIBIT = ({"source_matchers": ['alertname="HubPageKeepMe"'], "target_matchers":
 # Every button an acting token gets; a page that may not act has none of them (and no form).
 CONTROLS = "#alerts button, #alerts form, #alerts input, #health button, #health form, #health input"
 
-
-class Service:
-    """A local HTTP service answering 200: the health check's target."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/health"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class WsClient:
@@ -120,7 +98,7 @@ class Stack:
         self.tmp = tmp
         self.am: AlertmanagerServer | None = None
         self.prom: PrometheusServer | None = None
-        self.service = Service()
+        self.service = ThreadedService()
         self.hub: HubProcess | None = None
         self.audit_path = tmp / "audit.jsonl"
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 
 from tests.support import free_port
 from tests.support.browser import PageWatch, chromium, open_page, wait_for  # noqa: F401  (fixtures)
+from tests.support.http_targets import ThreadedService
 from tests.support.hubproc import HubProcess
 from tests.support.prom import PrometheusServer, start_prometheus
 from tests.support.timing import WAIT
@@ -49,34 +48,6 @@ BACKFILLED_CHARTS = ("chart-rate", "chart-p95", "chart-rss", "chart-cpu")
 #: what the page shows for a missing figure (an en dash)
 DASH = "\u2013"
 
-
-class SlowServer:
-    """A local service whose every GET answers 200 after `delay` seconds."""
-
-    def __init__(self, delay: float) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                time.sleep(delay)   # the service's own slowness, in its own thread
-                body = b'{"status":"ok"}'
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass   # the hub gave up on this answer (a tick's budget): its side, not ours
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/health"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def fmt_uptime(f: float | None) -> str:
@@ -105,7 +76,7 @@ def iso_seconds(iso: str) -> float:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[HubProcess, PrometheusServer]]:
     """A hub (state dir, three checks: itself, a slow service, a closed port) and Prometheus scraping it."""
-    slow = SlowServer(SLOW_DELAY)
+    slow = ThreadedService(delay=SLOW_DELAY)
     port = free_port()
     prom = start_prometheus(tmp_path / "prometheus", targets={"hub": [f"127.0.0.1:{port}"]})
     (tmp_path / "state").mkdir()
