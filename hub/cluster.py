@@ -41,6 +41,7 @@ from hub.redis_scripts import CHECK, FLOOR, PUBLISH, RELEASE, RENEW, TOP, publis
 from hub.scheduler import Scheduler, run_every
 from hub.secrets import Secrets, redact_url
 from hub.stream_check import EntryCheck, StreamEntry
+from hub.stream_format import FORMAT, StreamReader, layout
 from hub.tasks import cancel_and_wait, honour_cancel
 from hub.vocab import describe
 
@@ -88,6 +89,7 @@ class RedisPublisher(Publisher):
         self.key_lease, self.key_seq, self.key_epoch, self.key_stream = redis_keys(cfg.key_prefix)
         self.check = EntryCheck(stream=self.key_stream, key_seq=self.key_seq,
                                 key_ids=published_key(cfg.key_prefix), metrics=metrics)
+        self.reader = StreamReader(self.check)
         self.clock = clock
         #: since when this replica has delivered nothing while Redis answered (see `stalled`)
         self.quiet_since = clock()
@@ -242,7 +244,7 @@ class RedisPublisher(Publisher):
 
     async def _deliver_raw(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """Deliver an accepted entry (unless its data is not the snapshot its fields describe)."""
-        parsed = self.check.snapshot(entry_id, fields)
+        parsed = self.reader.read(entry_id, fields)
         if parsed is None:
             return
         feed = self.broadcaster.feed
@@ -342,10 +344,12 @@ class RedisPublisher(Publisher):
         try:
             for _attempt in range(2):
                 entry = LocalPublisher.number(collected, self.seq + 1, self.epoch)
+                # hub.stream_format: the snapshot JSON (format 1's `data`) plus where its pieces lie
+                data, index = layout(entry, collected.data)
                 code, value = await self._publish(
                     keys=publish_keys(self.key_prefix),
-                    args=[self.replica, self._lease_ms(), entry.seq, entry.encode(), self.maxlen, self.epoch,
-                          self.max_bytes])
+                    args=[self.replica, self._lease_ms(), entry.seq, data, self.maxlen, self.epoch,
+                          self.max_bytes, FORMAT, index])
                 if code == 1:
                     self.seq = entry.seq
                     self.tick_ok()

@@ -9,7 +9,8 @@ one slot, which the Lua scripts need):
 - `{p}:epoch`     the stream epoch; created by the first leader that finds none (a new or emptied Redis).
 - `{p}:snapshots` a stream capped at `stream_maxlen` entries and `stream_max_bytes` bytes of `data`,
   fields `seq`, `replica` (the collector), `epoch`, `size` (bytes of `data`) and `data` (the snapshot
-  JSON, sent to clients byte for byte).
+  JSON, sent to clients byte for byte), and since format 2 `format` and `index` (where the pieces lie in
+  `data`, `hub.stream_format`).
 - `{p}:snapshots:bytes` the bytes of `data` the stream holds, kept by `PUBLISH` (re-estimated when missing).
 - `{p}:snapshots:ids` a sorted set of the stream ids `PUBLISH` wrote (scored by their seq), for
   the stream's entries and the last `RECORD_SLACK` trimmed ones; written by `PUBLISH` only. An entry whose
@@ -58,7 +59,8 @@ def ledger_key(prefix: str, key: str) -> str:
 
 
 # KEYS: lease, seq, stream, epoch, stream bytes, published ids (`publish_keys`).
-# ARGV: owner, lease ms, seq, data, maxlen, epoch, max bytes.
+# ARGV: owner, lease ms, seq, data, maxlen, epoch, max bytes[, format, index] (hub.stream_format; without
+# them the entry has format 1's fields only, as a hub before formats wrote them).
 # Returns {1, id} published, {0, ""} lease not ours, {-1, current seq} seq not newer,
 # {-2, ""} the epoch changed (Redis was emptied and another leader started a new one).
 # After adding, trims the oldest entries while the stream holds more than maxlen entries or more than
@@ -87,6 +89,9 @@ local function entry_size(fields)
 end
 local stored = tonumber(redis.call('GET', KEYS[5]) or '')
 local fields = {'seq', ARGV[3], 'replica', ARGV[1], 'epoch', ARGV[6], 'size', size, 'data', ARGV[4]}
+if ARGV[8] then
+  fields[#fields + 1], fields[#fields + 2], fields[#fields + 3], fields[#fields + 4] = 'format', ARGV[8], 'index', ARGV[9]
+end
 local id = redis.pcall('XADD', KEYS[3], '*', unpack(fields))
 if type(id) == 'table' and id.err then
   if not string.find(id.err, 'exhausted', 1, true) then return redis.error_reply(id.err) end
