@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,21 +91,23 @@ class HubProc:
 
 async def start_hub(*, workdir: Path, python: str, prometheus_url: str, interval: float,
                     history_size: int | None = None, max_client_buffer_bytes: int | None = None,
-                    heartbeat: float | None = None, root: Path = REPO) -> HubProc:
-    """Start `python -m hub serve` (the hub of checkout `root`) with a generated config; return once
-    /ready answers 200."""
+                    heartbeat: float | None = None, root: Path = REPO, extra_config: str = "",
+                    serve_args: Sequence[str] = ()) -> HubProc:
+    """Start `python -m hub serve` (the hub of checkout `root`) with a generated config (plus
+    `extra_config`, TOML appended) and `serve_args`; return once /ready answers 200."""
     port = free_port()
     cfg = workdir / f"hub-{port}.toml"
     cfg.write_text(hub_config_text(port=port, prometheus_url=prometheus_url, interval=interval,
                                    history_size=history_size, max_client_buffer_bytes=max_client_buffer_bytes,
-                                   heartbeat=heartbeat))
+                                   heartbeat=heartbeat) + extra_config)
     log = workdir / f"hub-{port}.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
     for name in ("PROMETHEUS_URL", "MONGODB_URI"):  # seed-era variables would override the config
         env.pop(name, None)
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(python, "-m", "hub", "serve", "--config", str(cfg), cwd=root,
+        proc = await asyncio.create_subprocess_exec(python, "-m", "hub", "serve", "--config", str(cfg), *serve_args,
+                                                    cwd=root,
                                                     env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
                                                     stderr=asyncio.subprocess.STDOUT)
     hub = HubProc(proc=proc, port=port, log=log)
