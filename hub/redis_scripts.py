@@ -90,7 +90,7 @@ end
 local stored = tonumber(redis.call('GET', KEYS[5]) or '')
 local fields = {'seq', ARGV[3], 'replica', ARGV[1], 'epoch', ARGV[6], 'size', size, 'data', ARGV[4]}
 if ARGV[8] then
-  fields[#fields + 1], fields[#fields + 2], fields[#fields + 3], fields[#fields + 4] = 'format', ARGV[8], 'index', ARGV[9]
+  for _, v in ipairs({'format', ARGV[8], 'index', ARGV[9]}) do fields[#fields + 1] = v end
 end
 local id = redis.pcall('XADD', KEYS[3], '*', unpack(fields))
 if type(id) == 'table' and id.err then

@@ -120,6 +120,9 @@ class PieceData(Mapping[str, Any]):
             self._parsed[name] = orjson.loads(self._pieces[name])
         return self._parsed[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._pieces
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._pieces)
 

@@ -7,7 +7,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from hub.feed import Entry
 from hub.redis_scripts import PUBLISH, publish_keys
+from hub.stream_format import FORMAT, layout
 
 
 def snapshot(seq: int, epoch: str, pad: int = 0, data: dict[str, Any] | None = None) -> bytes:
@@ -29,11 +31,21 @@ class Collector:
         await self.r.set(f"{{{self.prefix}}}:epoch", self.epoch)
         return self
 
-    async def publish(self, pad: int = 100, *, maxlen: int = 1000, max_bytes: int = 1 << 30) -> bytes:
-        """Publish the next seq; returns its stream id."""
+    async def publish(self, pad: int = 100, *, maxlen: int = 1000, max_bytes: int = 1 << 30,
+                      data: dict[str, Any] | None = None, indexed: bool = False) -> bytes:
+        """Publish the next seq (format 1, as the previous hub version; `indexed`: this version's
+        format, `hub.stream_format`); returns its stream id."""
         self.seq += 1
+        snap = snapshot(self.seq, self.epoch, pad, data)
+        extra: list[Any] = []
+        if indexed:
+            parsed = orjson.loads(snap)
+            entry = Entry(seq=self.seq, epoch=self.epoch, timestamp=parsed["timestamp"],
+                          sections={k: orjson.dumps(v) for k, v in parsed["data"].items()}, sources={})
+            snap, index = layout(entry, parsed["data"])
+            extra = [FORMAT, index]
         code, value = await self.script(keys=publish_keys(self.prefix),
-                                        args=["test-collector", 60_000, self.seq, snapshot(self.seq, self.epoch, pad),
-                                              maxlen, self.epoch, max_bytes])
+                                        args=["test-collector", 60_000, self.seq, snap, maxlen, self.epoch,
+                                              max_bytes, *extra])
         assert code == 1, (code, value)
         return bytes(value)
