@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -83,7 +83,9 @@ async def measure(root: Path, *, n: int, prom: FleetPrometheus, redis: RedisServ
         runs = [await window(hubs, interval=args.interval, ticks=args.ticks) for _ in range(args.repeat)]
         r = Redis.from_url(redis.url)
         try:
-            [(_id, fields)] = await r.xrevrange(f"{{{prefix}}}:snapshots", count=1)
+            page = cast("list[tuple[bytes, dict[bytes, bytes]]]",
+                        await r.xrevrange(f"{{{prefix}}}:snapshots", count=1))
+            [(_id, fields)] = page
         finally:
             await r.aclose()
         return {"cpu": {k: statistics.median(w[k] for w in runs) for k in ROLES},
