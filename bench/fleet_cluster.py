@@ -130,7 +130,7 @@ async def run(args: argparse.Namespace) -> None:
         cpu = res["cpu"]
         per = " / ".join(f"{cpu[k]:.0f}" for k in ROLES)
         windows = "; ".join(",".join(map(str, res["all"][k])) for k in ROLES)
-        reads = "; ".join(f"{k}: {v:.1f}" for k, v in res["reads"].items())
+        reads = "; ".join(f"{k}: {v:.2f}" for k, v in res["reads"].items())
         print(f"| {name} | {res['format']} | {res['data']:,} / {res['index']:,} | {per} ({windows}) | "
               f"{cpu['follower'] / cpu['single']:.2f}x | {reads} |")
 
