@@ -97,8 +97,8 @@ async def measure(root: Path, *, n: int, prom: FleetPrometheus, redis: RedisServ
             await h.stop()
 
 
-async def run(args: argparse.Namespace) -> None:
-    """Measure each checkout; print one table."""
+async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Measure each checkout; print one table; return the figures by checkout ("this", "reference")."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not on PATH")
@@ -130,9 +130,11 @@ async def run(args: argparse.Namespace) -> None:
         cpu = res["cpu"]
         per = " / ".join(f"{cpu[k]:.0f}" for k in ROLES)
         windows = "; ".join(",".join(map(str, res["all"][k])) for k in ROLES)
+        ratio = f"{cpu['follower'] / cpu['single']:.2f}x" if cpu["single"] > 0 else "n/a (single below the CPU clock)"
         reads = "; ".join(f"{k}: {v:.2f}" for k, v in res["reads"].items())
         print(f"| {name} | {res['format']} | {res['data']:,} / {res['index']:,} | {per} ({windows}) | "
-              f"{cpu['follower'] / cpu['single']:.2f}x | {reads} |")
+              f"{ratio} | {reads} |")
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
