@@ -17,7 +17,7 @@ from bench import fleet_cluster
 from bench.fleetkit.hub import REPO
 from tests.support import need_program
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.untimed]
 
 
 async def test_tiny_cluster_run_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,7 @@ from bench.fleetkit.prom import fleet_alerts, fleet_results
 from bench.fleetkit.wire import Conn
 from tests.support import need_program, services_required
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.untimed]
 
 
 def test_fake_fleet_has_n_distinct_realistic_series_per_query() -> None:

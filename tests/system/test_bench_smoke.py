@@ -18,7 +18,7 @@ from bench.fanout import payload, run
 from hub.vocab import utc_iso
 from tests.support import free_port, need_program
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.untimed]
 
 
 @pytest.fixture

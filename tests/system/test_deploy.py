@@ -19,6 +19,8 @@ from hub.config import Config, build_config, env_overrides
 from tests.support import need_program
 from tests.support.hubproc import ROOT, HubProcess
 
+pytestmark = pytest.mark.untimed  # no timing asserted: left out of CI's hog pass
+
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 DASHBOARD = DEPLOY / "grafana" / "hub-dashboard.json"
