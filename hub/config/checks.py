@@ -50,6 +50,11 @@ def https_url(value: str) -> str | None:
     return None if not value else _url(value, ("https",), "an https:// URL (or empty)")
 
 
+def http_url_or_empty(value: str) -> str | None:
+    """Empty (off) or an http:// or https:// URL with a host."""
+    return None if not value else http_url(value)
+
+
 def origin(value: str) -> str | None:
     """A browser Origin: http(s)://host[:port], nothing else."""
     reason = _url(value, ("http", "https"), "an origin like https://ops.example.com")
@@ -183,7 +188,7 @@ def iana_timezone(value: str) -> str | None:
 
 
 CHECKS: dict[str, Callable[[str], str | None]] = {
-    "host": host, "http_url": http_url, "https_url": https_url, "origin": origin, "redis_url": redis_url,
+    "host": host, "http_url": http_url, "http_url_or_empty": http_url_or_empty, "https_url": https_url, "origin": origin, "redis_url": redis_url,
     "mongodb_uri": mongodb_uri, "cidr": cidr, "pem_file": pem_file, "token_hash": token_hash,
     "hours_range": hours_range, "iana_timezone": iana_timezone,
 }

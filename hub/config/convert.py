@@ -185,9 +185,31 @@ def _relations(cfg: Config) -> None:
     if health.enabled and business.enabled and "database" in health.checks:
         raise ConfigError("sources.health.checks.database: the name is taken by the MongoDB ping of the business "
                           "source; choose another name", key="sources.health.checks.database")
+    _oidc_relations(cfg)
     names: set[str] = set()
     for i, tok in enumerate(cfg.auth.tokens):
         if tok.name in names:
             raise ConfigError(f"auth.tokens[{i}].name: duplicate token name, got {tok.name!r}",
                               key=f"auth.tokens[{i}].name")
         names.add(tok.name)
+
+
+def _oidc_relations(cfg: Config) -> None:
+    """[auth.oidc]: with an issuer, a client id, the openid scope and at least one mapped group."""
+    o = cfg.auth.oidc
+    if not o.issuer:
+        others = [k for k in ("client_id", "client_secret", "redirect_url") if getattr(o, k)]
+        if others or o.roles:
+            named = others + (["roles"] if o.roles else [])
+            raise ConfigError(f"auth.oidc.issuer: required when auth.oidc.{named[0]} is set (sign-in needs the "
+                              "identity provider's issuer URL)", key="auth.oidc.issuer",
+                              related=tuple(f"auth.oidc.{k}" for k in named))
+        return
+    if not o.client_id:
+        raise ConfigError("auth.oidc.client_id: required with auth.oidc.issuer", key="auth.oidc.client_id")
+    if "openid" not in o.scopes:
+        raise ConfigError(f"auth.oidc.scopes: must include \"openid\", got {list(o.scopes)!r}", key="auth.oidc.scopes")
+    if not o.roles:
+        raise ConfigError("auth.oidc.roles: map at least one group of the identity provider "
+                          "([auth.oidc.roles.<group>] with topics and actions); without one nobody may sign in",
+                          key="auth.oidc.roles")
