@@ -46,6 +46,18 @@ def client_address(request: web.BaseRequest, trusted: tuple[Network, ...]) -> st
     return peer
 
 
+def is_https(request: web.BaseRequest, trusted: tuple[Network, ...]) -> bool:
+    """The one definition of "this request is https": `request.secure`, or `X-Forwarded-Proto: https`
+    set by a peer in `server.trusted_proxies` (the right-most value: the one that proxy wrote)."""
+    if request.secure:
+        return True
+    ip = _ip(request.remote or "")
+    if ip is None or not any(ip in net for net in trusted):
+        return False
+    values = [v.strip().lower() for h in request.headers.getall("X-Forwarded-Proto", ()) for v in h.split(",")]
+    return bool(values) and values[-1] == "https"
+
+
 class Admission:
     """Counts every WebSocket from admission until its socket is really gone.
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from aiohttp import web
 
 from hub import mute_views, silences, views, ws
+from hub import oidc as hub_oidc
 from hub.admission import Admission, parse_networks
 from hub.audit import Audit
 from hub.auth import Authenticator, AuthFailures
@@ -26,6 +27,7 @@ from hub.context import CONFIG_KEY, HUB, METRICS_KEY, Hub
 from hub.feed import Feed
 from hub.metrics import HubMetrics
 from hub.notify import Notifier, notifier_of
+from hub.oidc.gate import OIDC, evictor
 from hub.page import Page, check_page
 from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
@@ -179,9 +181,13 @@ async def _on_shutdown(app: web.Application) -> None:
 def _index(page: Page):  # type: ignore[no-untyped-def]
     async def index(request: web.Request) -> web.StreamResponse:
         """`/`: a WebSocket upgrade is served exactly like `/ws` (the seed's server took any path);
-        anything else gets the dashboard page."""
+        anything else gets the dashboard page, or, when sign-in is the only credential and the
+        browser has no live session, a redirect to /auth/login."""
         if ws.is_upgrade(request):
             return await ws.ws_handler(request)
+        oidc = request.app.get(OIDC)
+        if oidc is not None and not request.app[HUB].auth.enabled and not await oidc.signed_in(request):
+            return web.Response(status=302, headers={"Location": "auth/login", "Cache-Control": "no-store"})
         return await page.index(request)
 
     return index
@@ -262,6 +268,9 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app.router.add_post("/api/mutes", mute_views.create)
     app.router.add_delete("/api/mutes/{id}", mute_views.end)
     page.add_routes(app)
+    oidc = hub_oidc.build(config, secrets=secrets, trusted_proxies=hub.trusted_proxies)
+    if oidc is not None:
+        hub_oidc.install(app, oidc, interval=b.interval, evict=evictor(broadcaster))
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
     app.cleanup_ctx.append(_lifecycle(sources, notifier, store, _backfill(config, role, broadcaster, secrets)))

@@ -32,16 +32,47 @@ def new_token() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking: a token name (None when auth is off), the topics it may see (None: all) and the
-    actions it may take (hub.vocab.ACTIONS; none in open mode)."""
+    """Who is asking: a token name or a signed-in person's name (None when auth is off), the topics it
+    may see (None: all) and the actions it may take (hub.vocab.ACTIONS; none in open mode).
+
+    A person (signed in through [auth.oidc]) also has a `sub`, an email, groups, the session's CSRF
+    value and the store key of the session (`session`, "" for tokens).
+    """
 
     name: str | None
     topics: tuple[str, ...] | None
     actions: tuple[str, ...] = ()
+    sub: str = ""
+    email: str = ""
+    groups: tuple[str, ...] = ()
+    csrf: str = ""
+    session: str = ""
 
     def may_read(self, topic: str) -> bool:
         """True when this principal may see `topic`."""
         return self.topics is None or topic in self.topics
+
+    @property
+    def person(self) -> bool:
+        """True for a signed-in person (a session cookie), False for a token or open mode."""
+        return bool(self.session)
+
+    @property
+    def created_by(self) -> str:
+        """How this principal signs what it creates: "Name <email>" for a person, the token name otherwise."""
+        if self.person and self.email:
+            return f"{self.name} <{self.email}>"
+        return self.name or ""
+
+    def person_fields(self) -> dict[str, str]:
+        """{"sub", "email"} of a person, to add beside a `name` field; empty for a token."""
+        return {"sub": self.sub, "email": self.email} if self.person else {}
+
+    def audit(self) -> dict[str, str | None]:
+        """The audit fields naming this principal: the person (sub, name, email), or the token name."""
+        if self.person:
+            return {"sub": self.sub, "name": self.name, "email": self.email}
+        return {"token": self.name}
 
 
 ANONYMOUS = Principal(name=None, topics=None)

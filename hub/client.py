@@ -24,6 +24,7 @@ class CloseReason(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     ERROR = "error"
     SHUTDOWN = "shutdown"
+    SESSION_ENDED = "session_ended"
 
 
 @dataclass(eq=False, slots=True)

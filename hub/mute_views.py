@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from hub.auth import Principal
 from hub.context import HUB
 from hub.errors import JSONHTTPError, json_error, json_response
 from hub.sources.health_mutes import MAX_COMMENT, Mute, MuteBook, TooManyMutes
@@ -96,15 +97,16 @@ def _book(request: web.Request) -> MuteBook:
     return book
 
 
-def _audit(request: web.Request, event: str, who: str | None, mute: Mute) -> None:
+def _audit(request: web.Request, event: str, who: Principal, mute: Mute) -> None:
     hub = request.app[HUB]
-    hub.audit.event(event, request, remote=hub.client_address(request), name=who, mute_id=mute.id,
+    hub.audit.event(event, request, remote=hub.client_address(request), name=who.name, **who.person_fields(),
+                    mute_id=mute.id,
                     check=mute.check, until=utc_iso(mute.until), comment=mute.comment)
 
 
 async def create(request: web.Request) -> web.Response:
     """POST /api/mutes: 201 {"muteID"}; 400 naming the field (nothing created); 401/403; 409 too many; 503."""
-    who = actor(request, "silence", "health")
+    who = await actor(request, "silence", "health")
     book = _book(request)
     try:
         body = orjson.loads(await request.read())
@@ -115,18 +117,18 @@ async def create(request: web.Request) -> web.Response:
     except ValueError as exc:
         return json_error(400, str(exc))
     try:
-        mute = await book.create(check, until, created_by=who.name or "", comment=comment)
+        mute = await book.create(check, until, created_by=who.created_by, comment=comment)
     except TooManyMutes as exc:
         return json_error(409, str(exc))
     except StoreUnavailable as exc:
         return json_error(503, f"the state store is unavailable: {exc}")
-    _audit(request, "mute_created", who.name, mute)
+    _audit(request, "mute_created", who, mute)
     return json_response({"muteID": mute.id}, status=201)
 
 
 async def end(request: web.Request) -> web.Response:
     """DELETE /api/mutes/{id}: 200 {"muteID", "ended": true}; 404 unknown id; 401/403; 503."""
-    who = actor(request, "silence", "health")
+    who = await actor(request, "silence", "health")
     book = _book(request)
     mute_id = request.match_info["id"]
     try:
@@ -135,5 +137,5 @@ async def end(request: web.Request) -> web.Response:
         return json_error(503, f"the state store is unavailable: {exc}")
     if mute is None:
         return json_error(404, f"no active mute {mute_id[:64]!r}")
-    _audit(request, "mute_ended", who.name, mute)
+    _audit(request, "mute_ended", who, mute)
     return json_response({"muteID": mute.id, "ended": True})

@@ -160,7 +160,7 @@ def _api(hub: Hub) -> AlertmanagerAPI:
 async def create(request: web.Request) -> web.Response:
     """POST /api/silences: 201 {"silenceID"}; 400 for bad input (nothing created), 503 without Alertmanager."""
     hub = request.app[HUB]
-    who = actor(request, "silence", "alerts")
+    who = await actor(request, "silence", "alerts")
     api = _api(hub)
     now = dt.datetime.now(dt.UTC)
     try:
@@ -174,13 +174,13 @@ async def create(request: web.Request) -> web.Response:
     try:
         matchers = wanted.matchers or await _matchers_of(api, wanted.fingerprint or "")
         sid = await api.create({"matchers": matchers, "startsAt": iso_of(now), "endsAt": iso_of(wanted.ends_at),
-                                "createdBy": who.name, "comment": wanted.comment})
+                                "createdBy": who.created_by, "comment": wanted.comment})
     except Refused as exc:
         raise JSONHTTPError(400, f"Alertmanager refused the silence: {exc}") from None
     except Unavailable as exc:
         raise JSONHTTPError(503, str(exc)) from None
     hub.audit.event("silence_created", request, remote=hub.client_address(request), name=who.name,
-                    silence_id=sid, fingerprint=wanted.fingerprint, matchers=shown(matchers),
+                    **who.person_fields(), silence_id=sid, fingerprint=wanted.fingerprint, matchers=shown(matchers),
                     until=iso_of(wanted.ends_at), comment=wanted.comment)
     return json_response({"silenceID": sid}, status=201)
 
@@ -199,7 +199,7 @@ async def _matchers_of(api: AlertmanagerAPI, fingerprint: str) -> list[dict[str,
 async def expire(request: web.Request) -> web.Response:
     """DELETE /api/silences/{id}: expire an active or pending silence, whoever set it; 404 for another id."""
     hub = request.app[HUB]
-    who = actor(request, "silence", "alerts")
+    who = await actor(request, "silence", "alerts")
     api = _api(hub)
     raw = request.match_info["id"]
     missing = JSONHTTPError(404, f"no active or pending silence {safe_text(raw, limit=80)!r} in Alertmanager")
@@ -218,6 +218,6 @@ async def expire(request: web.Request) -> web.Response:
     except (Refused, Unavailable) as exc:
         raise JSONHTTPError(503, str(exc)) from None
     hub.audit.event("silence_expired", request, remote=hub.client_address(request), name=who.name,
-                    silence_id=sid, created_by=current["createdBy"], matchers=shown(current["matchers"]),
-                    until=current["endsAt"], comment=current["comment"])
+                    **who.person_fields(), silence_id=sid, created_by=current["createdBy"],
+                    matchers=shown(current["matchers"]), until=current["endsAt"], comment=current["comment"])
     return json_response({"silenceID": sid, "status": "expired"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
 import logging
 import math
 from collections.abc import Iterable
@@ -11,9 +12,10 @@ from collections.abc import Iterable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub.auth import AuthError, Principal
+from hub.auth import AuthError, Principal, presented_token
 from hub.context import HUB
 from hub.errors import JSONHTTPError, int_param, json_error, json_response
+from hub.oidc.gate import CSRF_HEADER, OIDC, StoreDown
 from hub.sources.base import SourceError
 from hub.vocab import TIME_RANGES, TOPICS
 
@@ -47,14 +49,28 @@ async def retry_after(request: web.Request, response: web.StreamResponse) -> Non
         response.headers["Retry-After"] = str(max(1, math.ceil(request.app[HUB].config.broadcast.interval)))
 
 
-def principal(request: web.Request, *, ws: bool | None = None) -> Principal:
-    """Authenticate `request`, or raise 401 (audited), or 429 while its address is locked out.
+def auth_on(request: web.Request) -> bool:
+    """True when a credential is needed: tokens or [auth.oidc] are configured."""
+    return request.app[HUB].auth.enabled or OIDC in request.app
+
+
+def _unauthorized(request: web.Request, reason: str) -> JSONHTTPError:
+    extra: dict[str, object] = {}
+    if OIDC in request.app:  # the page offers "Sign in" (and goes there itself when no token would do)
+        extra = {"signIn": "auth/login", "tokens": request.app[HUB].auth.enabled}
+    return JSONHTTPError(401, f"unauthorized: {reason}", headers={"WWW-Authenticate": 'Bearer realm="hub"'}, **extra)
+
+
+async def principal(request: web.Request, *, ws: bool | None = None) -> Principal:
+    """Authenticate `request` (a bearer token, else the session cookie), or raise 401 (audited), 429
+    while its address is locked out, or 503 when the session store cannot answer.
 
     Refusals count in hub_ws_rejected_total for a WebSocket upgrade (`ws`; None: judged by the
     request's `Upgrade` header) and in hub_http_rejected_total otherwise.
     """
     hub = request.app[HUB]
-    if not hub.auth.enabled:
+    oidc = request.app.get(OIDC)
+    if not hub.auth.enabled and oidc is None:
         return hub.auth.check(request)
     if ws is None:
         ws = request.headers.get("Upgrade", "").lower() == "websocket"
@@ -66,44 +82,56 @@ def principal(request: web.Request, *, ws: bool | None = None) -> Principal:
         raise JSONHTTPError(429, "too many failed authentications from this address; try again later",
                             headers={"Retry-After": str(failures.retry_after(ip))})
     try:
+        if oidc is not None and presented_token(request) is None and (oidc.session_id(request) or not hub.auth.enabled):
+            return await oidc.principal(request)
         return hub.auth.check(request)
+    except StoreDown as exc:
+        raise JSONHTTPError(503, f"cannot check the session: {exc}") from None
     except AuthError as exc:
         if failures.record(ip) == 1:  # repeats are reported as one line per window (auth.AuthFailures)
             hub.audit.event("auth_failure", request, remote=ip, path=request.path, reason=str(exc))
         rejected.labels("unauthorized").inc()
-        raise JSONHTTPError(401, f"unauthorized: {exc}", headers={"WWW-Authenticate": 'Bearer realm="hub"'}) from None
+        raise _unauthorized(request, str(exc)) from None
 
 
-def actor(request: web.Request, action: str, topic: str) -> Principal:
+async def actor(request: web.Request, action: str, topic: str) -> Principal:
     """The principal allowed to take `action` on `topic`'s data, or 401/403 (refusals audited).
 
     Open mode (no tokens) cannot act: with nobody named, an action could be neither authorised nor
-    attributed, and anyone who can reach the port could silence the pager (docs/security.md).
+    attributed, and anyone who can reach the port could silence the pager (docs/security.md). A
+    person (session cookie) also needs the X-Hub-CSRF header equal to /api/me's `csrf`.
     """
     hub = request.app[HUB]
-    who = principal(request, ws=False)
-    if not hub.auth.enabled:
+    who = await principal(request, ws=False)
+    kind = "person" if who.person else "token"
+    if not auth_on(request):
         reason = "the hub runs without tokens (open mode), which cannot act; configure [auth] tokens with actions"
+    elif who.person and not hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(), who.csrf.encode()):
+        reason = f"missing or wrong {CSRF_HEADER} header (a signed-in page sends /api/me's csrf with every change)"
     elif action not in who.actions:
-        reason = f"token {who.name!r} may not {action} (its actions: {list(who.actions)})"
+        reason = f"{kind} {who.name!r} may not {action} (its actions: {list(who.actions)})"
     elif not who.may_read(topic):
-        reason = f"token {who.name!r} may not read topic {topic!r}, which {action} needs"
+        reason = f"{kind} {who.name!r} may not read topic {topic!r}, which {action} needs"
     else:
         return who
     hub.metrics.http_rejected.labels("forbidden").inc()
     hub.audit.event("action_refused", request, remote=hub.client_address(request), path=request.path,
-                    name=who.name, action=action, reason=reason)
+                    **who.audit(), action=action, reason=reason)
     raise JSONHTTPError(403, f"forbidden: {reason}")
 
 
 async def me(request: web.Request) -> web.Response:
-    """GET /api/me: {"name", "topics", "actions"} of the caller's credential; 401 without one."""
-    hub = request.app[HUB]
-    if not hub.auth.enabled:
+    """GET /api/me: {"name", "topics", "actions"} of the caller's token, or {"name", "email", "groups",
+    "topics", "actions", "csrf"} of a signed-in person; 401 without a credential."""
+    if not auth_on(request):
         raise JSONHTTPError(401, "unauthorized: the hub runs without tokens (open mode); there is no credential",
                             headers={"WWW-Authenticate": 'Bearer realm="hub"'})
-    who = principal(request, ws=False)
+    who = await principal(request, ws=False)
     topics = list(who.topics) if who.topics is not None else list(TOPICS)
+    if who.person:
+        return json_response({"name": who.name, "email": who.email, "groups": list(who.groups), "topics": topics,
+                              "actions": list(who.actions), "csrf": who.csrf},
+                             headers={"Cache-Control": "no-store"})
     return json_response({"name": who.name, "topics": topics, "actions": list(who.actions)})
 
 
@@ -136,7 +164,7 @@ async def ready(request: web.Request) -> web.Response:
 async def snapshot(request: web.Request) -> web.StreamResponse:
     """The latest snapshot, filtered to the token's topics; 503 before the first tick."""
     hub = request.app[HUB]
-    who = principal(request, ws=False)
+    who = await principal(request, ws=False)
     latest = hub.feed.latest
     if latest is None:
         return json_error(503, "no snapshot yet: the first tick has not completed")
@@ -151,7 +179,7 @@ async def history(request: web.Request) -> web.StreamResponse:
     newest is always there. The body is streamed, one snapshot encoded at a time.
     """
     hub = request.app[HUB]
-    who = principal(request, ws=False)
+    who = await principal(request, ws=False)
     size = hub.config.broadcast.history_size
     limit = int_param(request, "limit", default=size, lo=0, hi=size)
     topics, sections = who.topics, hub.feed.source_sections
@@ -277,10 +305,10 @@ async def _write_chunks(resp: web.StreamResponse, pieces: Iterable[bytes]) -> No
 async def business(request: web.Request) -> web.Response:
     """The seed's /api/metrics/business?timeRange=..., computed in MongoDB."""
     hub = request.app[HUB]
-    who = principal(request, ws=False)
+    who = await principal(request, ws=False)
     if who.topics is not None and "business" not in who.topics:
         hub.metrics.http_rejected.labels("topic_not_allowed").inc()
-        hub.audit.event("policy_violation", request, remote=hub.client_address(request), token=who.name,
+        hub.audit.event("policy_violation", request, remote=hub.client_address(request), **who.audit(),
                         reason="topic business not allowed")
         return json_error(403, "this token may not read business metrics")
     time_range = request.query.get("timeRange", "24h")
@@ -299,6 +327,6 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of the app's private registry."""
     hub = request.app[HUB]
     if hub.config.auth.protect_metrics:
-        principal(request, ws=False)
+        await principal(request, ws=False)
     body = generate_latest(hub.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -18,6 +18,7 @@ from hub.client import Client, CloseReason
 from hub.context import HUB, Hub
 from hub.errors import int_param, json_error
 from hub.frames import control_frame, text_frame
+from hub.oidc.gate import OIDC
 from hub.views import principal
 from hub.vocab import TOPICS, utc_iso
 
@@ -30,8 +31,11 @@ PROTOCOL_ERROR = 1002
 INVALID_DATA = 1007
 
 
-def same_origin(request: web.BaseRequest, origin: str, allowed: tuple[str, ...]) -> bool:
-    """True when a browser `origin` is the hub's own scheme and host, or is in server.allowed_origins."""
+def same_origin(request: web.BaseRequest, origin: str, allowed: tuple[str, ...], *, https: bool | None = None) -> bool:
+    """True when a browser `origin` is the hub's own scheme and host, or is in server.allowed_origins.
+
+    `https`: whether the request came over https (`admission.is_https`); None: `request.secure`.
+    """
     try:
         parts = urlsplit(origin.strip().lower())
         _ = parts.port  # raises ValueError on a malformed port
@@ -39,7 +43,7 @@ def same_origin(request: web.BaseRequest, origin: str, allowed: tuple[str, ...])
         return False
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return False
-    own_scheme = "https" if request.secure else "http"
+    own_scheme = "https" if (request.secure if https is None else https) else "http"
     if parts.netloc == request.host.lower() and parts.scheme == own_scheme:
         return True
     norm = f"{parts.scheme}://{parts.netloc}"
@@ -72,9 +76,12 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         return _reject(hub, request, ip, 400, "subprotocol",
                        f'a "bearer." token subprotocol must be offered together with "{SUBPROTOCOL}"')
     origin = request.headers.get("Origin")
-    if origin is not None and not same_origin(request, origin, cfg.server.allowed_origins):
+    # Cross-site WebSocket hijacking: a foreign page's upgrade carries the hub's session cookie too.
+    oidc = request.app.get(OIDC)
+    https = oidc.https(request) if oidc is not None else None
+    if origin is not None and not same_origin(request, origin, cfg.server.allowed_origins, https=https):
         return _reject(hub, request, ip, 403, "origin", f"origin {origin[:100]!r} is not allowed")
-    who = principal(request, ws=True)
+    who = await principal(request, ws=True)
     # Every frame counts against the rate limit, PINGs included (autoping off: the hub answers them).
     # aiohttp refuses messages of max_msg_size bytes or more; server.max_message_bytes is the
     # largest message allowed, so the limit handed to aiohttp is one more.
@@ -97,8 +104,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         client = Client(ws=ws, transport=request.transport, remote=ip, token_name=who.name, allowed=who.topics,
                         window_bits=ws.compress or 0)
         client.set_topics(None)
+        if oidc is not None and who.person:  # closed with 1008 within one interval of its session's end
+            oidc.track(client, who.session)
         await hub.broadcaster.join(client, history=history_n, points=points_n)
-        hub.audit.event("connect", request, remote=ip, token=who.name)
+        hub.audit.event("connect", request, remote=ip, **who.audit())
         await _receive_loop(hub, request, client)
     except (TimeoutError, ConnectionError) as exc:
         log.debug("client %s: connection lost: %s", ip, exc)
@@ -106,12 +115,14 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         try:
             if client is not None:
                 hub.broadcaster.discard(client)
+                if oidc is not None:
+                    oidc.untrack(client)
                 if ws.guard is not None and ws.guard.violation is not None:
                     # Also when the handler was cancelled while the close lingered (handler_cancellation).
                     _note_violation(hub, request, client, ws.guard.violation[0])
                 reason = client.close_reason or _disconnect_reason(ws)
                 hub.metrics.disconnects.labels(reason).inc()
-                hub.audit.event("disconnect", request, remote=ip, token=who.name,
+                hub.audit.event("disconnect", request, remote=ip, **who.audit(),
                                 code=client.close_code or ws.close_code, reason=str(reason))
                 if client.closing is not None:  # an eviction still owns the socket for its grace period
                     with contextlib.suppress(Exception):

@@ -4,8 +4,8 @@
 // The lists are rebuilt every tick, so controls are kept by key across renders: a comment being
 // typed, a message next to a button and the keyboard focus survive the next update.
 
-import { el } from "./format.js";
-import { authHeaders, state } from "./state.js";
+import { $, el } from "./format.js";
+import { authHeaders, signedIn, state } from "./state.js";
 import { VIEW } from "./view.js";
 
 const HOUR_S = 3600;
@@ -20,7 +20,8 @@ function names(v) {
 /** Ask /api/me what the current token may do; resolve to true when that changed. */
 export async function refreshMe() {
   let me = null;
-  if (state.token) {   // no token: no credential, and no request (open mode answers 401 anyway)
+  // No token and no sign-in: no credential, and no request (open mode answers 401 anyway).
+  if (state.token || signedIn()) {
     let res;
     try {
       res = await fetch("api/me", { headers: authHeaders(), cache: "no-store" });
@@ -31,10 +32,16 @@ export async function refreshMe() {
       try {
         const body = await res.json();
         if (body && typeof body === "object") {
-          me = { name: String(body.name || ""), topics: names(body.topics), actions: names(body.actions) };
+          me = { name: String(body.name || ""), topics: names(body.topics), actions: names(body.actions),
+                 csrf: typeof body.csrf === "string" ? body.csrf : "" };
         }
       } catch (e) { /* not JSON: no rights */ }
     }
+  }
+  const person = $("person");
+  if (person) {   // a signed-in person (not a token) sees who they are and can sign out
+    person.hidden = !(me && me.csrf && !state.token);
+    $("person-name").textContent = me && me.csrf ? me.name : "";
   }
   const changed = JSON.stringify(me) !== JSON.stringify(state.me) || !state.meChecked;
   state.me = me;
@@ -88,6 +95,8 @@ export function renderKeeping(draw) {
 // One request to the hub's API: {ok, data} or {ok: false, error} with the hub's own `error` text.
 async function call(method, path, body) {
   const headers = { ...authHeaders() };
+  // A signed-in page proves each change comes from itself: /api/me's csrf, never sent with a token.
+  if (!state.token && state.me && state.me.csrf) headers["X-Hub-CSRF"] = state.me.csrf;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
   try {

@@ -74,7 +74,17 @@ async function probeAuth() {
     return true;
   }
   if (state.token) saveToken("");   // rejected: forget it
-  if (!state.prompted) {
+  // A hub with sign-in says so in its 401: offer "Sign in"; with no tokens at all, only that.
+  let body = null;
+  try { body = await res.json(); } catch (e) { /* not JSON */ }
+  const signIn = body && typeof body.signIn === "string";
+  $("auth-signin").hidden = !signIn;
+  $("auth-btn").hidden = signIn && body.tokens === false;
+  if (signIn && body.tokens === false) {
+    showAuth("Sign in to see this hub.");
+    return false;
+  }
+  if (!state.prompted && !signIn) {
     state.prompted = true;
     if (askToken()) return probeAuth();
   }
@@ -213,6 +223,9 @@ function watchdog() {
 /** Take a token from the URL, wire the token button, network events and the watchdog, then connect. */
 export function start() {
   takeFragmentToken();
+  // Set here, not in the HTML: the page's own files are checked against its local links.
+  $("auth-signin").href = "auth/login";
+  $("person-signout").href = "auth/logout";
   $("auth-btn").addEventListener("click", () => {
     if (!askToken()) return;
     $("auth").hidden = true;

@@ -188,7 +188,8 @@ def iana_timezone(value: str) -> str | None:
 
 
 CHECKS: dict[str, Callable[[str], str | None]] = {
-    "host": host, "http_url": http_url, "http_url_or_empty": http_url_or_empty, "https_url": https_url, "origin": origin, "redis_url": redis_url,
+    "host": host, "http_url": http_url, "http_url_or_empty": http_url_or_empty, "https_url": https_url,
+    "origin": origin, "redis_url": redis_url,
     "mongodb_uri": mongodb_uri, "cidr": cidr, "pem_file": pem_file, "token_hash": token_hash,
     "hours_range": hours_range, "iana_timezone": iana_timezone,
 }
