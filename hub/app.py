@@ -270,7 +270,9 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     page.add_routes(app)
     oidc = hub_oidc.build(config, secrets=secrets, trusted_proxies=hub.trusted_proxies)
     if oidc is not None:
-        hub_oidc.install(app, oidc, interval=b.interval, evict=evictor(broadcaster))
+        from hub.oidc.views import install
+
+        install(app, oidc, interval=b.interval, evict=evictor(broadcaster))
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
     app.cleanup_ctx.append(_lifecycle(sources, notifier, store, _backfill(config, role, broadcaster, secrets)))

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 from authlib.common.security import generate_token  # type: ignore[import-untyped]
 
+from hub.client import Client
 from hub.context import HUB
 from hub.oidc.client import IdpUnavailable, TokenRefused
 from hub.oidc.gate import OIDC, Oidc, StoreDown
 from hub.oidc.sessions import LOGIN_TTL, digest
+from hub.tasks import cancel_and_wait, spawn
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +199,18 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/auth/logout", logout)
     app.router.add_post("/auth/logout", logout)
     app.router.add_get(LOGGED_OUT, logged_out)
+
+
+def install(app: web.Application, oidc: Oidc, *, interval: float, evict: Callable[[Client], None]) -> None:
+    """Route /auth/*, keep `oidc` under its AppKey, sweep ended sessions' sockets every `interval` s."""
+    app[OIDC] = oidc
+    add_routes(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        task = spawn(oidc.run_sweeps(interval, evict), name="hub-oidc-sweep")
+        yield
+        await cancel_and_wait([task])
+        await oidc.client.close()
+        await oidc.store.close()
+
+    app.cleanup_ctx.append(lifecycle)
