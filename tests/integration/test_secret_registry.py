@@ -95,7 +95,9 @@ def marked_config(tmp_path: Path, webhook: str, prometheus_auth: str, pagerduty_
     return {
         "broadcast": {"interval": 0.2, "heartbeat": 30.0},
         "audit": {"path": str(tmp_path / "audit.jsonl")},
-        "auth": {"tokens": [{"name": "ops", "hash": f"{MARK}plaintexttoken", "actions": ["silence"]}]},
+        "auth": {"tokens": [{"name": "ops", "hash": f"{MARK}plaintexttoken", "actions": ["silence"]}],
+                 "oidc": {"issuer": f"http://127.0.0.1:{closed}", "client_id": "hub",
+                          "client_secret": f"{MARK}oidcsecret", "roles": {"oncall": {"actions": ["silence"]}}}},
         "sources": {
             "prometheus": {"url": f"http://prom:{MARK}prompw@127.0.0.1:{closed}", "timeout": 0.5, **auth},
             "business": {"mongodb_uri": f"mongodb://biz:{MARK}mongopw@127.0.0.1:{closed}/healthcare",
@@ -113,7 +115,8 @@ def marked_config(tmp_path: Path, webhook: str, prometheus_auth: str, pagerduty_
 MARKED = {"sources.prometheus.url", "sources.prometheus.bearer_token", "sources.prometheus.basic_auth_password",
           "sources.business.mongodb_uri", "sources.health.checks", "auth.tokens.hash", "notify.slack_webhook_url",
           "notify.pagerduty_routing_key", "cluster.redis_url", "sources.alertmanager.url",
-          "sources.alertmanager.bearer_token", "sources.alertmanager.basic_auth_password"}
+          "sources.alertmanager.bearer_token", "sources.alertmanager.basic_auth_password",
+          "auth.oidc.client_secret"}
 
 
 def test_every_secret_key_of_the_schema_is_marked_below():
@@ -150,6 +153,9 @@ async def test_every_secret_set_to_a_marker_reaches_no_log_snapshot_metric_audit
         refused = await silence.text()
         bad = await client.get("/api/metrics/snapshot", headers={"Authorization": f"Bearer {MARK}wrong"})
         assert bad.status == 401
+        login = await client.get("/auth/login", allow_redirects=False)
+        assert login.status == 503  # the provider cannot be reached
+        refused += await login.text()
         metrics = await (await client.get("/metrics")).text()
     snap = orjson.loads(snapshot)
     assert {snap["sources"][s]["status"] for s in ("prometheus", "business", "alertmanager")} == {"error"}, \
