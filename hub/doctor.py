@@ -1,5 +1,6 @@
-"""`hub doctor`: checks the MongoDB connection, the index the business query needs and which change
-detection mode the business source gets, read-only."""
+"""`hub doctor`: checks sign-in (the identity provider's discovery, JWKS and the redirect URL), the
+MongoDB connection, the index the business query needs and which change detection mode the business
+source gets, read-only."""
 
 from __future__ import annotations
 
@@ -41,13 +42,23 @@ def index_command(collection: str, field: str) -> str:
 
 
 async def run_doctor(cfg: Config, *, out: _Writer) -> int:
-    """Report reachability, the user's roles and the created-at index; 0 ok, 1 index missing or unreachable."""
-    bz = cfg.sources.business
-    secrets = secrets_of(cfg)
+    """Report sign-in ([auth.oidc]: discovery, JWKS, redirect URL) and MongoDB (reachability, the user's
+    roles and the created-at index); 0 ok, 1 when either has a problem."""
 
     def say(line: str) -> None:
         out.write(line + "\n")
 
+    status = 0
+    if cfg.auth.oidc.issuer:
+        from hub.oidc.probe import check
+
+        status = await check(cfg.auth.oidc, secrets=secrets_of(cfg), say=say)
+    return max(status, await _business(cfg, say))
+
+
+async def _business(cfg: Config, say: Callable[[str], None]) -> int:
+    bz = cfg.sources.business
+    secrets = secrets_of(cfg)
     if not bz.enabled:
         say("business source: disabled (sources.business.enabled = false); nothing to check")
         return 0

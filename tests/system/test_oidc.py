@@ -359,3 +359,30 @@ def test_with_the_provider_stopped_sign_in_says_so_and_a_token_client_keeps_rece
         assert updates[1]["seq"] > updates[0]["seq"]
     finally:
         stack.provider.start()  # same port and key: the other tests of the module sign in again
+
+
+def test_doctor_checks_discovery_jwks_and_the_redirect_url(stack: Stack) -> None:
+    import io
+
+    from hub.doctor import run_doctor
+
+    assert stack.provider is not None
+    oidc = {"issuer": stack.provider.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "roles": ROLES}
+    out = io.StringIO()
+    cfg = build_config({"auth": {"oidc": oidc}, "sources": {"business": {"enabled": False}}}, environ={})
+    assert off_loop(run_doctor(cfg, out=out)) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "  discovery: ok (authorization " in text
+    assert f"JWKS: 1 signing key(s) at {stack.provider.issuer}/jwks" in text
+    assert f"logout at the provider: {stack.provider.issuer}/session/end" in text
+    wrong = build_config({"auth": {"oidc": {**oidc, "redirect_url": "https://hub.example.org/callback"}},
+                          "sources": {"business": {"enabled": False}}}, environ={})
+    out = io.StringIO()
+    assert off_loop(run_doctor(wrong, out=out)) == 1
+    assert "warning: the redirect URL does not end in /auth/callback" in out.getvalue()
+    closed = build_config({"auth": {"oidc": {**oidc, "issuer": f"http://127.0.0.1:{free_port()}"}},
+                           "sources": {"business": {"enabled": False}}}, environ={})
+    out = io.StringIO()
+    assert off_loop(run_doctor(closed, out=out)) == 1
+    assert "  discovery: NO - discovery: the identity provider is unreachable" in out.getvalue()
+    assert CLIENT_SECRET not in out.getvalue()
