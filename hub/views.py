@@ -116,7 +116,7 @@ async def actor(request: web.Request, action: str, topic: str) -> Principal:
         return who
     hub.metrics.http_rejected.labels("forbidden").inc()
     hub.audit.event("action_refused", request, remote=hub.client_address(request), path=request.path,
-                    **who.audit(), action=action, reason=reason)
+                    name=who.name, **who.person_fields(), action=action, reason=reason)
     raise JSONHTTPError(403, f"forbidden: {reason}")
 
 

@@ -1,11 +1,10 @@
-// Acting from the page: silences (Alertmanager) and mutes of health checks, for a token that may.
-// GET /api/me says what the token may do; without the "silence" action (no token, open mode, a
-// read-only token) the panels get no controls at all, and the wall screen (`/?kiosk`) never does.
-// The lists are rebuilt every tick, so controls are kept by key across renders: a comment being
-// typed, a message next to a button and the keyboard focus survive the next update.
+// Acting from the page: silences (Alertmanager) and mutes of health checks, for a credential that
+// may (GET /api/me: a token, or a signed-in person); without "silence" the panels get no controls,
+// and the wall screen (`/?kiosk`) never does. Controls are kept by key across the per-tick renders:
+// a comment being typed, a message next to a button and the keyboard focus survive an update.
 
-import { $, el } from "./format.js";
-import { authHeaders, signedIn, state } from "./state.js";
+import { el } from "./format.js";
+import { authHeaders, state } from "./state.js";
 import { VIEW } from "./view.js";
 
 const HOUR_S = 3600;
@@ -17,11 +16,10 @@ function names(v) {
   return Array.isArray(v) ? v.filter((x) => typeof x === "string") : [];
 }
 
-/** Ask /api/me what the current token may do; resolve to true when that changed. */
+/** Ask /api/me what we may do; resolve to true when that changed. */
 export async function refreshMe() {
   let me = null;
-  // No token and no sign-in: no credential, and no request (open mode answers 401 anyway).
-  if (state.token || signedIn()) {
+  if (state.token || /hub_person=1/.test(document.cookie)) {   // a token, or signed in
     let res;
     try {
       res = await fetch("api/me", { headers: authHeaders(), cache: "no-store" });
@@ -32,16 +30,11 @@ export async function refreshMe() {
       try {
         const body = await res.json();
         if (body && typeof body === "object") {
-          me = { name: String(body.name || ""), topics: names(body.topics), actions: names(body.actions),
-                 csrf: typeof body.csrf === "string" ? body.csrf : "" };
+          me = { name: String(body.name || ""), topics: names(body.topics), actions: names(body.actions) };
+          if (body.csrf) me.csrf = String(body.csrf);
         }
       } catch (e) { /* not JSON: no rights */ }
     }
-  }
-  const person = $("person");
-  if (person) {   // a signed-in person (not a token) sees who they are and can sign out
-    person.hidden = !(me && me.csrf && !state.token);
-    $("person-name").textContent = me && me.csrf ? me.name : "";
   }
   const changed = JSON.stringify(me) !== JSON.stringify(state.me) || !state.meChecked;
   state.me = me;
@@ -95,8 +88,7 @@ export function renderKeeping(draw) {
 // One request to the hub's API: {ok, data} or {ok: false, error} with the hub's own `error` text.
 async function call(method, path, body) {
   const headers = { ...authHeaders() };
-  // A signed-in page proves each change comes from itself: /api/me's csrf, never sent with a token.
-  if (!state.token && state.me && state.me.csrf) headers["X-Hub-CSRF"] = state.me.csrf;
+  if (state.me && state.me.csrf) headers["X-Hub-CSRF"] = state.me.csrf;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
   try {

@@ -1,4 +1,4 @@
-// The connection: token auth, one WebSocket with chart points on connect, backoff, and a watchdog
+// The connection: token or sign-in, one WebSocket with chart points on connect, backoff, and a watchdog
 // that replaces a silent socket. Messages go to stream.accept().
 
 import { refreshMe } from "./actions.js";
@@ -74,17 +74,10 @@ async function probeAuth() {
     return true;
   }
   if (state.token) saveToken("");   // rejected: forget it
-  // A hub with sign-in says so in its 401: offer "Sign in"; with no tokens at all, only that.
-  let body = null;
-  try { body = await res.json(); } catch (e) { /* not JSON */ }
-  const signIn = body && typeof body.signIn === "string";
-  $("auth-signin").hidden = !signIn;
-  $("auth-btn").hidden = signIn && body.tokens === false;
-  if (signIn && body.tokens === false) {
-    showAuth("Sign in to see this hub.");
-    return false;
-  }
-  if (!state.prompted && !signIn) {
+  const sign = (await res.json().catch(() => ({}))).signIn;
+  if (sign) $("auth-signin").href = sign;
+  $("auth-signin").hidden = !sign;
+  if (!state.prompted && !sign) {
     state.prompted = true;
     if (askToken()) return probeAuth();
   }
@@ -93,8 +86,7 @@ async function probeAuth() {
   return false;
 }
 
-// What the token may do decides which controls the panels show: asked again on every (re)connect,
-// so a token whose rights changed with the hub's config gets the new controls without a reload.
+// What we may do decides the panels' controls: asked on every (re)connect, so new rights need no reload.
 function checkActions() {
   refreshMe().then((changed) => { if (changed && state.last) render(state.last); });
 }
@@ -223,9 +215,6 @@ function watchdog() {
 /** Take a token from the URL, wire the token button, network events and the watchdog, then connect. */
 export function start() {
   takeFragmentToken();
-  // Set here, not in the HTML: the page's own files are checked against its local links.
-  $("auth-signin").href = "auth/login";
-  $("person-signout").href = "auth/logout";
   $("auth-btn").addEventListener("click", () => {
     if (!askToken()) return;
     $("auth").hidden = true;

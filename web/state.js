@@ -19,11 +19,6 @@ export function authHeaders() {
   return state.token ? { Authorization: "Bearer " + state.token } : {};
 }
 
-/** True when a sign-in session cookie is likely present (the hub sets the readable hint `hub_person`). */
-export function signedIn() {
-  return /(?:^|;\s*)(?:__Host-)?hub_person=1(?:;|$)/.test(document.cookie);
-}
-
 function loadToken() {
   try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
 }
@@ -54,6 +49,6 @@ export const state = {
   token: loadToken(),
   dirty: false,        // charts need a redraw once the tab is visible again
   firstBatch: 0,       // snapshots in the page's first non-empty message (the history)
-  me: null,            // GET /api/me: {name, topics, actions, csrf}; null: none, so no controls
+  me: null,            // GET /api/me for the token: {name, topics, actions}; null: none, so no controls
   meChecked: false,    // /api/me was answered (or skipped: no token) at least once
 };
