@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from hub.admission import is_https
 from hub.aiohttp_ws import HubWebSocket
 from hub.auth import SUBPROTOCOL, bearer_protocol_ok
 from hub.broadcast import EVICT_GRACE
@@ -78,7 +79,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     origin = request.headers.get("Origin")
     # Cross-site WebSocket hijacking: a foreign page's upgrade carries the hub's session cookie too.
     oidc = request.app.get(OIDC)
-    https = oidc.https(request) if oidc is not None else None
+    https = is_https(request, hub.trusted_proxies)  # the one definition, shared with the session cookie
     if origin is not None and not same_origin(request, origin, cfg.server.allowed_origins, https=https):
         return _reject(hub, request, ip, 403, "origin", f"origin {origin[:100]!r} is not allowed")
     who = await principal(request, ws=True)

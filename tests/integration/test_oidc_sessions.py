@@ -34,9 +34,10 @@ INTERVAL = 0.2
 
 @pytest.fixture
 def hub_config(make_config: Callable[..., Config], tmp_path: Path) -> Callable[..., Config]:
-    def make(checks: dict[str, str] | None = None) -> Config:
+    def make(checks: dict[str, str] | None = None, proxies: tuple[str, ...] = ()) -> Config:
         health = {"enabled": bool(checks), "checks": checks or {"x": "http://127.0.0.1:9/"}, "timeout": 1.0}
         return make_config({
+            "server": {"trusted_proxies": list(proxies)},
             "broadcast": {"interval": INTERVAL},
             "audit": {"path": str(tmp_path / "audit.jsonl")},
             "auth": {"tokens": [{"name": "wall", "hash": hash_token(READER)}],
@@ -149,3 +150,26 @@ async def test_an_unreachable_provider_gets_a_clear_page_and_tokens_keep_working
     forged = await client.get("/api/me", headers={"Cookie": "hub_session=forged"})
     assert forged.status == 401
     assert SECRET not in caplog.text and SECRET not in (tmp_path / "audit.jsonl").read_text()
+
+
+async def test_behind_a_trusted_tls_proxy_the_cookie_is_host_prefixed_and_the_origin_is_https(
+        aiohttp_client: Any, hub_config: Callable[..., Config]) -> None:
+    client = await aiohttp_client(create_app(hub_config(proxies=("127.0.0.0/8",))))
+    ann = await signed_in(client, "sid-tls", groups=["oncall"])
+    host = client.make_url("").host + f":{client.make_url('').port}"
+    tls = {"X-Forwarded-Proto": "https"}
+    plain = await client.get("/api/me", headers={**tls, "Cookie": ann["Cookie"]})
+    assert plain.status == 401  # over https only __Host-hub_session counts
+    me = await client.get("/api/me", headers={**tls, "Cookie": "__Host-hub_session=sid-tls"})
+    assert me.status == 200 and (await me.json())["name"] == "Ann Lee"
+    out = await client.get("/auth/logout", headers={**tls, "Cookie": "__Host-hub_session=sid-tls"})
+    cleared = "; ".join(out.headers.getall("Set-Cookie"))
+    assert "__Host-hub_session=" in cleared and "Secure" in cleared and "HttpOnly" in cleared
+    ann = await signed_in(client, "sid-tls-2", groups=["oncall"])
+    async with client.ws_connect("/ws", headers={**tls, "Cookie": "__Host-hub_session=sid-tls-2",
+                                                 "Origin": f"https://{host}"}) as ws:
+        assert (await recv_type(ws, "metrics_update", timeout=WAIT))["seq"] >= 1
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:  # http is not the origin of an https hub
+        await client.ws_connect("/ws", headers={**tls, "Cookie": "__Host-hub_session=sid-tls-2",
+                                                "Origin": f"http://{host}"})
+    assert caught.value.status == 403
