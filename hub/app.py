@@ -85,9 +85,14 @@ def build_sources(config: Config, *, secrets: Secrets, metrics: HubMetrics, broa
         disabled.append(("business", ("business",)))
     if src.health.enabled:
         from hub.sources.health import HealthSource
+        from hub.sources.health_prom import PromUptime
 
+        # Where Prometheus scrapes the hub, the uptime figures come from it (the hub's record otherwise).
+        prom_uptime = PromUptime(src.prometheus, secrets=secrets) \
+            if src.prometheus.enabled and src.prometheus.self_job else None
         enabled.append(HealthSource(src.health, secrets=secrets, database_ping=business.ping if business else None,
-                                    metrics=metrics, notifier=notifier, store=store, alert_silences=silenced))
+                                    metrics=metrics, notifier=notifier, store=store, alert_silences=silenced,
+                                    prom_uptime=prom_uptime))
     else:
         disabled.append(("health", ("health",)))
     replaced = {s.name for s in extra}

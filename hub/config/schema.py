@@ -105,7 +105,8 @@ class PrometheusSourceConfig:
     backfill_timeout: float = key(30.0, gt=0, hi=HOUR, unit="seconds",
                                   doc="deadline in seconds of the backfill at start; it never delays a tick")
     self_job: str = key("", doc="job label under which this Prometheus scrapes the hub's /metrics: the backfill "
-                                "then fills the hub's own RSS, CPU and connections charts; empty = off")
+                                "then fills the hub's own RSS, CPU and connections charts, and the health checks' "
+                                "uptime figures come from Prometheus; empty = off")
 
 
 @dataclass(frozen=True, kw_only=True)

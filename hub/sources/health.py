@@ -9,7 +9,8 @@ cluster-wide and across restarts: the states and counts live in a `hub.state` st
 A check that answers 2xx but slower than its `slow_after`, or over TLS with a certificate expiring
 within `cert_warn_days` (`health_tls`), is *degraded*: still up, counted with the same thresholds and
 announced once per change ("degraded", and "no longer degraded"). Every collection also feeds the
-uptime and p95 record (`health_history`) shown per check over 24 h, 7 d and 30 d.
+uptime and p95 record (`health_history`) shown per check over 24 h, 7 d and 30 d, unless Prometheus
+scrapes the hub (`health_prom`): then its figures are shown where it has them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hub.secrets import Secrets
 from hub.sources.base import Source, SourceResult
 from hub.sources.health_history import HealthHistory
 from hub.sources.health_mutes import MuteBook, MuteGate
+from hub.sources.health_prom import PromUptime
 from hub.sources.health_silences import AlertSilences
 from hub.sources.health_state import CheckStates
 from hub.sources.health_tls import cert_days, expiry_reason, peer_not_after
@@ -81,7 +83,8 @@ class HealthSource(Source):
     def __init__(self, cfg: HealthSourceConfig, *, secrets: Secrets,
                  database_ping: Callable[[], Awaitable[None]] | None = None,
                  metrics: HubMetrics | None = None, notifier: Notifier | None = None,
-                 store: Store | None = None, alert_silences: AlertSilences | None = None) -> None:
+                 store: Store | None = None, alert_silences: AlertSilences | None = None,
+                 prom_uptime: PromUptime | None = None) -> None:
         # `cfg` was validated by hub/config, the one place that does; it is used as given.
         self.timeout = cfg.timeout
         self._checks = {n: c.url if isinstance(c, HealthCheckConfig) else c for n, c in cfg.checks.items()}
@@ -100,6 +103,8 @@ class HealthSource(Source):
         names = [*self._checks, *([DATABASE] if database_ping is not None else [])]
         self._states = CheckStates(names, store=store if store is not None else MemoryStore(), notifier=notifier)
         self.history = HealthHistory(names, store=self._states.store)
+        #: with sources.prometheus.self_job: the uptime figures Prometheus computes, shown where it has them
+        self._prom_uptime = prom_uptime
         #: mutes of the configured checks (the HTTP API's side), and what each collection does with them
         self.mutes = MuteBook(store=self._states.store, checks=self._checks, max_mute_s=cfg.max_mute_s)
         # A check whose alert Alertmanager silences is held like a muted one (hub.sources.health_silences).
@@ -133,6 +138,8 @@ class HealthSource(Source):
 
     async def close(self) -> None:
         await self.history.flush(time.time(), force=True)  # nothing when nothing was recorded
+        if self._prom_uptime is not None:
+            await self._prom_uptime.close()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -145,6 +152,8 @@ class HealthSource(Source):
         are read; update the states, store the changed ones, then claim and announce transitions."""
         if self._client is None:
             await self.start()
+        if self._prom_uptime is not None:
+            self._prom_uptime.poke(time.time())  # in the background: a tick shows the figures read last
         limit = max(0.001, min(self.timeout, budget))
         names = list(self._states.states)
         stored, mutes_read, _, *outcomes = await asyncio.gather(
@@ -270,7 +279,7 @@ class HealthSource(Source):
                 "since": st.since,
                 "failures": st.failures,
                 "cert_days": cert_days(self._not_after.get(name), now),
-                **self.history.shown(name, now),
+                **((self._prom_uptime and self._prom_uptime.shown(name)) or self.history.shown(name, now)),
             }
         details = {name: c["up"] for name, c in checks.items()}
         return {"healthy": all(details.values()), "details": details, "checks": checks,

@@ -13,6 +13,7 @@ from hub.config import Config, build_config, secrets_of
 from hub.notify import Notifier, notifier_of
 from hub.sources.business import BusinessSource
 from hub.sources.health import HealthSource
+from hub.sources.health_prom import PromUptime
 from hub.sources.prometheus import PrometheusSource
 from hub.state.redis_store import RedisStore
 
@@ -38,13 +39,17 @@ def make_notifier_from(notify: Mapping[str, Any], *, key_prefix: str = "hub", **
 
 
 def make_health_source(checks: Mapping[str, Any], *, database_ping: Any = None, metrics: Any = None,
-                  notifier: Notifier | None = None, store: Any = None, **keys: Any) -> HealthSource:
+                       notifier: Notifier | None = None, store: Any = None,
+                       prometheus: Mapping[str, Any] | None = None, **keys: Any) -> HealthSource:
     """A HealthSource for `checks` and `[sources.health]` `keys` (timeout, failures_before_down,
-    successes_before_up, ca_file)."""
+    successes_before_up, ca_file); with `prometheus` (`[sources.prometheus]` keys with `self_job`), its
+    uptime figures come from that Prometheus as the app wires it."""
     cfg = config({"sources": {"health": {"checks": dict(checks), **keys},
+                              "prometheus": dict(prometheus or {}),
                               "business": {"enabled": database_ping is not None}}})
+    prom_uptime = PromUptime(cfg.sources.prometheus, secrets=secrets_of(cfg)) if prometheus else None
     return HealthSource(cfg.sources.health, secrets=secrets_of(cfg), database_ping=database_ping,
-                        metrics=metrics, notifier=notifier, store=store)
+                        metrics=metrics, notifier=notifier, store=store, prom_uptime=prom_uptime)
 
 
 def make_redis_store(url: str, *, key_prefix: str = "hub") -> RedisStore:
