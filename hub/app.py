@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -37,6 +38,9 @@ from hub.sources.base import Source, WindowedMetrics
 from hub.sources.health_silences import AlertSilences
 from hub.state import Store, open_store
 from hub.tasks import cancel_and_wait, spawn
+
+if TYPE_CHECKING:
+    from hub.cluster_backfill import ClusterBackfill
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +134,25 @@ async def _sweep_auth_failures(hub: Hub) -> None:
         hub.audit.sweep()  # rejected_repeated lines of ended windows
 
 
-def _backfill(config: Config, role: str, broadcaster: Broadcaster, secrets: Secrets) -> Backfill | None:
-    """The start-up backfill from Prometheus, or None (disabled, an edge replica, or cluster mode:
-    there the history lives in the Redis stream every replica reads, not in this process)."""
+def _backfill(config: Config, role: str, broadcaster: Broadcaster, secrets: Secrets,
+              publisher: Publisher) -> Backfill | ClusterBackfill | None:
+    """The start-up backfill from Prometheus, or None (disabled). In cluster mode every replica serves
+    the backfill the collector of a fresh stream shares through Redis (hub.cluster_backfill)."""
     prom = config.sources.prometheus
-    if role != "all" or config.cluster.redis_url or not prom.enabled or not prom.backfill:
+    if not prom.enabled or not prom.backfill:
         return None
+    if config.cluster.redis_url:
+        from hub.cluster_backfill import ClusterBackfill
+
+        return ClusterBackfill(config, publisher=publisher, broadcaster=broadcaster, secrets=secrets,
+                               collects=role == "all")
     b = config.broadcast
     return Backfill(prom, interval=b.interval, history_size=b.history_size, broadcaster=broadcaster,
                     secrets=secrets)
 
 
 def _lifecycle(sources: Sequence[Source], notifier: Notifier | None, store: Store,  # type: ignore[no-untyped-def]
-               backfill: Backfill | None = None):
+               backfill: Backfill | ClusterBackfill | None = None):
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         """Start the audit writer, notifier, sources and the publisher; on cleanup stop them in reverse."""
         hub = app[HUB]
@@ -280,6 +290,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
         install(app, oidc, interval=b.interval, evict=evictor(broadcaster))
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
-    app.cleanup_ctx.append(_lifecycle(sources, notifier, store, _backfill(config, role, broadcaster, secrets)))
+    app.cleanup_ctx.append(_lifecycle(sources, notifier, store,
+                                          _backfill(config, role, broadcaster, secrets, publisher)))
     app.on_shutdown.append(_on_shutdown)
     return app

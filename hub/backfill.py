@@ -1,6 +1,7 @@
 """Backfill on start: the history (and the page's charts) filled from Prometheus's past.
 
-Single-process mode only: at start the feed is empty, so every configured query is read with
+At start the feed is empty (in cluster mode: the stream is new, `hub.cluster_backfill`, which stores
+the snapshots in Redis for every replica instead of this feed), so every configured query is read with
 `query_range` over `history_size x interval` at step `interval` (within `max_series` and
 `max_response_bytes`, like live data), and, with `sources.prometheus.self_job`, the hub's own
 process series as Prometheus scraped them. The snapshots built from them go before the live ones
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -81,12 +82,15 @@ class Backfill:
     """One backfill of `broadcaster`'s feed from the Prometheus of `cfg`."""
 
     def __init__(self, cfg: PrometheusSourceConfig, *, interval: float, history_size: int,
-                 broadcaster: Broadcaster, secrets: Secrets) -> None:
+                 broadcaster: Broadcaster, secrets: Secrets,
+                 sink: Callable[[list[Item]], Awaitable[int]] | None = None) -> None:
         self.cfg = cfg
         self.interval = interval
         self.steps = min(history_size, MAX_STEPS)
         self.broadcaster = broadcaster
         self.reader = RangeReader(cfg, secrets=secrets)
+        #: where the snapshots go: this process's feed, or (cluster mode) Redis for every replica
+        self.sink = sink or broadcaster.backfill
 
     async def run(self) -> int:
         """Backfill within `backfill_timeout`; the number of snapshots kept (0 after a failure, logged once)."""
@@ -125,7 +129,7 @@ class Backfill:
             log.warning("backfill from Prometheus is partial: %s", safe_text(text, limit=1000))
         sections = [s for secs in self.broadcaster.feed.source_sections.values() for s in secs]
         items = await asyncio.to_thread(build_items, good_system, good_own, list(dict.fromkeys(sections)))
-        return await self.broadcaster.backfill(items)
+        return await self.sink(items)
 
 
 async def _nothing() -> dict[str, Series | Failure]:

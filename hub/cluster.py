@@ -24,7 +24,7 @@ import random
 import secrets as _secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -101,6 +101,8 @@ class RedisPublisher(Publisher):
         self._r: Redis | None = None
         self._reader: Redis | None = None
         self._lead_task: asyncio.Task[None] | None = None
+        #: called as a new collector, before its first publish (hub.cluster_backfill); never raises
+        self.on_fresh_stream: Callable[[Redis, str, str], Awaitable[None]] | None = None
         metrics.cluster_redis_up.set(0)
         metrics.cluster_leader.set(0)
 
@@ -314,6 +316,8 @@ class RedisPublisher(Publisher):
         # a publish whose reply was lost, our feed a Redis that came back empty.
         stored = int(await self._floor(keys=[self.key_seq], args=[self.broadcaster.feed.seq]))
         self.seq = max(stored, self.broadcaster.feed.seq)
+        if self.on_fresh_stream is not None:
+            await self.on_fresh_stream(self._r, self.epoch, self.key_stream)
         self._set_leader(True)
         self._lead_task = asyncio.create_task(self._lead(), name="hub-cluster-lead")
 

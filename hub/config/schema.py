@@ -100,8 +100,9 @@ class PrometheusSourceConfig:
     max_series: int = key(10000, lo=1, hi=100 * MILLION, doc="series kept per query answer; the rest are dropped")
     max_response_bytes: int = key(8 * MiB, lo=1024, hi=1 << 30,
                                   doc="largest answer body per request, enforced while reading")
-    backfill: bool = key(True, doc="at start (single process), fill the empty history from query_range over "
-                                   "broadcast.history_size x interval, so the charts are full after a restart")
+    backfill: bool = key(True, doc="at start, fill the empty history (cluster mode: a fresh stream, once) from "
+                                   "query_range over broadcast.history_size x interval, so the charts are full "
+                                   "after a restart")
     backfill_timeout: float = key(30.0, gt=0, hi=HOUR, unit="seconds",
                                   doc="deadline in seconds of the backfill at start; it never delays a tick")
     self_job: str = key("", doc="job label under which this Prometheus scrapes the hub's /metrics: the backfill "
