@@ -135,7 +135,7 @@ async def _sweep_auth_failures(hub: Hub) -> None:
 
 
 def _backfill(config: Config, role: str, broadcaster: Broadcaster, secrets: Secrets,
-              publisher: Publisher) -> Backfill | ClusterBackfill | None:
+              publisher: Publisher, business: object = None) -> Backfill | ClusterBackfill | None:
     """The start-up backfill from Prometheus, or None (disabled). In cluster mode every replica serves
     the backfill the collector of a fresh stream shares through Redis (hub.cluster_backfill)."""
     prom = config.sources.prometheus
@@ -145,10 +145,19 @@ def _backfill(config: Config, role: str, broadcaster: Broadcaster, secrets: Secr
         from hub.cluster_backfill import ClusterBackfill
 
         return ClusterBackfill(config, publisher=publisher, broadcaster=broadcaster, secrets=secrets,
-                               collects=role == "all")
+                               collects=role == "all", business=business)
     b = config.broadcast
     return Backfill(prom, interval=b.interval, history_size=b.history_size, broadcaster=broadcaster,
-                    secrets=secrets)
+                    secrets=secrets, business=business)
+
+
+def _business_source(config: Config, sources: Sequence[Source]) -> object:
+    """The configured BusinessSource (its hour buckets feed the backfill's bookings series), or None."""
+    if not config.sources.business.enabled:
+        return None
+    from hub.sources.business import BusinessSource
+
+    return next((s for s in sources if isinstance(s, BusinessSource)), None)
 
 
 def _lifecycle(sources: Sequence[Source], notifier: Notifier | None, store: Store,  # type: ignore[no-untyped-def]
@@ -291,6 +300,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
     app.cleanup_ctx.append(_lifecycle(sources, notifier, store,
-                                          _backfill(config, role, broadcaster, secrets, publisher)))
+                                          _backfill(config, role, broadcaster, secrets, publisher,
+                                                    _business_source(config, sources))))
     app.on_shutdown.append(_on_shutdown)
     return app

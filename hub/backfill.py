@@ -39,12 +39,13 @@ class BackfillError(Exception):
 
 
 def build_items(system: Mapping[str, Series], own: Mapping[str, Series],
-                sections: Sequence[str]) -> list[Item]:
+                sections: Sequence[str], business: Mapping[float, dict[str, Any]] | None = None) -> list[Item]:
     """Snapshots, oldest first, one per evaluation time present in any answer.
 
     `data.system` holds each query's series with a sample at that time, in the instant shape
     (`{"metric", "value": [t, "v"]}`); `data.application` the hub's own `memoryUsage.rss`,
-    `cpuPercent` and `activeConnections` when `own` has them; every other section is null.
+    `cpuPercent` and `activeConnections` when `own` has them; `data.business` the hourly series of
+    `business` at that time (`hub.sources.business.backfill`); every other section is null.
     (CPU only: run it in a worker thread.)
     """
     at: dict[float, dict[str, list[dict[str, Any]]]] = {}
@@ -60,8 +61,11 @@ def build_items(system: Mapping[str, Series], own: Mapping[str, Series],
                 if f == f and abs(f) != float("inf"):
                     mine.setdefault(ts, {})[key] = f
     items: list[Item] = []
-    for ts in sorted(at.keys() | mine.keys()):
+    business = business or {}
+    for ts in sorted(at.keys() | mine.keys() | business.keys()):
         data: dict[str, Any] = dict.fromkeys(sections)
+        if "business" in data:
+            data["business"] = business.get(ts)
         if "system" in data:
             data["system"] = {name: at.get(ts, {}).get(name, []) for name in system}
         if "application" in data and ts in mine:
@@ -83,7 +87,7 @@ class Backfill:
 
     def __init__(self, cfg: PrometheusSourceConfig, *, interval: float, history_size: int,
                  broadcaster: Broadcaster, secrets: Secrets,
-                 sink: Callable[[list[Item]], Awaitable[int]] | None = None) -> None:
+                 sink: Callable[[list[Item]], Awaitable[int]] | None = None, business: Any = None) -> None:
         self.cfg = cfg
         self.interval = interval
         self.steps = min(history_size, MAX_STEPS)
@@ -91,6 +95,9 @@ class Backfill:
         self.reader = RangeReader(cfg, secrets=secrets)
         #: where the snapshots go: this process's feed, or (cluster mode) Redis for every replica
         self.sink = sink or broadcaster.backfill
+        #: the BusinessSource whose hour buckets give the bookings chart's series, or None
+        self.business = business
+        self.secrets = secrets
 
     async def run(self) -> int:
         """Backfill within `backfill_timeout`; the number of snapshots kept (0 after a failure, logged once)."""
@@ -112,11 +119,14 @@ class Backfill:
 
     async def _fill(self) -> int:
         end = time.time()
-        start = end - self.steps * self.interval
+        start = round(end - self.steps * self.interval, 3)  # ms, as Prometheus reads it: the grid below is its
+        step_ms = round(self.interval * 1000)
+        grid = [(round(start * 1000) + k * step_ms) / 1000 for k in range(self.steps + 1)]
         own_q = self_queries(self.cfg.self_job, self.interval) if self.cfg.self_job else {}
-        system, own = await asyncio.gather(
+        system, own, business = await asyncio.gather(
             self.reader.read_all(dict(self.cfg.queries), start=start, end=end, step=self.interval),
-            self.reader.read_all(own_q, start=start, end=end, step=self.interval) if own_q else _nothing())
+            self.reader.read_all(own_q, start=start, end=end, step=self.interval) if own_q else _nothing(),
+            self._business([t for t in grid if t <= end]))
         failed = {f"query {n!r}": r.message for n, r in system.items() if isinstance(r, Failure)}
         failed |= {f"own {n} series": r.message for n, r in own.items() if isinstance(r, Failure)}
         good_system = {n: r for n, r in system.items() if not isinstance(r, Failure)}
@@ -124,12 +134,30 @@ class Backfill:
         if failed:
             reasons = set(failed.values())
             text = reasons.pop() if len(reasons) == 1 else "; ".join(f"{k}: {m}" for k, m in failed.items())
-            if not good_system and not good_own:
+            if not good_system and not good_own and not business:
                 raise BackfillError(safe_text(text, limit=1000))
             log.warning("backfill from Prometheus is partial: %s", safe_text(text, limit=1000))
         sections = [s for secs in self.broadcaster.feed.source_sections.values() for s in secs]
-        items = await asyncio.to_thread(build_items, good_system, good_own, list(dict.fromkeys(sections)))
+        items = await asyncio.to_thread(build_items, good_system, good_own, list(dict.fromkeys(sections)),
+                                        business)
         return await self.sink(items)
+
+    async def _business(self, grid: list[float]) -> dict[float, dict[str, Any]]:
+        """The bookings chart's series at the grid's times, or {} (none configured, or failed: logged once)."""
+        if self.business is None:
+            return {}
+        from hub.sources.business.backfill import hourly_series
+
+        try:
+            # Within most of the deadline: what Prometheus answered is kept when this takes too long.
+            return await hourly_series(self.business, grid, timeout=0.8 * self.cfg.backfill_timeout)
+        except TimeoutError:
+            log.warning("backfill of the bookings chart gave up after %g s (the hour buckets were not ready); "
+                        "it starts empty", 0.8 * self.cfg.backfill_timeout)
+        except Exception as exc:  # MongoDB's errors, or a bug: only this chart loses its backfill
+            log.warning("backfill of the bookings chart failed, it starts empty: %s",
+                        safe_text(self.secrets.scrub(describe(exc)), limit=1000))
+        return {}
 
 
 async def _nothing() -> dict[str, Series | Failure]:

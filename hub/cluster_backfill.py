@@ -92,7 +92,7 @@ class ClusterBackfill:
     """One replica's part: claim and fill as the collector of a fresh stream, serve what was filled."""
 
     def __init__(self, config: Config, *, publisher: Any, broadcaster: Broadcaster, secrets: Secrets,
-                 collects: bool) -> None:
+                 collects: bool, business: object = None) -> None:
         c, b, prom = config.cluster, config.broadcast, config.sources.prometheus
         self.prefix = c.key_prefix
         self.publisher = publisher
@@ -102,7 +102,7 @@ class ClusterBackfill:
         self.ttl_ms = int((b.history_size * b.interval + 3600) * 1000)
         self.wait = prom.backfill_timeout + WAIT_SLACK_S
         self.filler = Backfill(prom, interval=b.interval, history_size=b.history_size, broadcaster=broadcaster,
-                               secrets=secrets, sink=self._write) if collects else None
+                               secrets=secrets, sink=self._write, business=business) if collects else None
         self._r = Redis.from_url(c.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0,
                                  retry=Retry(NoBackoff(), 0), decode_responses=False, client_name="hub-backfill")
         self._write_script = self._r.register_script(WRITE)
