@@ -7,7 +7,9 @@ once, through Redis, and every replica serves it.
   that finds history in the stream.
 - The claimant runs `hub.backfill.Backfill` (the same queries, bounds and `backfill_timeout`) in the
   background and writes its snapshots, the newest within `broadcast.history_max_bytes`, as one value
-  `{p}:backfill:<epoch>` = `{"epoch", "items": [[timestamp, data], ...]}`, only while it holds the lease.
+  `{p}:backfill:<epoch>` = `{"epoch", "items": [[timestamp, data], ...]}`, only while it holds the claim
+  and the epoch is still the cluster's (so a fail-over meanwhile does not lose it, and a Redis emptied
+  meanwhile does not get it).
 - Every replica (edges too, the collector included) looks for that value of its feed's epoch every
   `POLL_S` until it has it, or `backfill_timeout` + `WAIT_SLACK_S` after it first saw the epoch, and
   puts it before its live snapshots (`Broadcaster.backfill`: those older than the first live one, within
@@ -42,9 +44,9 @@ log = logging.getLogger("hub.backfill")
 POLL_S = 1.0
 MiB = 1 << 20
 WAIT_SLACK_S = 30.0
-#: writes the value only while the lease (KEYS[1]) is still ARGV[1]'s
+#: writes the value (KEYS[2]) only while the claim (KEYS[1]) is ARGV[1]'s and the epoch (KEYS[3]) is ARGV[4]
 WRITE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return 1
 """
@@ -144,10 +146,11 @@ class ClusterBackfill:
     async def _write(self, items: list[Item]) -> int:
         epoch = self._filling
         value, kept = encode_items(items, epoch, self.max_bytes)
-        done = await self._write_script(keys=[self.publisher.key_lease, backfill_keys(self.prefix, epoch)[0]],
-                                        args=[self.publisher.replica, value, self.ttl_ms])
+        value_key, claim_key = backfill_keys(self.prefix, epoch)
+        done = await self._write_script(keys=[claim_key, value_key, self.publisher.key_epoch],
+                                        args=[self.publisher.replica, value, self.ttl_ms, epoch])
         if not done:
-            log.warning("backfill: not stored, this replica no longer holds the lease")
+            log.warning("backfill: not stored, the cluster's epoch is no longer %s", epoch)
             return 0
         return kept
 
