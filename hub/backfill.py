@@ -152,7 +152,7 @@ class Backfill:
             # Within most of the deadline: what Prometheus answered is kept when this takes too long.
             return await hourly_series(self.business, grid, timeout=0.8 * self.cfg.backfill_timeout)
         except TimeoutError:
-            log.warning("backfill of the bookings chart gave up after %g s (the hour buckets were not ready); "
+            log.warning("backfill of the bookings chart gave up after %g s (MongoDB, or the hour buckets, too slow); "
                         "it starts empty", 0.8 * self.cfg.backfill_timeout)
         except Exception as exc:  # MongoDB's errors, or a bug: only this chart loses its backfill
             log.warning("backfill of the bookings chart failed, it starts empty: %s",

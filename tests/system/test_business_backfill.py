@@ -1,4 +1,4 @@
-"""The bookings chart's hourly series in the start-up backfill, from a real SecantusDB's bookings.
+"""The bookings chart's series (booked in the window; the hour against its expectation) in the start-up backfill, from a real SecantusDB's bookings.
 
 Bookings over the last two hours (the backfill's span: 120 steps of 60 s) and in the same hours of the
 four weeks before; each backfilled item's `data.business.expected` and its point are checked against a
@@ -22,6 +22,7 @@ UTC = dt.UTC
 INTERVAL = 60.0
 HISTORY = 120
 WEEK = dt.timedelta(days=7)
+HOUR = dt.timedelta(hours=1)
 
 
 def ms(t: dt.datetime) -> dt.datetime:
@@ -80,10 +81,37 @@ async def test_backfilled_items_carry_the_hourly_series_from_the_buckets(
         hour = float(statistics.median(weeks))
         observed = sum(hour_start(t) <= ms(r) <= t for r in recent)
         elapsed = (t - hour_start(t)) / dt.timedelta(hours=1)
-        assert item["data"]["business"] == {"expected": {"hour": hour, "observed": observed,
+        booked = sum(t - HOUR < ms(b) <= t for b in recent + past)   # time_range "1h"
+        assert item["data"]["business"] == {"appointments": {"total": booked},
+                                            "expected": {"hour": hour, "observed": observed,
                                                          "elapsed": round(elapsed, 4), "weeks": 4}}, item
         assert point["timestamp"] == item["timestamp"] and point["backfill"] is True
         assert (point["hour_observed"], point["hour_expected"], point["appts"]) == (
-            observed, round(hour * round(elapsed, 4), 3), None)
+            observed, round(hour * round(elapsed, 4), 3), booked)
     assert len(hours_seen) >= 2   # the span crosses an hour: each hour has its own count and expectation
     assert any(i["data"]["business"]["expected"]["observed"] > 0 for i in filled)
+    assert len({i["data"]["business"]["appointments"]["total"] for i in filled}) > 2   # the window moves
+
+
+async def test_without_the_detectors_the_booked_line_is_backfilled_alone(
+        mongo_server_fn: MongoServer, prometheus_server: PrometheusServer,  # noqa: F811
+        aiohttp_client: Any, make_config: Any) -> None:
+    now = dt.datetime.now(UTC)
+    created = [now - dt.timedelta(minutes=m, seconds=29) for m in range(0, 130, 3)]
+    mongo_server_fn.insert([booking(t) for t in created])
+    cfg = make_config({"broadcast": {"interval": INTERVAL, "history_size": HISTORY},
+                       "sources": {"prometheus": {"enabled": True, "url": prometheus_server.url, "alerts": False,
+                                                  "slo_queries": {}, "queries": {"clock": "vector(time())"}},
+                                   "business": {"enabled": True, "mongodb_uri": mongo_server_fn.uri,
+                                                "timeout": 5.0, "anomaly": {"enabled": False}}}})
+    client = await aiohttp_client(create_app(cfg))
+    st = client.app[HUB]
+    await wait_for(lambda: st.feed.backfill and st.feed.seq >= 1, timeout=40, what="the backfill and a tick")
+    async with client.ws_connect(f"/ws?points={HISTORY}") as ws:
+        points = [p for p in (await recv_json(ws))["items"] if p.get("backfill")]
+    assert len(points) >= HISTORY - 2, len(points)
+    for point in points:
+        t = parse(point["timestamp"])
+        assert (point["appts"], point["hour_observed"], point["hour_expected"]) == (
+            sum(t - HOUR < ms(b) <= t for b in created), None, None), point
+    assert len({p["appts"] for p in points}) > 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-from hub.sources.business.backfill import observed_at, utc_ms
+from hub.sources.business.backfill import observed_at, utc_ms, window_totals
 
 H = 3_600_000
 T0 = 500 * H - 90_000   # 90 s before an hour starts
@@ -32,3 +32,36 @@ def test_rows_that_are_not_counts_are_left_out() -> None:
     rows = [{"_id": {"h": "x", "k": 0}, "n": 5}, {"_id": None, "n": 1},
             {"_id": {"h": dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "k": 0}, "n": "1"}]
     assert observed_at(rows, [T0], T0, STEP) == [0]
+
+
+def window_rows(created_ms: list[int], times: list[int], window: int) -> list[dict[str, object]]:
+    """What window_pipeline's $facet returns for bookings created at `created_ms`."""
+    t0, last = times[0], times[-1]
+
+    def per_step(origin: int, lo: int, hi: int) -> list[dict[str, object]]:
+        counts: dict[int, int] = {}
+        for c in created_ms:
+            if lo < c <= hi:
+                k = math.ceil((c - origin) / STEP)
+                counts[k] = counts.get(k, 0) + 1
+        return [{"_id": float(k), "n": n} for k, n in counts.items()]
+
+    before = sum(t0 - window < c <= t0 for c in created_ms)
+    return [{"before": [{"n": before}] if before else [],
+             "in": per_step(t0, t0, last), "out": per_step(t0 - window, t0 - window, last - window)}]
+
+
+def test_each_time_counts_its_window_as_bookings_come_in_and_leave_it() -> None:
+    window = 5 * STEP
+    times = [T0 + j * STEP for j in range(12)]
+    # Before the grid, on step edges (in at t, out at t + window exactly), between steps, and after.
+    created = [T0 - window, T0 - window + 1, T0 - 2 * STEP, T0, T0 + 1, T0 + STEP, T0 + 3 * STEP + 7,
+               T0 + 3 * STEP + 8, T0 + 6 * STEP, T0 + 11 * STEP, T0 + 12 * STEP]
+    expect = [sum(t - window < c <= t for c in created) for t in times]
+    assert window_totals(window_rows(created, times, window), len(times)) == expect
+    assert expect == [3, 4, 4, 3, 5, 4, 3, 3, 3, 1, 1, 1]
+
+
+def test_no_answer_is_an_empty_window_throughout() -> None:
+    assert window_totals([], 3) == [0, 0, 0]
+    assert window_totals([{"before": [], "in": [{"_id": "x", "n": 2}], "out": None}], 2) == [0, 0]

@@ -1,8 +1,14 @@
-"""The business hourly series at past times, for the start-up backfill (`hub.backfill`).
+"""The business series at past times, for the start-up backfill (`hub.backfill`).
 
 For each backfilled time `t` (a grid `t0 + j x step`), `data.business` is
-`{"expected": {"hour", "observed", "elapsed", "weeks"}}`, what the bookings chart plots live
-(`hour_observed`, and `hour_expected` = hour x elapsed):
+`{"appointments": {"total"}, "expected": {"hour", "observed", "elapsed", "weeks"}}`, what the bookings
+chart plots live (`appts`; `hour_observed`, and `hour_expected` = hour x elapsed):
+
+- `appointments.total`: the bookings created in `t`'s window (`sources.business.time_range`), from one
+  read-only aggregation: a count before the grid, and counts per grid step of the grid and of the grid
+  moved back by the window (at most 2 x steps + 1 rows), so total(t_j) = total(t_0) + what came in
+  since minus what left the window since. Windows start exclusive (live ones inclusive: a booking made
+  exactly at a window's first millisecond differs);
 
 - `hour` and `weeks`: the expectation of `t`'s hour from the kept hour buckets (the median of the same
   weekday and hour over the last 4 weeks, `expected_rate`, exactly as a live tick computes it); the
@@ -12,8 +18,8 @@ For each backfilled time `t` (a grid `t0 + j x step`), `data.business` is
   at most (steps + hours) rows, never a document;
 - `elapsed`: the fraction of `t`'s hour passed at `t`.
 
-Only with the anomaly detectors on (live snapshots have `expected` only then). The counts are those the
-collection holds now (a booking inserted since with an older created-at counts).
+`expected` only with the anomaly detectors on (live snapshots have it only then). The counts are those
+the collection holds now (a booking inserted since with an older created-at counts).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from hub.sources.business.expected import WEEK_HOURS, WEEKS, Expected, expected_
 from hub.sources.business.expected import elapsed as hour_elapsed
 from hub.sources.business.pipeline import field_ref
 from hub.sources.business.recent import first_booking_hour
+from hub.vocab import WINDOWS
 
 UTC = dt.UTC
 #: how often the buckets the expectation needs are looked for while the background fill runs
@@ -70,30 +77,79 @@ def observed_at(rows: Sequence[dict[str, Any]], times_ms: Sequence[int], t0_ms: 
     return out
 
 
+def window_pipeline(fields: BusinessFields, *, t0_ms: int, last_ms: int, step_ms: int,
+                    window_ms: int) -> list[dict[str, Any]]:
+    """Counts for `window_totals`: bookings in (t0 - window, t0] ("before"), and per grid step k >= 1
+    those in (t_{k-1}, t_k] ("in") and in (t_{k-1} - window, t_k - window] ("out")."""
+    created = field_ref(fields.created_at)
+
+    def per_step(origin_ms: int, lo_ms: int, hi_ms: int) -> list[dict[str, Any]]:
+        return [{"$match": {fields.created_at: {"$gt": utc_ms(lo_ms), "$lte": utc_ms(hi_ms)}}},
+                {"$group": {"_id": {"$ceil": {"$divide": [{"$subtract": [created, utc_ms(origin_ms)]}, step_ms]}},
+                            "n": {"$sum": 1}}}]
+
+    return [
+        {"$match": {fields.created_at: {"$gt": utc_ms(t0_ms - window_ms), "$lte": utc_ms(last_ms)}}},
+        {"$facet": {
+            "before": [{"$match": {fields.created_at: {"$lte": utc_ms(t0_ms)}}}, {"$count": "n"}],
+            "in": per_step(t0_ms, t0_ms, last_ms),
+            "out": per_step(t0_ms - window_ms, t0_ms - window_ms, last_ms - window_ms),
+        }},
+    ]
+
+
+def window_totals(rows: Sequence[dict[str, Any]], steps: int) -> list[int]:
+    """The window's total at each of `steps` grid times, from `window_pipeline`'s one row."""
+    facets = rows[0] if rows else {}
+
+    def per_step(name: str) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for row in facets.get(name) or ():
+            k, n = row.get("_id"), row.get("n")
+            if isinstance(k, (int, float)) and isinstance(n, int):
+                out[int(k)] = out.get(int(k), 0) + n
+        return out
+
+    before = facets.get("before") or [{}]
+    total = before[0].get("n", 0) if isinstance(before[0], dict) else 0
+    came, left = per_step("in"), per_step("out")
+    totals = [total]
+    for k in range(1, steps):
+        total += came.get(k, 0) - left.get(k, 0)
+        totals.append(total)
+    return totals
+
+
 async def hourly_series(source: Any, times: Sequence[float], *, timeout: float) -> dict[float, dict[str, Any]]:
     """`data.business` for each time of the grid `times` (epoch seconds, ascending, evenly spaced), from
-    `source` (a BusinessSource) within `timeout` seconds: {} when its detectors are off. Raises
-    TimeoutError or PyMongoError."""
-    if not source.anomaly or not times:
+    `source` (a BusinessSource) within `timeout` seconds. Raises TimeoutError or PyMongoError."""
+    if not times:
         return {}
     times_ms = [round(t * 1000) for t in times]
     t0, step = times_ms[0], (times_ms[1] - times_ms[0] if len(times_ms) > 1 else 1000)
-    hours = sorted({hour_of(utc_ms(t)) for t in times_ms})
-    wanted = {h - k * WEEK_HOURS for h in hours for k in range(1, WEEKS + 1)}
     fields: BusinessFields = source.cfg.fields
+    window_ms = round(WINDOWS[source.cfg.time_range].total_seconds() * 1000)
+    out: dict[float, dict[str, Any]] = {}
     async with asyncio.timeout(timeout):
-        with pymongo.timeout(timeout):  # the server stops working on them too
+        with pymongo.timeout(timeout):  # one deadline for every query; the server stops working on them too
+            rows = await source._aggregate(window_pipeline(fields, t0_ms=t0, last_ms=times_ms[-1], step_ms=step,
+                                                           window_ms=window_ms))
+            for t, n in zip(times, window_totals(rows, len(times)), strict=True):
+                out[t] = {"appointments": {"total": n}}
+            if not source.anomaly:
+                return out
+            hours = sorted({hour_of(utc_ms(t)) for t in times_ms})
+            wanted = {h - k * WEEK_HOURS for h in hours for k in range(1, WEEKS + 1)}
             history_from = await first_booking_hour(source._aggregate, fields)
             rows = await source._aggregate(observed_pipeline(fields, first_ms=t0, last_ms=times_ms[-1],
                                                              t0_ms=t0, step_ms=step))
-        if history_from is not None:
-            wanted = {h for h in wanted if h >= history_from}
-        while wanted and source.store.needed(min(wanted), max(wanted) + 1) & wanted:
-            await asyncio.sleep(WAIT_STEP)  # the source's background fill of the kept hours
+            if history_from is not None:
+                wanted = {h for h in wanted if h >= history_from}
+            while wanted and source.store.needed(min(wanted), max(wanted) + 1) & wanted:
+                await asyncio.sleep(WAIT_STEP)  # the source's background fill of the kept hours
     counts = {h: b.total for h, b in source.store.buckets.items()}
     rate = expected_rate(counts, history_from=history_from)
-    out: dict[float, dict[str, Any]] = {}
     for t, ms, observed in zip(times, times_ms, observed_at(rows, times_ms, t0, step), strict=True):
         hour, weeks = rate(hour_of(utc_ms(ms)))
-        out[t] = {"expected": Expected(hour, observed, hour_elapsed(utc_ms(ms)), weeks).to_dict()}
+        out[t]["expected"] = Expected(hour, observed, hour_elapsed(utc_ms(ms)), weeks).to_dict()
     return out
