@@ -1,4 +1,5 @@
-"""The bookings chart's series (booked in the window; the hour against its expectation) in the start-up backfill, from a real SecantusDB's bookings.
+"""The bookings chart's series (booked in the window; the hour against its expectation) in the start-up
+backfill, from a real SecantusDB's bookings.
 
 Bookings over the last two hours (the backfill's span: 120 steps of 60 s) and in the same hours of the
 four weeks before; each backfilled item's `data.business.expected` and its point are checked against a
