@@ -3,7 +3,7 @@
 // and the wall screen (`/?kiosk`) never does. Controls are kept by key across the per-tick renders:
 // a comment being typed, a message next to a button and the keyboard focus survive an update.
 
-import { el } from "./format.js";
+import { $, el } from "./format.js";
 import { authHeaders, state } from "./state.js";
 import { VIEW } from "./view.js";
 
@@ -36,6 +36,11 @@ export async function refreshMe() {
       } catch (e) { /* not JSON: no rights */ }
     }
   }
+  // A signed-in person sees who they are and can sign out (a token has no session to end).
+  if (me && /hub_person=1/.test(document.cookie)) state.signedIn = true;
+  $("me").hidden = !(me && /hub_person=1/.test(document.cookie)) || VIEW === "kiosk";
+  $("me-name").textContent = me ? me.name : "";
+  $("me-out").href = "auth/logout";   // set here: the hub checks that every link in index.html is a file
   const changed = JSON.stringify(me) !== JSON.stringify(state.me) || !state.meChecked;
   state.me = me;
   state.meChecked = true;

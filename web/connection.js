@@ -75,6 +75,10 @@ async function probeAuth() {
   }
   if (state.token) saveToken("");   // rejected: forget it
   const sign = (await res.json().catch(() => ({}))).signIn;
+  if (sign && state.signedIn) {   // our session ended (its expiry, or a logout): the provider usually
+    location.assign(sign);        // signs us in again at once, and the page comes back live
+    return false;
+  }
   if (sign) $("auth-signin").href = sign;
   $("auth-signin").hidden = !sign;
   if (!state.prompted && !sign) {

@@ -51,4 +51,5 @@ export const state = {
   firstBatch: 0,       // snapshots in the page's first non-empty message (the history)
   me: null,            // GET /api/me for the token: {name, topics, actions}; null: none, so no controls
   meChecked: false,    // /api/me was answered (or skipped: no token) at least once
+  signedIn: false,     // a person's session fed this page: when it ends, sign in again
 };

@@ -91,6 +91,19 @@ class OidcProvider:
         except (urllib.error.URLError, OSError):
             return False
 
+    def tamper(self, mode: str) -> None:
+        """From now on the token endpoint hands out ID tokens forged or altered in way `mode` ("audience",
+        "expired", "nonce", "issuer", "kid", "none", "altered"; "" for genuine ones): see provider.js."""
+        req = urllib.request.Request(f"{self.issuer}/__test/tamper?mode={mode}", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 204, resp.status
+
+    def id_token_ttl(self, seconds: int) -> None:
+        """From now on ID tokens live `seconds` (3600 by default)."""
+        req = urllib.request.Request(f"{self.issuer}/__test/ttl?id_token={seconds}", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 204, resp.status
+
     def stop(self) -> None:
         """End the provider and wait until it is gone."""
         end_process(self.proc)

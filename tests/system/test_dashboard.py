@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
 DOCS = ROOT / "docs"
 INTERVAL = 0.5
-PAGE_BUDGET = 150 * 1024
+# Raw bytes of everything the page loads (uPlot included). 150 KiB until the page showed a signed-in
+# person's name and a "Sign out" link (issue 23): +0.4 KB.
+PAGE_BUDGET = 152 * 1024
 # uPlot needs nothing beyond this: it styles elements through the CSSOM, which CSP leaves alone.
 STRICT_CSP = "default-src 'self'"
 # Chromium logs a refused WebSocket / fetch as a console error; only expected while a hub is down.

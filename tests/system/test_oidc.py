@@ -64,6 +64,9 @@ class Stack:
         self.am = start_alertmanager(self.tmp / "am")
         common = {
             "broadcast": {"interval": INTERVAL, "heartbeat": 30.0},
+            # Every test here comes from 127.0.0.1 and many fail on purpose (forged sign-ins, 401s):
+            # the per-address lockout (tested elsewhere) must not turn them into 429s for the next test.
+            "server": {"auth_failures_per_minute": 0},
             "cluster": {"redis_url": self.redis.url},
             "sources": {"prometheus": {"enabled": False}, "business": {"enabled": False},
                         "health": {"enabled": False}, "alertmanager": {"enabled": True, "url": self.am.url}},
@@ -201,6 +204,45 @@ def test_chromium_signs_in_as_oncall_and_the_page_goes_live_named(stack: Stack, 
              timeout=10, what="the WebSocket connect audited with the person")
 
 
+def test_the_page_names_the_signed_in_person_and_signs_out(stack: Stack, context: Any) -> None:
+    page = sign_in(context, stack.a, "alice")
+    wait_for(lambda: page.evaluate("() => !document.getElementById('me').hidden"), timeout=WAIT,
+             what="the signed-in bar")
+    assert page.text_content("#me-name") == "Alice Oncall"
+    assert context.request.get(stack.a + "/api/me").status == 200
+    page.click("#me-out")
+    wait_for(lambda: "/auth/" in page.url or "/session/end" in page.url or stack.a not in page.url, timeout=WAIT,
+             what="the page leaving for the sign-out")
+    assert context.request.get(stack.a + "/api/me").status == 401   # the hub's session is over
+    assert [r for r in stack.audit("logout") if r.get("sub") == "alice"]
+
+
+def test_a_session_ended_with_its_id_token_signs_in_again_and_the_page_comes_back_live(
+        stack: Stack, context: Any) -> None:
+    assert stack.provider is not None
+    stack.provider.id_token_ttl(8)   # the session may not outlive it
+    try:
+        page = sign_in(context, stack.a, "alice")
+    finally:
+        stack.provider.id_token_ttl(3600)
+    wait_for(lambda: page.evaluate("() => hubDebug.conn === 'live' && !!hubDebug.me"), timeout=WAIT,
+             what="the page live on the short session")
+    logins = len([r for r in stack.audit("login") if r.get("sub") == "alice"])
+    # The hub ends the session at the ID token's expiry and closes the socket (1008); the page goes
+    # through sign-in again, which the provider's own session answers without a form.
+    wait_for(lambda: len([r for r in stack.audit("login") if r.get("sub") == "alice"]) > logins, timeout=WAIT,
+             what="a second sign-in by the page itself")
+    def live_again() -> bool:
+        try:
+            return page.url.startswith(stack.a + "/") and "/auth/" not in page.url and bool(
+                page.evaluate("() => window.hubDebug && hubDebug.conn === 'live' && !!hubDebug.me"))
+        except Exception:
+            return False
+
+    wait_for(live_again, timeout=WAIT, what="the page live again")
+    assert context.request.get(stack.a + "/api/me").json()["name"] == "Alice Oncall"
+
+
 def test_a_signed_in_silence_names_the_person_and_needs_the_csrf_header(stack: Stack, context: Any) -> None:
     sign_in(context, stack.a, "alice")
     api = context.request
@@ -276,6 +318,38 @@ def test_forged_callbacks_are_refused_with_401(stack: Stack, context: Any) -> No
     again = context.request.get(f"{stack.a}/auth/callback?code={code}&state={state}", max_redirects=0)
     assert again.status == 401 and "the identity provider refused the code: invalid_grant" in again.text()
     assert len([r for r in stack.audit("login_refused") if r["status"] == 401]) >= 3
+
+
+#: how the provider's token endpoint forges the ID token -> the reason the hub's callback gives
+FORGED = {
+    "audience": "ID token claim 'aud' is wrong",
+    "issuer": "ID token claim 'iss' is wrong",
+    "nonce": "ID token claim 'nonce' is wrong",
+    "expired": "ID token has expired",
+    "kid": "ID token signed with unknown key kid='stranger'",
+    "none": "ID token algorithm 'none' is not allowed",
+    "altered": "ID token signature does not verify",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(FORGED))
+def test_a_forged_id_token_through_the_callback_is_refused_and_signs_nobody_in(
+        stack: Stack, context: Any, mode: str) -> None:
+    assert stack.provider is not None
+    refused_before = len(stack.audit("login_refused"))
+    stack.provider.tamper(mode)
+    try:
+        page = sign_in(context, stack.a, "alice")
+    finally:
+        stack.provider.tamper("")
+    assert "/auth/callback?" in page.url
+    body = page.text_content("body") or ""
+    assert "Sign-in refused: " + FORGED[mode] in body, body
+    assert not [c for c in context.cookies() if c["name"].endswith("hub_session")]
+    assert context.request.get(stack.a + "/api/me").status == 401
+    new = stack.audit("login_refused")[refused_before:]
+    assert [(r["status"], r["reason"].startswith(FORGED[mode])) for r in new] == [(401, True)], new
+    assert not [r for r in stack.audit("login") if r.get("sub") == "mallory"]
 
 
 def test_forged_id_tokens_are_refused_against_the_providers_keys(stack: Stack) -> None:
