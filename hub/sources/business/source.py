@@ -16,7 +16,6 @@ from pymongo.errors import ExecutionTimeout, NetworkTimeout, PyMongoError
 from hub.config import BusinessSourceConfig
 from hub.secrets import Secrets
 from hub.sources.base import Source, SourceError, SourceResult
-from hub.sources.business.anomaly import Schedule, evaluate
 from hub.sources.business.buckets import (
     BucketStore,
     HourStats,
@@ -37,13 +36,10 @@ from hub.sources.business.client import (
     describe_error,
     driver_deadline,
 )
-from hub.sources.business.expected import Expected, Rate, expected_rate
-from hub.sources.business.expected import elapsed as hour_elapsed
+from hub.sources.business.detectors import MIN_LEFT, Detectors
 from hub.sources.business.pipeline import QUERY_COMMENT, build_pipeline, shape_result
-from hub.sources.business.recent import first_booking_hour, last_booking, recent_counts
 from hub.sources.business.tracker import ChangeTracker
-from hub.sources.business.watch import AnomalyWatch
-from hub.state import MemoryStore, Store
+from hub.state import Store
 from hub.tasks import cancel_and_wait, spawn
 from hub.vocab import TIME_RANGES, WINDOWS
 
@@ -62,10 +58,6 @@ FILL_TIMEOUT = 120.0
 #: the window whose hours are kept for the expected bookings (4 weeks back from any hour of the last
 #: day), whatever time_range is shown, while sources.business.anomaly is enabled
 KEEP_WINDOW = "30d"
-#: the detectors' queries need at least this much of the tick's deadline left, or wait for the next tick
-MIN_LEFT = 0.05
-#: consecutive ticks without the detectors before it is a WARNING
-SKIPS_TO_WARN = 3
 
 
 class BusinessSource(Source):
@@ -104,11 +96,8 @@ class BusinessSource(Source):
         #: the wall clock of windows and detectors (tests drive it; UTC, aware, milliseconds)
         self.now: Callable[[], dt.datetime] = clock or now_ms
         self.anomaly = cfg.anomaly.enabled
-        self._skipped = 0  # consecutive ticks without the detectors (their queries failed or found no time)
-        self.schedule = Schedule(cfg.anomaly)
-        self.watch = AnomalyWatch(self.schedule, store=store if store is not None else MemoryStore(),
-                                  notifier=notifier)
-        self._history_from: tuple[int, int | None] | None = None  # (open hour when looked up, first booking's hour)
+        self.detectors = Detectors(cfg, secrets=secrets, aggregate=self._aggregate, buckets=self.store,
+                                   now=lambda: self.now(), store=store, notifier=notifier)
 
     @property
     def mode(self) -> str | None:
@@ -168,42 +157,10 @@ class BusinessSource(Source):
         the anomaly detectors on, also `expected` and `anomaly` (announcing a transition)."""
         deadline = driver_deadline(budget)
         ends = monotonic() + deadline  # one deadline for all of the tick's queries, the detectors' too
-        data, expected = await self._with_expected(self.cfg.time_range, deadline, ends=ends)
-        if expected is not None:
-            exp, rate, observed_60, last, now = expected
-            if last is None:  # no booking in the last 60 minutes: the stream's inserts, or one look-up
-                left = ends - monotonic()
-                try:
-                    if left < MIN_LEFT:
-                        raise ExecutionTimeout(f"no time left in the tick ({left:.3f} s)")
-                    with pymongo.timeout(left):
-                        assert self.changes is not None
-                        last = await last_booking(self._aggregate, self.cfg.fields, self.changes, now)
-                except PyMongoError as exc:
-                    self._detectors_skipped("last booking", exc, left)
-                    return SourceResult(data={"business": data})
-            self._detectors_ran()
-            verdict = evaluate(now, p=self.cfg.anomaly.p, schedule=self.schedule, rate=rate,
-                               observed_60=observed_60, last_booking=last)
-            data["expected"] = exp.to_dict()
-            data["anomaly"] = await self.watch.update(verdict, exp, now)
+        data, inputs = await self._with_expected(self.cfg.time_range, deadline, ends=ends)
+        if inputs is not None:
+            data.update(await self.detectors.judge(inputs, ends=ends, changes=self.changes) or {})
         return SourceResult(data={"business": data})
-
-    def _detectors_skipped(self, what: str, exc: BaseException, timeout: float) -> None:
-        """A tick without the detectors: logged at INFO, and at WARNING once it happened SKIPS_TO_WARN
-        times in a row (one slow query on a loaded machine is no operator's problem; a streak is)."""
-        self._skipped += 1
-        reason = describe_error(exc, uri=self.cfg.mongodb_uri, timeout=timeout, secrets=self._secrets)
-        if self._skipped == SKIPS_TO_WARN:
-            log.warning("business source: anomaly detectors skipped %d ticks in a row (%s: %s)",
-                        self._skipped, what, reason)
-        elif self._skipped < SKIPS_TO_WARN:
-            log.info("business source: anomaly detectors skipped this tick (%s: %s)", what, reason)
-
-    def _detectors_ran(self) -> None:
-        if self._skipped >= SKIPS_TO_WARN:
-            log.info("business source: anomaly detectors running again")
-        self._skipped = 0
 
     async def metrics_for(self, time_range: str) -> dict[str, Any]:
         """The seed's metrics object for `time_range` from the same buckets, within cfg.timeout, with
@@ -248,22 +205,10 @@ class BusinessSource(Source):
             if left < MIN_LEFT:
                 raise ExecutionTimeout(f"no time left in the tick ({left:.3f} s)")
             with pymongo.timeout(left):
-                return dict(main), await self._expected()
+                return dict(main), await self.detectors.expected()
         except PyMongoError as exc:
-            self._detectors_skipped("expected bookings", exc, left)
+            self.detectors.skipped("expected bookings", exc, left)
             return dict(main), None
-
-    async def _expected(self) -> tuple[Expected, Rate, int, dt.datetime | None, dt.datetime]:
-        """The current hour's expectation from the kept hours and the recent bookings (hub.sources.business.recent)."""
-        now = self.now()
-        open_h = hour_of(now)
-        if self._history_from is None or self._history_from[0] != open_h:  # once an hour
-            self._history_from = (open_h, await first_booking_hour(self._aggregate, self.cfg.fields))
-        counts = {h: b.total for h, b in self.store.buckets.items()}
-        rate = expected_rate(counts, history_from=self._history_from[1])
-        n60, this_hour, last = await recent_counts(self._aggregate, self.cfg.fields, now)
-        hour, weeks = rate(open_h)
-        return Expected(hour, this_hour, hour_elapsed(now), weeks), rate, n60, last, now
 
     async def _get(self, time_range: str, *, deadline: float) -> dict[str, Any]:
         task = self._inflight.get(time_range)
