@@ -22,6 +22,7 @@ from hub.admission import Admission, parse_networks
 from hub.audit import Audit
 from hub.auth import Authenticator, AuthFailures
 from hub.backfill import Backfill
+from hub.bodies import BODY_SLOTS, BodySlots
 from hub.broadcast import Broadcaster
 from hub.config import Config, secrets_of
 from hub.context import CONFIG_KEY, HUB, METRICS_KEY, Hub
@@ -270,7 +271,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
     app[HUB] = hub
-    app[views.BODY_SLOTS] = views.BodySlots()
+    app[BODY_SLOTS] = BodySlots()
     page = Page.locate()
     check_page(page)
     app.router.add_get("/", _index(page))

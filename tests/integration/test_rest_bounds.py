@@ -16,7 +16,7 @@ from hub.app import create_app
 from hub.auth import hash_token
 from hub.context import HUB, Hub
 from hub.feed import Entry
-from hub.views import BODY_SLOTS, CHUNK, BodySlots
+from hub.bodies import BODY_SLOTS, CHUNK, BodySlots
 from tests.support.aio import sample, wait_for
 from tests.support.raw import GateSource, raw_http_get, read_body, read_head
 

@@ -24,7 +24,7 @@ from aiohttp import ClientSession, ClientTimeout
 from bench.fleetkit.hub import proc_status_kb, start_hub
 from bench.fleetkit.prom import FleetPrometheus
 from hub.config import DEFAULT_QUERIES
-from hub.views import MAX_STREAMS
+from hub.bodies import MAX_STREAMS
 from tests.support.raw import raw_http_get, read_head
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
