@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -119,7 +120,10 @@ class Backfill:
 
     async def _fill(self) -> int:
         end = time.time()
-        start = round(end - self.steps * self.interval, 3)  # ms, as Prometheus reads it: the grid below is its
+        # A whole second: Prometheus reads a fractional start through a float and truncates it to the
+        # millisecond below about half the time (".542" evaluates at .541), so its answers would miss
+        # the grid below by 1 ms and the business series would land in snapshots of their own.
+        start = float(math.floor(end - self.steps * self.interval))
         step_ms = round(self.interval * 1000)
         grid = [(round(start * 1000) + k * step_ms) / 1000 for k in range(self.steps + 1)]
         own_q = self_queries(self.cfg.self_job, self.interval) if self.cfg.self_job else {}
