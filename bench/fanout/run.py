@@ -1,11 +1,13 @@
-"""Fan-out benchmark: the hub against the seed's Node.js `ws` loop, same clients, same payload.
+"""Fan-out benchmark: the hub against the seed's Node.js `ws` loop and the floor, same clients, same payload.
 
     python -m bench.fanout.run [--clients 1000,5000,9000] [--broadcasts 20] [--interval 1.0]
+                               [--servers hub,seed,floor]
 
 For each N and each server: start a fresh server, measure its idle CPU and RSS with no client,
 connect N WebSocket clients (Node.js `ws`, split over --procs processes), then over --broadcasts
 ticks read the server's CPU time and RSS from /proc and every client's delivery delay and
-missing `seq`s. Prints a markdown table with hub/seed ratios; raw results go to bench/results/.
+missing `seq`s. Prints a markdown table with hub/seed ratios and each server's CPU as a ratio to the
+floor (bench/floor/server.py) and to the seed; raw results go to bench/results/.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ FANOUT_DIR = BENCH / "fanout"
 REFERENCE_DIR = BENCH / "reference"
 RESULTS_DIR = BENCH / "results"
 NOFILE_WANTED = 20000
-SERVERS = ("hub", "seed")
+SERVERS = ("hub", "seed", "floor")
 #: connection attempts in flight over all load-client processes; kept below aiohttp's default
 #: listen backlog (128) so no SYN is dropped and retried a second later
 CONNECT_CONCURRENCY = 100
@@ -269,6 +271,11 @@ async def start_server(kind: str, *, workdir: Path, interval: float, prometheus_
         ws_url = f"ws://127.0.0.1:{port}/ws"
     elif kind == "seed":
         argv = [node_program(), str(REFERENCE_DIR / "seed_ws_server.js"), "--port", str(port),
+                "--interval-ms", str(round(interval * 1000)), "--payload", str(payload_file)]
+        ws_url = f"ws://127.0.0.1:{port}/"
+    elif kind == "floor":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+        argv = [python, "-m", "bench.floor.server", "--port", str(port),
                 "--interval-ms", str(round(interval * 1000)), "--payload", str(payload_file)]
         ws_url = f"ws://127.0.0.1:{port}/"
     else:
@@ -597,7 +604,7 @@ def render_table(results: list[Result]) -> str:
     by = {(r.clients, r.server): r for r in results}
     ns = sorted({r.clients for r in results})
     if any((n, "hub") in by and (n, "seed") in by for n in ns):
-        lines += ["", "| N | CPU hub/seed (goal <= 0.80x) | fan-out CPU hub/seed | p99 hub/seed (goal <= 1.00x) "
+        lines += ["", "| N | CPU hub/seed (goal <= 0.70x) | fan-out CPU hub/seed | p99 hub/seed (goal <= 1.00x) "
                       "| KB/connection hub/seed (goal <= 1.00x) | hub missing seqs (goal 0) |",
                   "|---:|---:|---:|---:|---:|---:|"]
         for n in ns:
@@ -608,6 +615,19 @@ def render_table(results: list[Result]) -> str:
                          f"| {_ratio(h.fanout_cpu_ms, s.fanout_cpu_ms)} "
                          f"| {_ratio(h.p99_ms, s.p99_ms)} | {_ratio(h.kb_per_connection, s.kb_per_connection)} "
                          f"| {h.missing if h.broadcasts else 'n/a'} |")
+    if any((n, "floor") in by for n in ns):
+        lines += ["", "| N | server | fan-out µs/client | CPU/broadcast / floor "
+                      "| fan-out CPU / floor (hub goal <= 1.25x) | CPU/broadcast / seed (hub goal <= 0.70x) |",
+                  "|---:|---|---:|---:|---:|---:|"]
+        for n in ns:
+            f, s = by.get((n, "floor")), by.get((n, "seed"))
+            for r in (r for r in results if r.clients == n):
+                per_client = r.fanout_cpu_ms * 1000.0 / r.clients if r.clients else math.nan
+                lines.append(
+                    f"| {n} | {r.server} | {_fmt(per_client, 2)} "
+                    f"| {_ratio(r.cpu_ms_per_broadcast, f.cpu_ms_per_broadcast) if f else 'n/a'} "
+                    f"| {_ratio(r.fanout_cpu_ms, f.fanout_cpu_ms) if f else 'n/a'} "
+                    f"| {_ratio(r.cpu_ms_per_broadcast, s.cpu_ms_per_broadcast) if s else 'n/a'} |")
     return "\n".join(lines)
 
 
@@ -681,10 +701,10 @@ async def run(*, clients: list[int], broadcasts: int, interval: float, procs: in
     print(environment_line(results, interval=interval, broadcasts=broadcasts, procs=procs, repeat=repeat))
     print()
     print(render_table(results))
-    if len(sizes) == 2:
-        a, b = sizes.get("hub", 0), sizes.get("seed", 0)
-        verdict = "within 10%" if abs(a - b) <= 0.1 * max(a, b) else "NOT within 10%"
-        print(f"\nframe size: hub {a} B, seed {b} B ({verdict})")
+    if len(sizes) >= 2:
+        biggest = max(sizes.values())
+        verdict = "within 10%" if min(sizes.values()) >= 0.9 * biggest else "NOT within 10%"
+        print(f"\nframe size: {', '.join(f'{k} {v} B' for k, v in sizes.items())} ({verdict})")
     for r in results:
         if r.errors or r.failed or r.closed:
             print(f"\nnote {r.server} N={r.clients}: failed={r.failed} closed={r.closed} {r.close_codes} {r.errors}")
@@ -707,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", type=int, default=2, help="Node.js load-client processes")
     ap.add_argument("--concurrency", type=int, default=CONNECT_CONCURRENCY,
                     help="connection attempts in flight, over all load-client processes")
-    ap.add_argument("--servers", default="hub,seed", help="which of hub,seed to run")
+    ap.add_argument("--servers", default="hub,seed,floor", help="which of hub,seed,floor to run")
     ap.add_argument("--python", default=sys.executable, help="Python that runs `-m hub serve`")
     ap.add_argument("--hub-root", type=Path, default=REPO,
                     help="source tree to run the hub from (default: this checkout)")

@@ -82,14 +82,16 @@ async def test_load_client_counts_missing_seqs_and_delays(node_deps: None) -> No
         await runner.cleanup()
 
 
-async def test_reference_server_measured_end_to_end(node_deps: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["seed", "floor"])
+async def test_reference_server_measured_end_to_end(node_deps: None, tmp_path: Path, kind: str) -> None:
+    # The seed's Node.js loop and the floor (bench/floor/server.py): same clients, same frame.
     parts = payload.seed_message_parts()
     payload_file = tmp_path / "payload.json"
     payload_file.write_text(json.dumps(parts))
     expected = len(json.dumps({"type": "metrics_update", "seq": 1, "timestamp": "2026-11-27T17:00:00.000Z",
                                **parts}, separators=(",", ":")))
 
-    res = await run.measure("seed", 20, broadcasts=3, interval=0.3, procs=2, workdir=tmp_path,
+    res = await run.measure(kind, 20, broadcasts=3, interval=0.3, procs=2, workdir=tmp_path,
                             prometheus_url="http://127.0.0.1:1", payload_file=payload_file,
                             python=sys.executable, idle_ticks=2)
 
@@ -100,7 +102,7 @@ async def test_reference_server_measured_end_to_end(node_deps: None, tmp_path: P
     assert res.p50_ms >= 0 and res.p50_ms <= res.p99_ms <= res.max_ms
     assert res.cpu_ms_per_broadcast >= 0 and res.rss_kb > 0
     table = run.render_table([res])
-    assert "| 20 | seed |" in table
+    assert f"| 20 | {kind} |" in table
 
 
 def test_table_has_ratios_for_each_n() -> None:
@@ -113,3 +115,14 @@ def test_table_has_ratios_for_each_n() -> None:
     assert math.isnan(run.percentile([], 50))
     assert run.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
     assert run.percentile([float(i) for i in range(1, 101)], 99) == 99.0
+
+
+def test_table_has_ratios_to_the_floor_and_the_seed() -> None:
+    rows = [run.Result(server=kind, clients=3000, broadcasts=20, cpu_ms_per_broadcast=cpu, idle_cpu_ms_per_tick=idle,
+                       fanout_cpu_ms=cpu - idle, kb_per_connection=9.0)
+            for kind, cpu, idle in (("hub", 30.0, 3.0), ("seed", 40.0, 0.0), ("floor", 20.0, 0.0))]
+    table = run.render_table(rows)
+    # fan-out µs per client, CPU/floor, fan-out/floor, CPU/seed
+    assert "| 3000 | hub | 9.00 | 1.50x | 1.35x | 0.75x |" in table
+    assert "| 3000 | seed | 13.33 | 2.00x | 2.00x | 1.00x |" in table
+    assert "| 3000 | floor | 6.67 | 1.00x | 1.00x | 0.50x |" in table
