@@ -1,8 +1,9 @@
 """The one module that reaches into aiohttp's WebSocket internals.
 
-Three things aiohttp has no public hook for: answering permessage-deflate with
+Four things aiohttp has no public hook for: answering permessage-deflate with
 server_no_context_takeover, checking every client frame from the first byte after the upgrade
-(bytes that arrived with the upgrade request included), and one bounded way to close. The private
+(bytes that arrived with the upgrade request included), one bounded way to close, and a callback
+when `closed` turns True. The private
 names used here are listed in `PRIVATE`; pyproject.toml pins aiohttp below the next minor release,
 and tests/integration/test_aiohttp_ws.py fails when any of them changes underneath.
 """
@@ -10,6 +11,7 @@ and tests/integration/test_aiohttp_ws.py fails when any of them changes undernea
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -20,7 +22,8 @@ from hub.frames import FrameGuard, TokenBucket
 #: what this module relies on: (owner, attribute)
 PRIVATE = ((RequestHandler, "_message_tail"), (RequestHandler, "_payload_parser"),
            (web.WebSocketResponse, "_handshake"), (web.WebSocketResponse, "_post_start"),
-           (web.WebSocketResponse, "_reader"), (web.WebSocketResponse, "_close_transport"))
+           (web.WebSocketResponse, "_reader"), (web.WebSocketResponse, "_close_transport"),
+           (web.WebSocketResponse, "_set_closed"))
 #: how often a closing socket's unsent bytes are checked while its peer has the grace to read them
 FLUSH_POLL = 0.05
 
@@ -59,6 +62,15 @@ class HubWebSocket(web.WebSocketResponse):
         self._rate = rate
         self.guard: FrameGuard | None = None
         self._transport: asyncio.Transport | None = None
+        #: called once when the close starts (`closed` turns True), whoever starts it
+        self.on_closed: Callable[[], None] | None = None
+
+    def _set_closed(self) -> None:
+        # aiohttp's one place that turns `closed` True (its close, a reader error, a ping failure):
+        # the client's `sending` flag follows it, so fan-out reads a slot instead of a property.
+        super()._set_closed()
+        if self.on_closed is not None:
+            self.on_closed()
 
     def _handshake(self, request):  # type: ignore[no-untyped-def]
         headers, protocol, compress, notakeover = super()._handshake(request)

@@ -128,6 +128,7 @@ class Broadcaster:
             return
         client.close_reason = reason
         client.close_code = code
+        client.sending = False
         self.discard(client)
         task = spawn(self._close(client, code, message), name="hub-evict")
         client.closing = task
@@ -200,22 +201,30 @@ class Broadcaster:
         frames: dict[FrameKey, bytes] = {}
         sent = 0
         slow: list[Client] = []
+        last_key: FrameKey | None = None
+        frame = b""
         for start in range(0, len(clients), SLICE):
             for client in clients[start:start + SLICE]:
+                # Client.can_send in one slot read (this loop runs per client per tick): never a data
+                # frame after a Close frame, from either side. `sending` turns False when the hub
+                # evicts the client or the WebSocket's close starts; is_closing covers a lost socket.
+                if not client.sending:
+                    continue
                 transport = client.transport
-                # Inlined Client.can_send (this loop runs per client per tick): never a data frame
-                # after a Close frame, from either side.
-                if client.close_reason is not None or client.ws.closed or transport.is_closing():
+                if transport.is_closing():
                     continue
                 if transport.get_write_buffer_size() > limit:
                     slow.append(client)
                     continue
                 # The key is read at write time: a subscribe that landed while an earlier slice
-                # yielded takes effect with this snapshot, and no client ever misses a seq.
+                # yielded takes effect with this snapshot, and no client ever misses a seq. Keys are
+                # interned (hub/client.py), so a run of clients with the same key costs no lookup.
                 key = client.key
-                frame = frames.get(key)
-                if frame is None:
-                    frame = frames[key] = self.frame(entry, key)
+                if key is not last_key:
+                    found = frames.get(key)
+                    if found is None:
+                        found = frames[key] = self.frame(entry, key)
+                    frame, last_key = found, key
                 transport.write(frame)
                 sent += 1
             if start + SLICE < len(clients):

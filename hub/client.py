@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from hub.aiohttp_ws import HubWebSocket
 from hub.frames import snap_window
 from hub.vocab import TOPICS
 
@@ -51,6 +52,19 @@ class Client:
     key: tuple[tuple[str, ...] | None, int] = (None, 0)
     #: the hub's close of this client (eviction), awaited before its admission slot is released
     closing: asyncio.Task[None] | None = None
+    #: False once the hub or the peer started closing (evicted, or the WebSocket closed): the one
+    #: flag fan-out reads per client instead of close_reason, ws.closed (a property) and the key's hash
+    sending: bool = True
+
+    def __post_init__(self) -> None:
+        self.sending = not self.ws.closed
+        if isinstance(self.ws, HubWebSocket):
+            self.ws.on_closed = self.stop_sending
+        self.key = _interned(self.key)
+
+    def stop_sending(self) -> None:
+        """No data frame from now on (called when the WebSocket starts its close, or on eviction)."""
+        self.sending = False
 
     def set_topics(self, subscribed: tuple[str, ...] | None) -> tuple[str, ...]:
         """Set the subscription; return the effective topics (never outside `allowed`)."""
@@ -59,12 +73,12 @@ class Client:
         if self.allowed is not None:
             want = tuple(t for t in want if t in self.allowed)
         self.topics = None if set(want) == set(TOPICS) else tuple(t for t in TOPICS if t in want)
-        self.key = (self.topics, snap_window(self.window_bits) if self.window_bits else 0)
+        self.key = _interned((self.topics, snap_window(self.window_bits) if self.window_bits else 0))
         return want if self.topics is None else self.topics
 
     def can_send(self) -> bool:
         """False once the hub or the peer started closing: no data frame may follow a Close frame."""
-        return self.close_reason is None and not self.ws.closed and not self.transport.is_closing()
+        return self.sending and self.close_reason is None and not self.ws.closed and not self.transport.is_closing()
 
     def send_prepared(self, frame: bytes) -> bool:
         """Write a prepared frame without awaiting; False (nothing written) when the client is closing."""
@@ -72,3 +86,12 @@ class Client:
             return False
         self.transport.write(frame)
         return True
+
+
+_KEYS: dict[tuple[tuple[str, ...] | None, int], tuple[tuple[str, ...] | None, int]] = {}
+
+
+def _interned(key: tuple[tuple[str, ...] | None, int]) -> tuple[tuple[str, ...] | None, int]:
+    """One object per distinct key, so fan-out tells a run of equal keys apart by identity (a tuple's
+    hash is computed afresh at every lookup). Bounded: topics are subsets of TOPICS, windows 0/9/15."""
+    return _KEYS.setdefault(key, key)

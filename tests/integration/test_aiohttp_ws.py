@@ -42,4 +42,26 @@ def test_the_upgrade_tail_is_still_fed_by_set_parser_from_message_tail():
 
 def test_hubwebsocket_overrides_only_what_it_says():
     own = {n for n, v in vars(HubWebSocket).items() if callable(v) and not n.startswith("__")}
-    assert own == {"_handshake", "_post_start", "_violated", "_stop_reading", "_close_transport", "close"}
+    assert own == {"_handshake", "_post_start", "_violated", "_stop_reading", "_close_transport", "close",
+                   "_set_closed"}
+
+
+def test_closed_turns_true_only_in_set_closed():
+    # HubWebSocket.on_closed (the client's `sending` flag, read by fan-out instead of `closed`) hooks
+    # _set_closed: that holds while it is aiohttp's one place that sets the flag `closed` returns.
+    src = inspect.getsource(web.WebSocketResponse)
+    assert src.count("self._closed = True") == 1
+    assert "self._closed = True" in inspect.getsource(web.WebSocketResponse._set_closed)
+    assert "return self._closed" in inspect.getsource(web.WebSocketResponse.closed.fget)
+
+
+def test_the_client_stops_sending_when_its_websocket_starts_closing():
+    from types import SimpleNamespace
+
+    from hub.client import Client
+
+    ws = HubWebSocket(close_grace=1.0)
+    client = Client(ws=ws, transport=SimpleNamespace(is_closing=lambda: False))  # type: ignore[arg-type]
+    assert client.sending and client.can_send()
+    ws._set_closed()  # what aiohttp's close(), a reader error or a failed ping runs first
+    assert ws.closed and not client.sending and not client.can_send()
