@@ -102,6 +102,12 @@ def proc_cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000.0 / CLK_TCK
 
 
+def proc_sys_ms(pid: int) -> float:
+    """System (kernel) CPU time of process `pid` in ms: the part spent in syscalls and softirqs."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return int(text[text.rindex(")") + 2:].split()[12]) * 1000.0 / CLK_TCK
+
+
 def proc_rss_kb(pid: int) -> int:
     """Resident set size of process `pid` in KiB, from /proc/<pid>/status VmRSS."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -434,6 +440,8 @@ class Result:
     failed: int = 0
     connect_s: float = math.nan
     cpu_ms_per_broadcast: float = math.nan
+    #: the kernel's share of cpu_ms_per_broadcast (stime)
+    sys_ms_per_broadcast: float = math.nan
     idle_cpu_ms_per_tick: float = math.nan
     fanout_cpu_ms: float = math.nan
     p50_ms: float = math.nan
@@ -461,7 +469,7 @@ class Result:
     fanout_range: tuple[float, float] = (math.nan, math.nan)
 
 
-_MEDIAN_FIELDS = ("connect_s", "cpu_ms_per_broadcast", "idle_cpu_ms_per_tick", "fanout_cpu_ms", "p50_ms", "p99_ms",
+_MEDIAN_FIELDS = ("connect_s", "cpu_ms_per_broadcast", "sys_ms_per_broadcast", "idle_cpu_ms_per_tick", "fanout_cpu_ms", "p50_ms", "p99_ms",
                   "max_ms", "kb_per_connection", "rss0_kb", "rss_connected_kb", "rss_kb")
 _SUM_FIELDS = ("broadcasts", "failed", "missing", "clients_missing", "closed", "short_frames")
 
@@ -537,10 +545,10 @@ async def measure(kind: str, n: int, *, broadcasts: int, interval: float, procs:
         start = await _aligned_status(clients, interval=interval, min_seq=max(st["max_seq"], 0) + 1,
                                       timeout=10 + 3 * interval)
         first_seq = start["max_seq"]
-        cpu0 = proc_cpu_ms(server.pid)
+        cpu0, sys0 = proc_cpu_ms(server.pid), proc_sys_ms(server.pid)
         end = await _aligned_status(clients, interval=interval, min_seq=first_seq + broadcasts,
                                     timeout=30 + 2 * broadcasts * interval)
-        cpu1 = proc_cpu_ms(server.pid)
+        cpu1, sys1 = proc_cpu_ms(server.pid), proc_sys_ms(server.pid)
         res.rss_kb = proc_rss_kb(server.pid)
         last_seq = end["max_seq"]
         if (after := await clients.status()) is not None and after["max_seq"] != last_seq:
@@ -548,6 +556,7 @@ async def measure(kind: str, n: int, *, broadcasts: int, interval: float, procs:
         res.seq_first, res.seq_last = first_seq + 1, last_seq
         res.broadcasts = last_seq - first_seq
         res.cpu_ms_per_broadcast = (cpu1 - cpu0) / res.broadcasts
+        res.sys_ms_per_broadcast = (sys1 - sys0) / res.broadcasts
         res.fanout_cpu_ms = res.cpu_ms_per_broadcast - res.idle_cpu_ms_per_tick
 
         rep = await clients.report(res.seq_first, res.seq_last)
@@ -616,15 +625,15 @@ def render_table(results: list[Result]) -> str:
                          f"| {_ratio(h.p99_ms, s.p99_ms)} | {_ratio(h.kb_per_connection, s.kb_per_connection)} "
                          f"| {h.missing if h.broadcasts else 'n/a'} |")
     if any((n, "floor") in by for n in ns):
-        lines += ["", "| N | server | fan-out µs/client | CPU/broadcast / floor "
+        lines += ["", "| N | server | kernel ms/broadcast | fan-out µs/client | CPU/broadcast / floor "
                       "| fan-out CPU / floor (hub goal <= 1.25x) | CPU/broadcast / seed (hub goal <= 0.70x) |",
-                  "|---:|---|---:|---:|---:|---:|"]
+                  "|---:|---|---:|---:|---:|---:|---:|"]
         for n in ns:
             f, s = by.get((n, "floor")), by.get((n, "seed"))
             for r in (r for r in results if r.clients == n):
                 per_client = r.fanout_cpu_ms * 1000.0 / r.clients if r.clients else math.nan
                 lines.append(
-                    f"| {n} | {r.server} | {_fmt(per_client, 2)} "
+                    f"| {n} | {r.server} | {_fmt(r.sys_ms_per_broadcast)} | {_fmt(per_client, 2)} "
                     f"| {_ratio(r.cpu_ms_per_broadcast, f.cpu_ms_per_broadcast) if f else 'n/a'} "
                     f"| {_ratio(r.fanout_cpu_ms, f.fanout_cpu_ms) if f else 'n/a'} "
                     f"| {_ratio(r.cpu_ms_per_broadcast, s.cpu_ms_per_broadcast) if s else 'n/a'} |")

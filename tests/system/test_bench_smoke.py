@@ -121,8 +121,9 @@ def test_table_has_ratios_to_the_floor_and_the_seed() -> None:
     rows = [run.Result(server=kind, clients=3000, broadcasts=20, cpu_ms_per_broadcast=cpu, idle_cpu_ms_per_tick=idle,
                        fanout_cpu_ms=cpu - idle, kb_per_connection=9.0)
             for kind, cpu, idle in (("hub", 30.0, 3.0), ("seed", 40.0, 0.0), ("floor", 20.0, 0.0))]
+    rows[2].sys_ms_per_broadcast = 18.5
     table = run.render_table(rows)
-    # fan-out µs per client, CPU/floor, fan-out/floor, CPU/seed
-    assert "| 3000 | hub | 9.00 | 1.50x | 1.35x | 0.75x |" in table
-    assert "| 3000 | seed | 13.33 | 2.00x | 2.00x | 1.00x |" in table
-    assert "| 3000 | floor | 6.67 | 1.00x | 1.00x | 0.50x |" in table
+    # kernel ms, fan-out µs per client, CPU/floor, fan-out/floor, CPU/seed
+    assert "| 3000 | hub | n/a | 9.00 | 1.50x | 1.35x | 0.75x |" in table
+    assert "| 3000 | seed | n/a | 13.33 | 2.00x | 2.00x | 1.00x |" in table
+    assert "| 3000 | floor | 18.5 | 6.67 | 1.00x | 1.00x | 0.50x |" in table
