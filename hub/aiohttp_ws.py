@@ -11,6 +11,7 @@ and tests/integration/test_aiohttp_ws.py fails when any of them changes undernea
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable
 from typing import Any
 
@@ -20,12 +21,16 @@ from aiohttp.web_protocol import RequestHandler
 from hub.frames import FrameGuard, TokenBucket
 
 #: what this module relies on: (owner, attribute)
-PRIVATE = ((RequestHandler, "_message_tail"), (RequestHandler, "_payload_parser"),
+PRIVATE = ((RequestHandler, "_message_tail"), (RequestHandler, "_payload_parser"), (RequestHandler, "_parser"),
+           (RequestHandler, "_messages"),
            (web.WebSocketResponse, "_handshake"), (web.WebSocketResponse, "_post_start"),
            (web.WebSocketResponse, "_reader"), (web.WebSocketResponse, "_close_transport"),
            (web.WebSocketResponse, "_set_closed"))
 #: how often a closing socket's unsent bytes are checked while its peer has the grace to read them
 FLUSH_POLL = 0.05
+#: the HTTP message queue every upgraded connection shares: always empty (maxlen 0), because once
+#: the upgrade is accepted nothing parses HTTP on that connection again
+_NO_MESSAGES: collections.deque[Any] = collections.deque(maxlen=0)
 
 
 def _without_duplicated_parameters(offers: str) -> str:
@@ -97,6 +102,14 @@ class HubWebSocket(web.WebSocketResponse):
         tail, handler._message_tail = handler._message_tail, b""
         super()._post_start(request, protocol, writer)
         self._transport = request.transport
+        # Memory per connection: an accepted upgrade never parses HTTP again, so its HTTP parser
+        # goes now instead of at connection_lost (where aiohttp drops it too) and its message queue
+        # (a deque block each) becomes one shared empty queue; the 101's headers were written and
+        # nothing reads them again.
+        handler._parser = None
+        if not handler._messages:  # a pipelined request after the upgrade would wait here: keep it
+            handler._messages = _NO_MESSAGES
+        self.headers.clear()
         bucket = TokenBucket(*self._rate) if self._rate is not None else None
         self.guard = FrameGuard(handler._payload_parser, self._reader, bucket=bucket, on_fail=self._violated,
                                 on_flood=self._stop_reading)

@@ -65,3 +65,31 @@ def test_the_client_stops_sending_when_its_websocket_starts_closing():
     assert client.sending and client.can_send()
     ws._set_closed()  # what aiohttp's close(), a reader error or a failed ping runs first
     assert ws.closed and not client.sending and not client.can_send()
+
+
+def test_the_http_parser_is_optional_after_an_accepted_upgrade():
+    # HubWebSocket._post_start drops RequestHandler._parser once upgraded (memory per connection).
+    # aiohttp sets it to None itself at connection_lost; every later use must stay guarded.
+    src = inspect.getsource(RequestHandler)
+    assert "self._parser = None" in inspect.getsource(RequestHandler.connection_lost)
+    uses = [line.strip() for line in src.splitlines() if "self._parser." in line]
+    assert uses == ["messages, upgraded, tail = self._parser.feed_data(data)",
+                    "self._parser.message_consumed()", "self._parser.set_upgraded(False)",
+                    "messages, upgraded, tail = self._parser.feed_data("], uses
+    data_received = inspect.getsource(RequestHandler.data_received)
+    assert "if self._payload_parser is None and not self._upgraded:" in data_received
+    start = inspect.getsource(RequestHandler.start)
+    assert "if self._parser is not None:" in start
+
+
+def test_the_message_queue_is_not_appended_to_after_an_accepted_upgrade():
+    # HubWebSocket._post_start swaps RequestHandler._messages for one shared, always-empty deque.
+    # That holds while aiohttp appends to it only on paths an accepted upgrade never takes.
+    src = inspect.getsource(RequestHandler)
+    assert src.count("self._messages.append(") == 2
+    data_received = inspect.getsource(RequestHandler.data_received)
+    head, _, _ = data_received.partition("self._messages.append(")
+    assert "if self._payload_parser is None and not self._upgraded:" in head
+    # ... and in finish_response's declined-upgrade path, which an accepted upgrade (a payload parser) skips
+    finish = inspect.getsource(RequestHandler.finish_response)
+    assert "and self._payload_parser is None" in finish and "self._messages.append(" in finish
