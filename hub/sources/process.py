@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,25 @@ from hub.sources.base import Source, SourceResult
 from hub.tasks import cancel_and_wait, spawn
 
 LAG_PROBE_INTERVAL = 0.25  # seconds between event-loop lag probes
+
+
+def open_fds(proc: psutil.Process) -> int | None:
+    """How many file descriptors the process has open (None where the OS cannot say).
+
+    Linux 6.2+ reports the count as the size of /proc/self/fd, in O(1); listing the directory
+    (psutil's way, kept for older kernels) costs a dentry per descriptor, so with 9,000 clients it
+    took milliseconds of every tick. The listing's own descriptor is not counted by the size.
+    """
+    try:
+        size = os.stat("/proc/self/fd").st_size
+    except OSError:
+        size = 0
+    if size > 0:
+        return size
+    try:
+        return int(proc.num_fds())
+    except (AttributeError, psutil.Error):  # not on Windows
+        return None
 
 
 class ProcessSource(Source):
@@ -51,10 +71,7 @@ class ProcessSource(Source):
         proc = self._proc
         with proc.oneshot():
             mem = proc.memory_info()
-            try:
-                fds: int | None = proc.num_fds()
-            except (AttributeError, psutil.Error):  # not on Windows
-                fds = None
+            fds = open_fds(proc)
             data: dict[str, Any] = {
                 "activeConnections": self._active(),
                 "memoryUsage": {"rss": mem.rss, "vms": mem.vms},

@@ -93,3 +93,43 @@ def test_the_message_queue_is_not_appended_to_after_an_accepted_upgrade():
     # ... and in finish_response's declined-upgrade path, which an accepted upgrade (a payload parser) skips
     finish = inspect.getsource(RequestHandler.finish_response)
     assert "and self._payload_parser is None" in finish and "self._messages.append(" in finish
+
+
+async def test_an_upgraded_connection_keeps_a_shared_key_instance_dict(aiohttp_client, make_config):
+    # Memory per connection: HubWebSocket keeps its own attributes in slots so the instance dict
+    # aiohttp fills stays within CPython's shared-key limit (0.3 KB, not a 1.6 KB private table).
+    # Fails when aiohttp adds attributes, or HubWebSocket moves one back into the dict.
+    import sys
+
+    from hub.app import create_app
+    from hub.context import HUB
+    from tests.support.aio import recv_json, wait_for
+
+    client = await aiohttp_client(create_app(make_config()))
+    hub = client.app[HUB]
+    async with client.ws_connect("/ws") as ws:
+        await recv_json(ws)
+        await wait_for(lambda: len(hub.broadcaster.clients) == 1)
+        (c,) = hub.broadcaster.clients
+        assert c.ws.__dict__.keys().isdisjoint(HubWebSocket.__slots__)
+        assert sys.getsizeof(c.ws.__dict__) < 600, (len(c.ws.__dict__), sorted(c.ws.__dict__))
+        await ws.close()
+        await wait_for(lambda: c.ws.closed)
+        # a close assigns more of aiohttp's attributes: they land in slots too
+        assert sys.getsizeof(c.ws.__dict__) < 600, (len(c.ws.__dict__), sorted(c.ws.__dict__))
+
+
+def test_the_slotted_attributes_are_the_class_level_defaults_of_websocketresponse():
+    # A slot shadows the class-level default it replaces: it must start at that value, and every
+    # default WebSocketResponse declares (except the one StreamResponse owns) must be in LAZY, so
+    # none is added to the instance dict after the upgrade.
+    from aiohttp.web_response import StreamResponse
+
+    from hub.aiohttp_ws import LAZY
+
+    declared = {n for n, v in vars(web.WebSocketResponse).items()
+                if n.startswith("_") and not n.startswith("__") and not callable(v) and not isinstance(v, property)}
+    assert declared - {"_abc_impl", "_length_check"} == set(LAZY)
+    assert "_length_check" in vars(StreamResponse)
+    ws = HubWebSocket(close_grace=1.0)
+    assert all(getattr(ws, n) == getattr(web.WebSocketResponse, n) for n in LAZY)
