@@ -9,6 +9,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -106,6 +107,8 @@ class Broadcaster:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
+            if client.transport.get_extra_info("sslcontext") is None:
+                client.fd = sock.fileno()
         if client not in self.clients:
             self.clients.add(client)
             if client.key[1]:
@@ -203,6 +206,7 @@ class Broadcaster:
         slow: list[Client] = []
         last_key: FrameKey | None = None
         frame = b""
+        write = os.write
         for start in range(0, len(clients), SLICE):
             for client in clients[start:start + SLICE]:
                 # Client.can_send in one slot read (this loop runs per client per tick): never a data
@@ -213,7 +217,8 @@ class Broadcaster:
                 transport = client.transport
                 if transport.is_closing():
                     continue
-                if transport.get_write_buffer_size() > limit:
+                backlog = transport.get_write_buffer_size()
+                if backlog > limit:
                     slow.append(client)
                     continue
                 # The key is read at write time: a subscribe that landed while an earlier slice
@@ -225,7 +230,23 @@ class Broadcaster:
                     if found is None:
                         found = frames[key] = self.frame(entry, key)
                     frame, last_key = found, key
-                transport.write(frame)
+                fd = client.fd
+                if backlog or fd < 0:
+                    transport.write(frame)  # after what is queued, in order
+                else:
+                    # Nothing queued (transport and event loop both): one write() straight to the
+                    # socket, as the floor does, skips the transport's buffer bookkeeping (about
+                    # 1 µs per client under uvloop). The descriptor is still this client's: the
+                    # transport is not closing, and nothing closes it between the check and here.
+                    try:
+                        n = write(fd, frame)
+                    except (BlockingIOError, InterruptedError):
+                        n = 0
+                    except OSError:
+                        transport.write(frame)  # the transport meets the error itself and closes
+                        n = len(frame)
+                    if n < len(frame):
+                        transport.write(frame[n:])  # the kernel took part: the transport sends the rest
                 sent += 1
             if start + SLICE < len(clients):
                 await self.pause()

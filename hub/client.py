@@ -55,6 +55,9 @@ class Client:
     #: False once the hub or the peer started closing (evicted, or the WebSocket closed): the one
     #: flag fan-out reads per client instead of close_reason, ws.closed (a property) and the key's hash
     sending: bool = True
+    #: the socket's descriptor for fan-out's direct write when nothing is queued (-1: always through
+    #: the transport, e.g. TLS or a transport without a socket); set by Broadcaster.add
+    fd: int = -1
 
     def __post_init__(self) -> None:
         self.sending = not self.ws.closed
