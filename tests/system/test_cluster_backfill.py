@@ -79,7 +79,11 @@ async def test_a_fresh_stream_is_backfilled_once_and_every_replica_serves_it(
     async with other.ws_connect(f"/ws?history={HISTORY}") as ws:
         hist = (await recv_json(ws))["items"]
     filled = [i for i in hist if "seq" not in i]
-    assert [i["timestamp"] for i in filled] == [p["timestamp"] for p in items[:n]]
+    # The same backfilled snapshots as the points, less those a tick evicted between the two requests
+    # (the feed is full: each live snapshot pushes out the oldest backfilled one; CI saw one go).
+    hist_ts, point_ts = [i["timestamp"] for i in filled], [p["timestamp"] for p in items[:n]]
+    assert hist_ts and hist_ts == point_ts[len(point_ts) - len(hist_ts):], (hist_ts, point_ts)
+    assert len(point_ts) - len(hist_ts) <= 4
     for item in filled:
         (clock,) = item["data"]["system"]["clock"]
         assert item["backfill"] is True and abs(float(clock["value"][1]) - clock["value"][0]) < 1e-3

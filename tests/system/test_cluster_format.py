@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
 from hub.app import create_app
@@ -25,6 +26,8 @@ from tests.support import stream_v1
 from tests.support.aio import sample, wait_for
 from tests.support.cluster import Collector, snapshot
 from tests.support.redis import RedisServer, redis_server  # noqa: F401
+
+pytestmark = pytest.mark.untimed  # no timing asserted: left out of CI's hog pass
 
 STREAM = "{hub}:snapshots"
 
