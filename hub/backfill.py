@@ -99,6 +99,8 @@ class Backfill:
         #: the BusinessSource whose hour buckets give the bookings chart's series, or None
         self.business = business
         self.secrets = secrets
+        #: the longest wait for a live tick before a heavy step (bounded by the backfill's own deadline)
+        self.tick_wait = min(2 * interval, 0.1 * cfg.backfill_timeout)
 
     async def run(self) -> int:
         """Backfill within `backfill_timeout`; the number of snapshots kept (0 after a failure, logged once)."""
@@ -142,9 +144,21 @@ class Backfill:
                 raise BackfillError(safe_text(text, limit=1000))
             log.warning("backfill from Prometheus is partial: %s", safe_text(text, limit=1000))
         sections = [s for secs in self.broadcaster.feed.source_sections.values() for s in secs]
+        # Building thousands of snapshots holds the GIL for a good part of a second: right after a
+        # tick, not across one (beside the demo's first ticks it timed their MongoDB queries out).
+        await self.after_a_tick(self.tick_wait)
         items = await asyncio.to_thread(build_items, good_system, good_own, list(dict.fromkeys(sections)),
                                         business)
         return await self.sink(items)
+
+    async def after_a_tick(self, limit: float) -> None:
+        """Return just after the feed takes its next snapshot, or after `limit` seconds: a query of the
+        backfill then has most of an interval before the next tick's (beside a tick's, on a database
+        answering one query at a time, it timed the demo's first ticks out)."""
+        feed = self.broadcaster.feed
+        seq, end = feed.seq, time.monotonic() + limit
+        while feed.seq == seq and time.monotonic() < end:
+            await asyncio.sleep(min(0.05, self.interval / 10))
 
     async def _business(self, grid: list[float]) -> dict[float, dict[str, Any]]:
         """The bookings chart's series at the grid's times, or {} (none configured, or failed: logged once)."""
@@ -154,7 +168,8 @@ class Backfill:
 
         try:
             # Within most of the deadline: what Prometheus answered is kept when this takes too long.
-            return await hourly_series(self.business, grid, timeout=0.8 * self.cfg.backfill_timeout)
+            return await hourly_series(self.business, grid, timeout=0.8 * self.cfg.backfill_timeout,
+                                       between=lambda: self.after_a_tick(self.tick_wait))
         except TimeoutError:
             log.warning("backfill of the bookings chart gave up after %g s (MongoDB, or the hour buckets, too slow); "
                         "it starts empty", 0.8 * self.cfg.backfill_timeout)

@@ -46,6 +46,7 @@ def slow_reader(port: int, gzip: bool, stop: threading.Event, out: dict[str, Any
         while not stop.is_set():
             chunk = sock.recv(4096)
             if not chunk:
+                out["complete"] = True   # the whole body came: its turn was free again before the end
                 break
             out["bytes"] += len(chunk)
             stop.wait(0.02)  # the pace of a slow reader
@@ -98,7 +99,12 @@ async def test_sixteen_slow_history_readers_keep_the_hub_rss_bounded(tmp_path: P
             assert not [r for r in results if "error" in r], results
             streamed = [r for r in results if r["status"] == 200]
             refused = [r for r in results if r["status"] == 503]
-            assert len(streamed) == MAX_STREAMS and len(refused) == READERS - MAX_STREAMS
+            # At most MAX_STREAMS bodies at once: every turn is taken, and more than MAX_STREAMS got one
+            # only as far as bodies finished within the window and gave theirs back (a gzip body of a
+            # few MB can, at this pace; CI saw 2); every other request was refused busy.
+            done = [r for r in streamed if r.get("complete")]
+            assert MAX_STREAMS <= len(streamed) <= MAX_STREAMS + len(done), (len(streamed), len(done))
+            assert len(refused) == READERS - len(streamed) and refused
             assert all(r["bytes"] > 0 for r in streamed)
             assert all(r["headers"].get("retry-after") == "1" for r in refused)
 

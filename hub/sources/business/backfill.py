@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pymongo
@@ -120,9 +120,16 @@ def window_totals(rows: Sequence[dict[str, Any]], steps: int) -> list[int]:
     return totals
 
 
-async def hourly_series(source: Any, times: Sequence[float], *, timeout: float) -> dict[float, dict[str, Any]]:
+async def _now() -> None:
+    return None
+
+
+async def hourly_series(source: Any, times: Sequence[float], *, timeout: float,
+                        between: Callable[[], Awaitable[None]] = _now) -> dict[float, dict[str, Any]]:
     """`data.business` for each time of the grid `times` (epoch seconds, ascending, evenly spaced), from
-    `source` (a BusinessSource) within `timeout` seconds. Raises TimeoutError or PyMongoError."""
+    `source` (a BusinessSource) within `timeout` seconds, each query after `between()` (the backfill
+    waits there for the hub's next tick: the live ticks' queries go first). Raises TimeoutError or
+    PyMongoError."""
     if not times:
         return {}
     times_ms = [round(t * 1000) for t in times]
@@ -132,6 +139,7 @@ async def hourly_series(source: Any, times: Sequence[float], *, timeout: float) 
     out: dict[float, dict[str, Any]] = {}
     async with asyncio.timeout(timeout):
         with pymongo.timeout(timeout):  # one deadline for every query; the server stops working on them too
+            await between()
             rows = await source._aggregate(window_pipeline(fields, t0_ms=t0, last_ms=times_ms[-1], step_ms=step,
                                                            window_ms=window_ms))
             for t, n in zip(times, window_totals(rows, len(times)), strict=True):
@@ -140,7 +148,9 @@ async def hourly_series(source: Any, times: Sequence[float], *, timeout: float) 
                 return out
             hours = sorted({hour_of(utc_ms(t)) for t in times_ms})
             wanted = {h - k * WEEK_HOURS for h in hours for k in range(1, WEEKS + 1)}
+            await between()
             history_from = await first_booking_hour(source._aggregate, fields)
+            await between()
             rows = await source._aggregate(observed_pipeline(fields, first_ms=t0, last_ms=times_ms[-1],
                                                              t0_ms=t0, step_ms=step))
             if history_from is not None:
