@@ -1,5 +1,6 @@
 """Configuration: every key declared once (schema), loaded from TOML and the environment (load), frozen."""
 
+from hub.config.auth_schema import AuthConfig, TokenConfig
 from hub.config.convert import ConfigError
 from hub.config.dump import redacted_dict, to_raw
 from hub.config.load import (
@@ -16,7 +17,6 @@ from hub.config.schema import (
     DEFAULT_SLO_QUERIES,
     AlertmanagerSourceConfig,
     AuditConfig,
-    AuthConfig,
     BroadcastConfig,
     BusinessAnomalyConfig,
     BusinessFields,
@@ -30,7 +30,6 @@ from hub.config.schema import (
     ServerConfig,
     SourcesConfig,
     StateConfig,
-    TokenConfig,
 )
 from hub.secrets import Secrets, redact_url, scrub  # re-exported for existing importers
 from hub.vocab import TIME_RANGES, TOPICS  # re-exported for existing importers

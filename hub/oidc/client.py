@@ -23,7 +23,7 @@ from joserfc import jws, jwt
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
-from hub.config.schema import OidcConfig
+from hub.config.auth_schema import OidcConfig
 from hub.secrets import Secrets
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from aiohttp import web
 from hub.admission import Network, is_https
 from hub.auth import AuthError, Principal
 from hub.client import Client, CloseReason
-from hub.config.schema import OidcConfig, OidcRoleConfig
+from hub.config.auth_schema import OidcConfig, OidcRoleConfig
 from hub.oidc.client import OidcClient
 from hub.oidc.sessions import Session, SessionStore, StoreError, digest
 from hub.vocab import TOPICS

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from hub.config.schema import OidcConfig
+from hub.config.auth_schema import OidcConfig
 from hub.oidc.client import IdpUnavailable, OidcClient
 from hub.secrets import Secrets
 
