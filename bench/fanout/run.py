@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -77,14 +78,20 @@ def node_program() -> str:
 
 
 def ensure_node_deps(directory: Path) -> None:
-    """Install `directory`'s pinned npm dependencies (`npm ci`) unless node_modules has them."""
-    if (directory / "node_modules" / "ws" / "package.json").is_file():
+    """Install `directory`'s pinned npm dependencies (`npm ci`) unless node_modules has them; one
+    process at a time (parallel test workers share the directory, and two `npm ci` there break both)."""
+    marker = directory / "node_modules" / "ws" / "package.json"
+    if marker.is_file():
         return
     npm = shutil.which("npm")
     if not npm:
         raise SystemExit(f"npm is not on PATH: cannot install {directory.name}/'s dependencies")
-    print(f"installing Node dependencies in {directory.relative_to(REPO)} (npm ci)", file=sys.stderr)
-    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=directory, check=True)
+    with open(directory / ".npm-ci.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():  # another process installed it while this one waited
+            return
+        print(f"installing Node dependencies in {directory.relative_to(REPO)} (npm ci)", file=sys.stderr)
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=directory, check=True)
 
 
 def free_port() -> int:

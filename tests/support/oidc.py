@@ -9,6 +9,7 @@ registry URLs: see .npmrc). Start one per module: `start_provider(tmp, redirect_
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -36,12 +37,17 @@ USERS: dict[str, dict[str, Any]] = {
 
 
 def npm_ci() -> None:
-    """Install the provider's pinned packages (once per clone)."""
-    if (HERE / "node_modules" / "oidc-provider").is_dir():
+    """Install the provider's pinned packages (once per clone; one process at a time)."""
+    marker = HERE / "node_modules" / "oidc-provider"
+    if marker.is_dir():
         return
     npm = need_program("npm", hint="installs the test provider's pinned oidc-provider package")
-    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True,
-                   stdin=subprocess.DEVNULL, timeout=300)
+    with open(HERE / ".npm-ci.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_dir():  # another test worker installed it while this one waited
+            return
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True,
+                       stdin=subprocess.DEVNULL, timeout=300)
 
 
 class OidcProvider:
