@@ -28,8 +28,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from hub.broadcast import Broadcaster
@@ -37,6 +35,7 @@ from hub.catchup import read_back, went_back
 from hub.config import ClusterConfig
 from hub.metrics import HubMetrics
 from hub.publish import LocalPublisher, Publisher, new_epoch
+from hub.redis_conn import connect, drop_idle
 from hub.redis_scripts import CHECK, FLOOR, PUBLISH, RELEASE, RENEW, TOP, publish_keys, published_key, redis_keys
 from hub.scheduler import Scheduler, run_every
 from hub.secrets import Secrets, redact_url
@@ -131,12 +130,9 @@ class RedisPublisher(Publisher):
         self.metrics.cluster_redis_up.set(1)
 
     async def _set_down(self, exc: BaseException) -> None:
-        # After a Redis restart every idle pooled connection is dead; close them all at once so
-        # the next commands reconnect instead of each failing on its own stale connection.
         for client in (self._r, self._reader):
             if client is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await client.connection_pool.disconnect(inuse_connections=False)
+                await drop_idle(client)
         error = self.secrets.scrub(describe(exc))
         if self.redis_state != "down" or error != self.error:
             # Once per outage (or per new reason), not once per retry.
@@ -149,11 +145,9 @@ class RedisPublisher(Publisher):
     # ------------------------------------------------------------------ lifecycle
 
     def _client(self, *, socket_timeout: float) -> Redis:
-        # No hidden retries inside redis-py: the loops below own retrying, backoff and reporting.
-        return Redis.from_url(self.url, socket_timeout=socket_timeout,
-                              socket_connect_timeout=min(max(self.lease / 2, 0.5), 5.0),
-                              retry=Retry(NoBackoff(), 0), decode_responses=False,
-                              client_name=f"hub-{self.role}")
+        # The loops below own retrying, backoff and reporting.
+        return connect(self.url, name=f"hub-{self.role}", timeout=socket_timeout,
+                       connect_timeout=min(max(self.lease / 2, 0.5), 5.0))
 
     async def run(self) -> None:
         """Consume the stream and, for role "all", contend for the lease; until cancelled."""

@@ -28,13 +28,12 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from hub.backfill import Backfill, Item
 from hub.broadcast import Broadcaster
 from hub.config import Config
+from hub.redis_conn import connect
 from hub.secrets import Secrets
 from hub.tasks import honour_cancel
 from hub.vocab import describe
@@ -105,8 +104,7 @@ class ClusterBackfill:
         self.wait = prom.backfill_timeout + WAIT_SLACK_S
         self.filler = Backfill(prom, interval=b.interval, history_size=b.history_size, broadcaster=broadcaster,
                                secrets=secrets, sink=self._write, business=business) if collects else None
-        self._r = Redis.from_url(c.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0,
-                                 retry=Retry(NoBackoff(), 0), decode_responses=False, client_name="hub-backfill")
+        self._r = connect(c.redis_url, name="hub-backfill", timeout=5.0)
         self._write_script = self._r.register_script(WRITE)
         #: the epoch this replica claimed and has yet to fill, and the one it fills
         self._claimed: str | None = None

@@ -16,11 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from hub.redis_conn import connect, drop_idle
 from hub.secrets import Secrets
 from hub.vocab import describe
 
@@ -134,12 +132,10 @@ class RedisSessionStore(SessionStore):
         super().__init__()
         self._prefix = f"{key_prefix}:oidc:"
         self._secrets = secrets
-        self._r = Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
-                                 retry=Retry(NoBackoff(), 0), decode_responses=False, client_name="hub-oidc")
+        self._r = connect(url, name="hub-oidc", timeout=TIMEOUT)
 
     async def _failed(self, exc: BaseException) -> StoreError:
-        with contextlib.suppress(RedisError, OSError):
-            await self._r.connection_pool.disconnect(inuse_connections=False)
+        await drop_idle(self._r)
         return StoreError(f"session store (Redis): {self._secrets.scrub(describe(exc))}")
 
     async def _run(self, fn: Callable[[], Any]) -> Any:

@@ -14,11 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import orjson
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from hub.redis_conn import connect, drop_idle
 from hub.redis_scripts import ledger_key, state_key
 from hub.secrets import Secrets
 from hub.state.base import LEDGER_TTL, Store, StoreUnavailable
@@ -38,13 +36,10 @@ class RedisStore(Store):
     def __init__(self, url: str, *, key_prefix: str, secrets: Secrets) -> None:
         self.key_prefix = key_prefix
         self._secrets = secrets
-        self._r = Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
-                                 retry=Retry(NoBackoff(), 0), decode_responses=False, client_name="hub-state")
+        self._r = connect(url, name="hub-state", timeout=TIMEOUT)
 
     async def _failed(self, exc: BaseException) -> StoreUnavailable:
-        # After a Redis restart every pooled connection is dead: drop them so the next call reconnects.
-        with contextlib.suppress(RedisError, OSError):
-            await self._r.connection_pool.disconnect(inuse_connections=False)
+        await drop_idle(self._r)
         return StoreUnavailable(f"Redis: {self._secrets.scrub(describe(exc))}")
 
     async def load(self, scope: str) -> dict[str, dict[str, Any]]:
