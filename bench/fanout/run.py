@@ -240,7 +240,10 @@ BENCH_HEARTBEAT = 3600.0
 
 def hub_config_text(*, port: int, interval: float, prometheus_url: str,
                     heartbeat: float = BENCH_HEARTBEAT) -> str:
-    """The hub's config for the benchmark: fake Prometheus, no MongoDB, room for 20,000 clients."""
+    """The hub's config for the benchmark: fake Prometheus, no MongoDB, no health checks, room for
+    20,000 clients. The seed's feed ran no health checks (its AlertingService did, once a minute,
+    apart from the feed); the hub's defaults probe the guide's two hostnames, which do not resolve
+    here, so every tick would time a failed DNS lookup the reference never makes."""
     return (
         "[server]\n"
         'host = "127.0.0.1"\n'
@@ -252,6 +255,8 @@ def hub_config_text(*, port: int, interval: float, prometheus_url: str,
         "\n[sources.prometheus]\n"
         f'url = "{prometheus_url}"\n'
         "\n[sources.business]\n"
+        "enabled = false\n"
+        "\n[sources.health]\n"
         "enabled = false\n"
     )
 
