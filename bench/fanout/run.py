@@ -81,17 +81,24 @@ def ensure_node_deps(directory: Path) -> None:
     """Install `directory`'s pinned npm dependencies (`npm ci`) unless node_modules has them; one
     process at a time (parallel test workers share the directory, and two `npm ci` there break both)."""
     marker = directory / "node_modules" / "ws" / "package.json"
-    if marker.is_file():
+    if marker.exists():
         return
     npm = shutil.which("npm")
     if not npm:
         raise SystemExit(f"npm is not on PATH: cannot install {directory.name}/'s dependencies")
+    npm_ci_once(npm, directory, marker)
+
+
+def npm_ci_once(npm: str, directory: Path, marker: Path) -> None:
+    """`npm ci` in `directory` unless `marker` exists, under a file lock: a second process waits, then
+    finds `marker` and returns (two `npm ci` in one directory break each other)."""
     with open(directory / ".npm-ci.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file():  # another process installed it while this one waited
+        if marker.exists():  # another process installed it while this one waited
             return
         print(f"installing Node dependencies in {directory.relative_to(REPO)} (npm ci)", file=sys.stderr)
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=directory, check=True)
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=directory, check=True,
+                       stdin=subprocess.DEVNULL, timeout=300)
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ registry URLs: see .npmrc). Start one per module: `start_provider(tmp, redirect_
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 
 from joserfc.jwk import RSAKey
 
+from bench.fanout.run import npm_ci_once
 from tests.support import end_process, free_port, log_tail, need_program
 
 HERE = Path(__file__).parent / "oidc"
@@ -41,13 +41,7 @@ def npm_ci() -> None:
     marker = HERE / "node_modules" / "oidc-provider"
     if marker.is_dir():
         return
-    npm = need_program("npm", hint="installs the test provider's pinned oidc-provider package")
-    with open(HERE / ".npm-ci.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_dir():  # another test worker installed it while this one waited
-            return
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True,
-                       stdin=subprocess.DEVNULL, timeout=300)
+    npm_ci_once(need_program("npm", hint="installs the test provider's pinned oidc-provider package"), HERE, marker)
 
 
 class OidcProvider:

@@ -120,12 +120,12 @@ def window_totals(rows: Sequence[dict[str, Any]], steps: int) -> list[int]:
     return totals
 
 
-async def _now() -> None:
+async def _no_wait() -> None:
     return None
 
 
 async def hourly_series(source: Any, times: Sequence[float], *, timeout: float,
-                        between: Callable[[], Awaitable[None]] = _now) -> dict[float, dict[str, Any]]:
+                        between: Callable[[], Awaitable[None]] = _no_wait) -> dict[float, dict[str, Any]]:
     """`data.business` for each time of the grid `times` (epoch seconds, ascending, evenly spaced), from
     `source` (a BusinessSource) within `timeout` seconds, each query after `between()` (the backfill
     waits there for the hub's next tick: the live ticks' queries go first). Raises TimeoutError or
