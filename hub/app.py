@@ -31,6 +31,7 @@ from hub.metrics import HubMetrics
 from hub.notify import Notifier, notifier_of
 from hub.oidc.gate import OIDC, evictor
 from hub.page import Page, check_page
+from hub.peer import Peers
 from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
 from hub.secrets import Secrets
@@ -199,8 +200,20 @@ def _lifecycle(sources: Sequence[Source], notifier: Notifier | None, store: Stor
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    # Close every client with 1001 (going away) before aiohttp waits for handlers to end.
+    # Close every client with 1001 (going away) before aiohttp waits for handlers to end; then the
+    # closes the peers started themselves, and abort what is left (aiohttp no longer owns them).
     await app[HUB].broadcaster.close_all(code=1001, message=b"server shutdown")
+    await app[HUB].peers.close()
+
+
+def _heartbeat(peers: Peers):  # type: ignore[no-untyped-def]
+    async def heartbeat(app: web.Application):  # type: ignore[no-untyped-def]
+        """The WebSocket heartbeat sweep: one task for every connection, started and stopped with the app."""
+        task = spawn(peers.run(), name="hub-heartbeat")
+        yield
+        await cancel_and_wait([task])
+
+    return heartbeat
 
 
 def _index(page: Page):  # type: ignore[no-untyped-def]
@@ -263,7 +276,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
               audit=audit,
               admission=Admission(max_connections=s.max_connections, max_per_ip=s.max_connections_per_ip),
               trusted_proxies=parse_networks(s.trusted_proxies), secrets=secrets,
-              business=business, alertmanager=alertmanager)
+              business=business, peers=Peers(heartbeat=b.heartbeat), alertmanager=alertmanager)
 
     app = web.Application(client_max_size=s.max_message_bytes)
     app.on_response_prepare.append(views.security_headers)
@@ -298,6 +311,8 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
         from hub.oidc.views import install
 
         install(app, oidc, interval=b.interval, evict=evictor(broadcaster))
+    app[ws.RECEIVER] = ws.Receiver(hub, oidc)
+    app.cleanup_ctx.append(_heartbeat(hub.peers))
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
     app.cleanup_ctx.append(_lifecycle(sources, notifier, store,

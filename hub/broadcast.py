@@ -142,8 +142,8 @@ class Broadcaster:
     async def _close(client: Client, code: int, message: bytes) -> None:
         t = client.transport
         try:
-            # HubWebSocket.close sends the Close frame and aborts after its grace; the timeout only
-            # guards a plain WebSocketResponse.
+            # Peer.close sends the Close frame and aborts after its grace; the timeout guards the
+            # rest.
             async with asyncio.timeout(EVICT_GRACE + 1.0):
                 await client.ws.close(code=code, message=message, drain=False)
         except (TimeoutError, ConnectionError, RuntimeError):

@@ -6,10 +6,8 @@ import asyncio
 import enum
 from dataclasses import dataclass
 
-from aiohttp import web
-
-from hub.aiohttp_ws import HubWebSocket
 from hub.frames import snap_window
+from hub.peer import Peer
 from hub.vocab import TOPICS
 
 
@@ -32,7 +30,7 @@ class CloseReason(enum.StrEnum):
 class Client:
     """One connected WebSocket client as the broadcaster sees it."""
 
-    ws: web.WebSocketResponse
+    ws: Peer
     transport: asyncio.Transport
     remote: str = ""
     token_name: str | None = None
@@ -53,7 +51,7 @@ class Client:
     #: the hub's close of this client (eviction), awaited before its admission slot is released
     closing: asyncio.Task[None] | None = None
     #: False once the hub or the peer started closing (evicted, or the WebSocket closed): the one
-    #: flag fan-out reads per client instead of close_reason, ws.closed (a property) and the key's hash
+    #: flag fan-out reads per client instead of close_reason, ws.closed and the key's hash
     sending: bool = True
     #: the socket's descriptor for fan-out's direct write when nothing is queued (-1: always through
     #: the transport, e.g. TLS or a transport without a socket); set by Broadcaster.add
@@ -61,7 +59,7 @@ class Client:
 
     def __post_init__(self) -> None:
         self.sending = not self.ws.closed
-        if isinstance(self.ws, HubWebSocket):
+        if isinstance(self.ws, Peer):
             self.ws.on_closed = self.stop_sending
         self.key = _interned(self.key)
 

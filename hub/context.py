@@ -13,6 +13,7 @@ from hub.broadcast import Broadcaster
 from hub.config import Config
 from hub.feed import Feed
 from hub.metrics import HubMetrics
+from hub.peer import Peers
 from hub.publish import Publisher
 from hub.secrets import Secrets
 from hub.sources.alertmanager import AlertmanagerAPI
@@ -37,6 +38,8 @@ class Hub:
     secrets: Secrets
     #: the business source, for /api/metrics/business (every role, edge replicas included)
     business: WindowedMetrics | None
+    #: every WebSocket connection after its handshake (heartbeat sweep, closes)
+    peers: Peers
     #: Alertmanager's API, for POST/DELETE /api/silences; None when [sources.alertmanager] is disabled
     alertmanager: AlertmanagerAPI | None = None
 

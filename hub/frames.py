@@ -1,5 +1,5 @@
 """WebSocket frames on the wire: prepared server frames, messages assembled from pieces compressed
-once, and a guard that checks (and rate-limits) every frame a client sends from its first byte."""
+once, and the client frame rate limit."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ import struct
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any
-
-from aiohttp import WSCloseCode
-from aiohttp.http_websocket import WebSocketError
 
 #: the four bytes every Z_SYNC_FLUSH ends with; RFC 7692 7.2.1 has the sender drop them
 DEFLATE_TAIL = b"\x00\x00\xff\xff"
@@ -139,103 +135,3 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
-
-
-class FrameGuard:
-    """Sits in front of aiohttp's WebSocket reader, from the first byte after the upgrade, and fails
-    the connection on a client frame aiohttp lets through (unmasked, RFC 6455 5.1; a reserved close
-    code, 7.4: 1002) or one frame too many for the rate limit (every frame counts, control frames
-    and continuations included: 1008).
-
-    It reads only frame headers (and a close frame's first two bytes). Once failed it drops every
-    later byte unparsed, so a flood costs nothing more than the receive itself.
-    """
-
-    def __init__(self, reader: Any, queue: Any, *, bucket: TokenBucket | None = None,
-                 on_fail: Callable[[int, str], None] | None = None,
-                 on_flood: Callable[[], None] | None = None) -> None:
-        self.reader = reader
-        self.queue = queue  # the response's message queue, which receive() reads
-        self.bucket = bucket
-        self.on_fail = on_fail
-        #: called when more than DROP_LIMIT bytes arrived after the failure (stop reading them)
-        self.on_flood = on_flood
-        self.dropped = 0
-        #: (close code, reason) once the guard failed the connection
-        self.violation: tuple[int, str] | None = None
-        self._buf = b""
-        self._skip = 0  # payload bytes of the current frame still to pass over
-
-    def feed_eof(self) -> None:
-        self.reader.feed_eof()
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self.violation is not None:
-            # Read only to see the peer close: what it still sends is dropped unparsed, and past
-            # DROP_LIMIT the connection stops reading for good.
-            self.dropped += len(data)
-            if self.dropped > DROP_LIMIT and self.on_flood is not None:
-                self.on_flood()
-            return False, b""
-        data = bytes(data)
-        found, ok = self._scan(data)
-        if found is None:
-            return self.reader.feed_data(data)
-        self.violation = found
-        self._buf = b""
-        if ok:
-            self.reader.feed_data(data[:ok])  # the frames before the offending one are answered
-        if self.on_fail is not None:
-            self.on_fail(*found)
-        # aiohttp answers a WebSocketError from its reader by closing with its code
-        # (HubWebSocket.close, which never waits on the peer for long).
-        self.queue.set_exception(WebSocketError(*found))
-        return False, b""
-
-    def _scan(self, data: bytes) -> tuple[tuple[int, str] | None, int]:
-        """Check every frame header in `data`: (the violation or None, bytes before the offending frame)."""
-        pos, end = 0, len(data)
-        while pos < end:
-            if self._skip:
-                step = min(self._skip, end - pos)
-                self._skip -= step
-                pos += step
-                continue
-            had = len(self._buf)
-            # A header is at most 14 bytes, plus a close frame's 2-byte code: 16 bytes decide it.
-            view = self._buf + data[pos:pos + 16]
-            parsed = self._header(view)
-            if parsed is None:  # the header continues in the next segment
-                self._buf = view
-                return None, end
-            violation, head, length = parsed
-            if violation is not None:
-                return violation, max(0, pos - had)
-            pos += head - had
-            self._buf = b""
-            self._skip = length
-        return None, end
-
-    def _header(self, view: bytes) -> tuple[tuple[int, str] | None, int, int] | None:
-        """(violation, header length, payload length) of the frame starting `view`; None if incomplete."""
-        if len(view) < 2:
-            return None
-        if not view[1] & 0x80:
-            return (WSCloseCode.PROTOCOL_ERROR, "client frames must be masked"), 0, 0
-        n = view[1] & 0x7F
-        ext = 2 if n == 126 else 8 if n == 127 else 0
-        head = 2 + ext + 4
-        if len(view) < head:
-            return None
-        if ext:
-            n = int.from_bytes(view[2:2 + ext], "big")
-        if view[0] & 0x0F == 0x8 and n >= 2:
-            if len(view) < head + 2:
-                return None
-            key = view[head - 4:head]
-            code = ((view[head] ^ key[0]) << 8) | (view[head + 1] ^ key[1])
-            if not valid_close_code(code):
-                return (WSCloseCode.PROTOCOL_ERROR, f"invalid close code {code}"), 0, 0
-        if self.bucket is not None and not self.bucket.take():
-            return (POLICY_VIOLATION, "message rate limit exceeded"), 0, 0
-        return None, head, n

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, web
 
 from hub.admission import is_https
-from hub.aiohttp_ws import HubWebSocket
+from hub.aiohttp_ws import Handshake, hand_over, let_go
 from hub.auth import SUBPROTOCOL, bearer_protocol_ok
 from hub.broadcast import EVICT_GRACE
 from hub.client import Client, CloseReason
 from hub.context import HUB, Hub
 from hub.errors import int_param, json_error
-from hub.frames import control_frame, text_frame
+from hub.frames import TokenBucket, text_frame
 from hub.oidc.gate import OIDC
+from hub.peer import Peer
 from hub.views import principal
 from hub.vocab import TOPICS, utc_iso
 
@@ -83,14 +82,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if origin is not None and not same_origin(request, origin, cfg.server.allowed_origins, https=https):
         return _reject(hub, request, ip, 403, "origin", f"origin {origin[:100]!r} is not allowed")
     who = await principal(request, ws=True)
-    # Every frame counts against the rate limit, PINGs included (autoping off: the hub answers them).
-    # aiohttp refuses messages of max_msg_size bytes or more; server.max_message_bytes is the
-    # largest message allowed, so the limit handed to aiohttp is one more.
-    ws = HubWebSocket(
-        heartbeat=cfg.broadcast.heartbeat, compress=True, max_msg_size=cfg.server.max_message_bytes + 1,
-        protocols=(SUBPROTOCOL,), close_grace=EVICT_GRACE, autoping=False,
-        rate=(cfg.server.client_rate_limit, cfg.server.client_rate_burst))
-    if not ws.can_prepare(request).ok:
+    shake = Handshake(compress=True, protocols=(SUBPROTOCOL,))
+    if not shake.can_prepare(request).ok:
         return json_error(400, f"expected a WebSocket upgrade request on {request.path}")
     refused = hub.admission.admit(ip)
     if refused == "capacity":
@@ -98,52 +91,98 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if refused == "per_ip":
         return _reject(hub, request, ip, 429, "per_ip", "too many connections from this address")
 
-    client: Client | None = None
+    peer: Peer | None = None
+    tail: bytes | None = None
     try:
-        await ws.prepare(request)
-        assert request.transport is not None
-        client = Client(ws=ws, transport=request.transport, remote=ip, token_name=who.name, allowed=who.topics,
-                        window_bits=ws.compress or 0)
+        await shake.prepare(request)
+        # Every frame counts against the rate limit, PINGs included (the hub answers them itself).
+        rate = TokenBucket(cfg.server.client_rate_limit, cfg.server.client_rate_burst)
+        peer = Peer(hub.peers, request.app[RECEIVER], deflate=bool(shake.window_bits),
+                    limit=cfg.server.max_message_bytes, bucket=rate, grace=EVICT_GRACE)
+        peer.who, peer.remote = who, ip
+        peer.origin, peer.user_agent = origin, request.headers.get("User-Agent")
+        tail = hand_over(request, peer)
+        if tail is None:
+            raise ConnectionResetError("the connection was lost during the handshake")
+        hub.peers.add(peer)
+        assert peer.transport is not None
+        client = Client(ws=peer, transport=peer.transport, remote=ip, token_name=who.name, allowed=who.topics,
+                        window_bits=shake.window_bits)
+        peer.client = client
         client.set_topics(None)
         if oidc is not None and who.person:  # closed with 1008 within one interval of its session's end
             oidc.track(client, who.session)
         await hub.broadcaster.join(client, history=history_n, points=points_n)
         hub.audit.event("connect", request, remote=ip, **who.audit())
-        await _receive_loop(hub, request, client)
-    except (TimeoutError, ConnectionError) as exc:
+    except BaseException as exc:
+        if tail is None:
+            hub.admission.release(ip)  # never handed over: nothing else releases the slot
+        else:
+            assert peer is not None and peer.transport is not None
+            peer.transport.abort()  # the peer's end (connection_lost) releases it
+        if not isinstance(exc, (TimeoutError, ConnectionError)):
+            raise
         log.debug("client %s: connection lost: %s", ip, exc)
     finally:
-        try:
-            if client is not None:
-                hub.broadcaster.discard(client)
-                if oidc is not None:
-                    oidc.untrack(client)
-                if ws.guard is not None and ws.guard.violation is not None:
-                    # Also when the handler was cancelled while the close lingered (handler_cancellation).
-                    _note_violation(hub, request, client, ws.guard.violation[0])
-                reason = client.close_reason or _disconnect_reason(ws)
-                hub.metrics.disconnects.labels(reason).inc()
-                hub.audit.event("disconnect", request, remote=ip, **who.audit(),
-                                code=client.close_code or ws.close_code, reason=str(reason))
-                if client.closing is not None:  # an eviction still owns the socket for its grace period
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(client.closing)
-        finally:
-            # Runs even when aiohttp cancels this handler because the socket was lost meanwhile.
-            transport = request.transport
-            if transport is not None and (not transport.is_closing() or transport.get_write_buffer_size()):
-                # A peer that stopped reading would hold the socket (and its unsent backlog) forever:
-                # close() waits for the buffer to drain, abort() does not.
-                transport.abort()
-            hub.admission.release(ip)
-    return ws
+        if tail is not None:
+            assert peer is not None
+            peer.start(tail)
+            let_go(request)
+    # Never written (aiohttp let the connection go); the access log shows the upgrade's status.
+    return web.Response(status=101)
 
 
-def _disconnect_reason(ws: web.WebSocketResponse) -> CloseReason:
-    exc = ws.exception()
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or type(exc).__name__ == "ServerTimeoutError":
+class Receiver:
+    """What the hub does with every connection's messages and its end (one per app)."""
+
+    def __init__(self, hub: Hub, oidc: Any) -> None:
+        self.hub = hub
+        self.oidc = oidc
+
+    def text(self, peer: Peer, text: str) -> None:
+        _handle_text(self.hub, peer, peer.client, text)
+
+    def binary(self, peer: Peer) -> None:
+        hub, client = self.hub, peer.client
+        _violation(hub, peer, "binary_frame")
+        client.close_reason, client.close_code = CloseReason.PROTOCOL_ERROR, UNSUPPORTED_DATA
+        hub.peers.spawn(peer.close(code=UNSUPPORTED_DATA, message=b"binary frames are not supported"))
+
+    def failed(self, peer: Peer, code: int) -> None:
+        _note_violation(self.hub, peer, peer.client, code)
+
+    def closed(self, peer: Peer) -> None:
+        # Counted as disconnected when the close starts; its slot is held until the socket is gone.
+        hub, client = self.hub, peer.client
+        hub.broadcaster.discard(client)
+        if self.oidc is not None:
+            self.oidc.untrack(client)
+        reason = client.close_reason or _disconnect_reason(peer)
+        hub.metrics.disconnects.labels(reason).inc()
+        _audit(hub, peer, "disconnect", **peer.who.audit(), code=client.close_code or peer.close_code,
+               reason=str(reason))
+
+    def ended(self, peer: Peer) -> None:
+        self.hub.admission.release(peer.remote)
+
+
+#: the app's Receiver (hub.app.create_app sets it)
+RECEIVER = web.AppKey("receiver", Receiver)
+
+
+def _audit(hub: Hub, peer: Peer, event: str, **fields: Any) -> None:
+    """An audit event for `peer`, with the fields its request gave (address, origin, user agent)."""
+    hub.audit.event(event, remote=peer.remote, origin=peer.origin, user_agent=peer.user_agent, **fields)
+
+
+def _violation(hub: Hub, peer: Peer, reason: str, **fields: Any) -> None:
+    _audit(hub, peer, "policy_violation", token=peer.client.token_name, reason=reason, **fields)
+
+
+def _disconnect_reason(peer: Peer) -> CloseReason:
+    if peer.timed_out:
         return CloseReason.DEAD_PEER
-    code = ws.close_code
+    code = peer.close_code
     if code == WSCloseCode.OK:
         return CloseReason.NORMAL
     if code == WSCloseCode.GOING_AWAY:
@@ -157,48 +196,22 @@ def _disconnect_reason(ws: web.WebSocketResponse) -> CloseReason:
 
 def _send(hub: Hub, client: Client, obj: dict[str, Any]) -> None:
     # Replies are written like broadcasts, never awaited: a peer that stopped reading cannot hold
-    # the handler (its backlog counts toward max_client_buffer_bytes, and fan-out evicts it).
+    # the loop (its backlog counts toward max_client_buffer_bytes, and fan-out evicts it).
     # Uncompressed frames are valid under permessage-deflate (RFC 7692 6: per message).
     if client.send_prepared(text_frame(orjson.dumps(obj))):
         hub.metrics.messages_sent.inc()
 
 
-async def _receive_loop(hub: Hub, request: web.Request, client: Client) -> None:
-    ws = client.ws
-    while True:
-        msg = await ws.receive()
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-            return
-        if msg.type is WSMsgType.ERROR:
-            # aiohttp has closed the connection already (HubWebSocket.close: bounded, then aborted);
-            # record the code the hub sent, whatever the peer does next.
-            _note_violation(hub, request, client, getattr(ws.exception(), "code", None))
-            return
-        if msg.type is WSMsgType.TEXT:
-            _handle_text(hub, request, client, msg.data)
-        elif msg.type is WSMsgType.PING:
-            client.send_prepared(control_frame(0xA, msg.data))
-        elif msg.type is WSMsgType.BINARY:
-            hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
-                            reason="binary_frame")
-            client.close_reason, client.close_code = CloseReason.PROTOCOL_ERROR, UNSUPPORTED_DATA
-            await ws.close(code=UNSUPPORTED_DATA, message=b"binary frames are not supported")
-            return
-        # PONG: a heartbeat reply; aiohttp resets the heartbeat on any received data
-
-
-def _note_violation(hub: Hub, request: web.Request, client: Client, code: int | None) -> None:
+def _note_violation(hub: Hub, peer: Peer, client: Client, code: int | None) -> None:
     """Record why the hub failed the connection (close code, reason, audit), once."""
     if client.close_reason is not None:
         return
     if code == TOO_LARGE:
         client.close_reason, client.close_code = CloseReason.TOO_LARGE, TOO_LARGE
-        hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
-                        reason="message_too_big")
-    elif code == POLICY_VIOLATION:  # the frame guard's rate limit: every frame counts
+        _violation(hub, peer, "message_too_big")
+    elif code == POLICY_VIOLATION:  # the rate limit: every frame counts
         client.close_reason, client.close_code = CloseReason.RATE_LIMITED, POLICY_VIOLATION
-        hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
-                        reason="rate_limited")
+        _violation(hub, peer, "rate_limited")
     elif code in (PROTOCOL_ERROR, INVALID_DATA):
         client.close_reason, client.close_code = CloseReason.PROTOCOL_ERROR, code
 
@@ -207,7 +220,7 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": code, "message": message}
 
 
-def _handle_text(hub: Hub, request: web.Request, client: Client, text: str) -> None:
+def _handle_text(hub: Hub, peer: Peer, client: Client, text: str) -> None:
     try:
         msg = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -240,8 +253,7 @@ def _handle_text(hub: Hub, request: web.Request, client: Client, text: str) -> N
         denied = [t for t in requested if t not in effective]
         if denied:
             reply["denied"] = denied
-            hub.audit.event("policy_violation", request, remote=client.remote, token=client.token_name,
-                            reason="topics_not_allowed", topics=denied)
+            _violation(hub, peer, "topics_not_allowed", topics=denied)
         _send(hub, client, reply)
     else:
         _send(hub, client, _error("unknown_type", f"unknown message type {kind[:40]!r}; "

@@ -78,8 +78,7 @@ async def measure(n: int, trace: bool) -> None:
         after = rss_kb()
         print(f"{n} connections: {(after - before) / n:.2f} KB/connection (RSS)"
               + (" [traced: not comparable]" if trace else ""))
-        ws = next(iter(app[HUB].broadcaster.clients)).ws
-        print(f"WebSocketResponse instance dict: {len(ws.__dict__)} keys, {sys.getsizeof(ws.__dict__)} B")
+        print(f"connections the hub owns: {len(app[HUB].peers)} (aiohttp's: {len(runner.server.connections)})")
         if snap0 is not None:
             stats = tracemalloc.take_snapshot().compare_to(snap0, "traceback")
             print(f"traced: {sum(s.size_diff for s in stats) / n / 1024:.2f} KB/connection")

@@ -1,0 +1,499 @@
+"""A WebSocket connection the hub owns from the first byte after its 101: frames in, the close, the heartbeat.
+
+aiohttp does the handshake (`hub.aiohttp_ws`) and then lets the socket go; from there on this
+protocol object is all a connection costs: no request, no handler task, no reader queue, no timer.
+It parses and checks every client frame (RFC 6455 5-7, RFC 7692 for compressed messages), hands
+whole messages to its `Receiver` (one per hub), answers PINGs, and closes one way whoever starts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from hub.frames import DEFLATE_TAIL, DROP_LIMIT, POLICY_VIOLATION, TokenBucket, control_frame, valid_close_code
+from hub.tasks import spawn
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_ERROR = 1002
+UNSUPPORTED_DATA = 1003
+ABNORMAL = 1006
+INVALID_DATA = 1007
+TOO_LARGE = 1009
+#: how often a closing socket's unsent bytes are checked while its peer has the grace to read them
+FLUSH_POLL = 0.05
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
+
+
+class Receiver(Protocol):
+    """What the hub does with a connection's messages and its end (one object serves every peer)."""
+
+    def text(self, peer: Peer, text: str) -> None:
+        """A whole text message (inflated, valid UTF-8, within the size limit)."""
+
+    def binary(self, peer: Peer) -> None:
+        """A whole binary message."""
+
+    def failed(self, peer: Peer, code: int) -> None:
+        """The hub failed the connection with `code` (its Close frame is on the way)."""
+
+    def closed(self, peer: Peer) -> None:
+        """The close started, whoever started it: called once, after `start`."""
+
+    def ended(self, peer: Peer) -> None:
+        """The socket is gone: called once, after `closed`."""
+
+
+def unmask(data: bytes, key: bytes) -> bytes:
+    """`data` XOR the repeated 4-byte `key` (RFC 6455 5.3), in one big-integer operation."""
+    n = len(data)
+    if not n:
+        return b""
+    pad = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
+
+
+class Peer(asyncio.Protocol):
+    """One upgraded connection. Its `close()` is the one way a close goes, whoever starts it: a Close
+    frame, then within `grace` seconds the peer may read it (and answer), then the socket is aborted.
+
+    `closed` turns True when the close starts (the hub's or the peer's); `on_closed` is called then.
+    """
+
+    __slots__ = ("_bucket", "_buf", "_counted", "_deflate", "_dropped", "_ended", "_frag", "_frag_deflated",
+                 "_frag_size", "_grace", "_inflater", "_limit", "_lost", "_op", "_peer_closed", "_peers",
+                 "_said_closed", "_started", "_waiter", "client", "close_code", "closed", "last_rx", "on_closed",
+                 "origin", "ping_at", "receiver", "remote", "timed_out", "transport", "user_agent", "violation",
+                 "who")
+
+    def __init__(self, peers: Peers, receiver: Receiver, *, deflate: bool, limit: int,
+                 bucket: TokenBucket | None, grace: float) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.receiver = receiver
+        self.client: Any = None  # hub.client.Client once joined (typed loosely: client imports this module)
+        self.who: Any = None
+        self.remote = ""
+        self.origin: str | None = None
+        self.user_agent: str | None = None
+        #: True once the close started, whoever started it: no data frame may follow
+        self.closed = False
+        #: the code of the peer's Close frame (0: it had none), or the hub's when the hub failed it
+        self.close_code: int | None = None
+        #: True when the heartbeat found the peer dead
+        self.timed_out = False
+        #: (close code, reason) once the hub failed the connection
+        self.violation: tuple[int, str] | None = None
+        self.on_closed: Callable[[], None] | None = None
+        self.last_rx = 0.0
+        #: when the unanswered heartbeat PING was sent (0.0: none outstanding)
+        self.ping_at = 0.0
+        self._peers = peers
+        self._buf = b""
+        self._counted = False  # the frame at the buffer's start passed the header checks (and the rate limit)
+        self._op = -1  # opcode of the fragmented message in progress (-1: none)
+        self._frag: list[bytes] = []
+        self._frag_size = 0
+        self._frag_deflated = False
+        self._inflater: Any = None  # created at the first compressed message (as aiohttp does)
+        self._deflate = deflate
+        self._limit = limit
+        self._bucket = bucket
+        self._grace = grace
+        self._started = False
+        self._lost = False
+        self._peer_closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._dropped = 0
+        self._said_closed = False
+        self._ended = False
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover - set_protocol path
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._lost = True
+        if self.close_code is None and not self.timed_out:
+            self.close_code = 1000  # aiohttp read a socket's end as a normal close, reset or not
+        self._set_closed()
+        self._wake()
+        self._peers.discard(self)
+        if self._started:
+            self._end()
+
+    def eof_received(self) -> bool | None:
+        # The peer sent FIN without a Close frame (or after answering ours): close the socket. aiohttp
+        # answered a bare EOF with a Close frame of its own and code 1000, so the hub does too.
+        if not self.closed and self.close_code is None:
+            self.close_code = 1000
+            self._reply_close()
+        self._peer_closed = True
+        self._wake()
+        return False  # the transport closes itself once its buffer is written
+
+    def pause_writing(self) -> None:
+        pass  # fan-out never waits on a peer: it reads the backlog (get_write_buffer_size) instead
+
+    def resume_writing(self) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = self._peers.now()
+        if self.violation is not None or self._peer_closed:
+            # Read only to see the peer close: what it still sends is dropped unparsed, and past
+            # DROP_LIMIT the connection stops reading for good.
+            self._dropped += len(data)
+            if self._dropped > DROP_LIMIT:
+                self._pause()
+            return
+        if not self._started:  # the hub is still sending the first message: parsed once it is sent
+            self._buf += data
+            return
+        self._parse(data)
+
+    # ------------------------------------------------------------------ the hub's side
+
+    def start(self, tail: bytes = b"") -> None:
+        """Begin reading: `tail` (bytes that came after the upgrade request) first. Calls `ended` now
+        if the socket went while the hub was joining it."""
+        self._started = True
+        self.last_rx = self._peers.now()
+        if self.closed:
+            self._tell_closed()
+        if self._lost:
+            self._end()
+            return
+        held, self._buf = tail + self._buf, b""
+        if held:
+            self._parse(held)
+        t = self.transport
+        if t is not None and not self._lost and self.violation is None:
+            t.resume_reading()
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        """Send a Close frame; within the grace let the peer read it (and, unless the hub failed the
+        connection, answer it); then abort what is left. False when a close already ran. `drain` is
+        ignored: waiting for a peer that stopped reading is what this replaces."""
+        if self.closed:
+            return False
+        self._set_closed()
+        if not message and self.violation is not None:
+            message = self.violation[1].encode()[:120]
+        t = self.transport
+        if t is None:
+            return False
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(loop.time() + self._grace):
+                if not t.is_closing():
+                    t.write(control_frame(OP_CLOSE, struct.pack("!H", code) + message))
+                    if self.violation is not None:
+                        # The input is unread (a flood the hub stopped reading), and closing such a
+                        # socket makes the kernel send RST, which can discard the Close frame before the
+                        # peer reads it: FIN after the queued bytes instead, and read (dropping) until
+                        # the peer's FIN. TLS cannot half-close: closed after the queued bytes then.
+                        if t.can_write_eof():
+                            t.write_eof()
+                            self._resume()
+                        else:
+                            t.close()
+                    elif not self._peer_closed:
+                        self._waiter = loop.create_future()
+                        await self._waiter  # the peer's Close (or its end)
+                    if not t.is_closing() and self.violation is None:
+                        t.close()
+                while t.get_write_buffer_size() or (self.violation is not None and not self._lost):
+                    await asyncio.sleep(FLUSH_POLL)
+        except TimeoutError:
+            if self.close_code is None:
+                self.close_code = ABNORMAL
+        finally:
+            self._waiter = None
+            if not t.is_closing() or t.get_write_buffer_size():
+                t.abort()
+        return True
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection with `code` (RFC 6455 7.1.7): nothing more is parsed; a Close goes out."""
+        if self.violation is not None:
+            return
+        self.violation = (code, reason)
+        self.close_code = code
+        self._buf = b""
+        self._frag = []
+        self._pause()
+        if self.closed:  # a close is under way already: it ends the socket within its grace
+            return
+        self.receiver.failed(self, code)
+        self._peers.spawn(self.close(code=code))
+
+    def heartbeat(self, now: float, interval: float) -> None:
+        """Called by the sweep: PING a peer silent for `interval`; drop one silent `interval/2` after it."""
+        if self.closed or self.transport is None:
+            return
+        if self.ping_at:
+            if self.last_rx >= self.ping_at:
+                self.ping_at = 0.0
+            elif now - self.ping_at >= interval / 2:
+                # aiohttp's way: no Close frame to a peer that answers nothing; the socket goes at once.
+                self.timed_out = True
+                self.close_code = ABNORMAL
+                self._set_closed()
+                t = self.transport
+                t.close()
+                if t.get_write_buffer_size():
+                    t.abort()
+                return
+        if not self.ping_at and now - self.last_rx >= interval:
+            self.ping_at = now
+            self.transport.write(control_frame(OP_PING))
+
+    # ------------------------------------------------------------------ internals
+
+    def _set_closed(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.on_closed is not None:
+                self.on_closed()
+            if self._started:
+                self._tell_closed()
+
+    def _tell_closed(self) -> None:
+        if not self._said_closed:
+            self._said_closed = True
+            try:
+                self.receiver.closed(self)
+            except Exception:  # one connection's bookkeeping never takes the loop down
+                log.exception("closing a WebSocket connection failed")
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._inflater = None
+            try:
+                self.receiver.ended(self)
+            except Exception:  # one connection's bookkeeping never takes the loop down
+                log.exception("ending a WebSocket connection failed")
+
+    def _pause(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.pause_reading()
+
+    def _resume(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.resume_reading()
+
+    def _reply_close(self) -> None:
+        """Answer the peer's Close (or bare FIN) with a Close(1000); the hub then closes the socket."""
+        self._set_closed()
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        t.write(control_frame(OP_CLOSE, struct.pack("!H", 1000)))
+        t.close()
+        if t.get_write_buffer_size():  # a peer that stopped reading would hold its backlog forever
+            t.abort()
+
+    def _parse(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            if not b1 & 0x80:
+                return self.fail(PROTOCOL_ERROR, "client frames must be masked")
+            n = b1 & 0x7F
+            head = 14 if n == 127 else 8 if n == 126 else 6
+            if end - pos < head:
+                break
+            if n == 126:
+                n = int.from_bytes(buf[pos + 2:pos + 4], "big")
+            elif n == 127:
+                n = int.from_bytes(buf[pos + 2:pos + 10], "big")
+            if not self._counted:
+                # Every frame counts against the rate limit once, control frames and continuations too.
+                if self._bucket is not None and not self._bucket.take():
+                    return self.fail(POLICY_VIOLATION, "message rate limit exceeded")
+                problem = self._check(b0, n)
+                if problem is not None:
+                    return self.fail(*problem)
+                self._counted = True
+            if end - pos < head + n:
+                break
+            self._counted = False
+            payload = unmask(buf[pos + head:pos + head + n], buf[pos + head - 4:pos + head])
+            pos += head + n
+            self._frame(b0, payload)
+            if self.violation is not None or self._peer_closed:
+                return
+        if pos < end:
+            self._buf = buf[pos:]
+
+    def _check(self, b0: int, n: int) -> tuple[int, str] | None:
+        """What is wrong with a frame header (aiohttp's checks and messages), or None."""
+        fin, rsv1, opcode = b0 & 0x80, b0 & 0x40, b0 & 0x0F
+        if b0 & 0x30 or (rsv1 and not self._deflate):
+            return PROTOCOL_ERROR, "Received frame with non-zero reserved bits"
+        if opcode not in _OPCODES:
+            return PROTOCOL_ERROR, f"Unexpected opcode={opcode!r}"
+        if opcode >= OP_CLOSE:
+            if not fin:
+                return PROTOCOL_ERROR, "Received fragmented control frame"
+            if n > 125:
+                return PROTOCOL_ERROR, "Control frame payload cannot be larger than 125 bytes"
+            return None
+        if opcode == OP_CONT:
+            if self._op < 0:
+                return PROTOCOL_ERROR, "Continuation frame for non started message"
+            if rsv1:  # RFC 7692 6.1: only the first frame of a message carries RSV1
+                return PROTOCOL_ERROR, "Received frame with non-zero reserved bits"
+        elif self._op >= 0:
+            return PROTOCOL_ERROR, f"The opcode in non-fin frame is expected to be zero, got {opcode!r}"
+        if self._frag_size + n > self._limit:
+            return TOO_LARGE, f"Message size {self._frag_size + n} exceeds limit {self._limit}"
+        return None
+
+    def _frame(self, b0: int, payload: bytes) -> None:
+        opcode = b0 & 0x0F
+        if opcode == OP_PING:
+            client = self.client
+            if client is not None and client.can_send():
+                client.send_prepared(control_frame(OP_PONG, payload))
+            return
+        if opcode == OP_PONG:
+            return  # a heartbeat reply: last_rx was set when it arrived
+        if opcode == OP_CLOSE:
+            self._close_frame(payload)
+            return
+        if opcode != OP_CONT:
+            self._op, self._frag_deflated = opcode, bool(b0 & 0x40)
+        self._frag_size += len(payload)
+        if not b0 & 0x80:
+            self._frag.append(payload)
+            return
+        parts, self._frag = self._frag, []
+        kind, deflated = self._op, self._frag_deflated
+        self._op, self._frag_size = -1, 0
+        message = b"".join((*parts, payload)) if parts else payload
+        if deflated:
+            inflated = self._inflate(message)
+            if inflated is None:
+                return
+            message = inflated
+        if self.closed:
+            return  # closing: data is read only to find the peer's Close
+        if kind == OP_TEXT:
+            try:
+                text = message.decode("utf-8")
+            except UnicodeDecodeError:
+                return self.fail(INVALID_DATA, "Invalid UTF-8 text message")
+            self.receiver.text(self, text)
+        else:
+            self.receiver.binary(self)
+
+    def _inflate(self, message: bytes) -> bytes | None:
+        if self._inflater is None:
+            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            out = self._inflater.decompress(message + DEFLATE_TAIL, self._limit + 1)
+        except zlib.error:
+            self.fail(PROTOCOL_ERROR, "Invalid compressed message")
+            return None
+        if len(out) > self._limit or self._inflater.unconsumed_tail:
+            self.fail(TOO_LARGE, f"Decompressed message exceeds size limit {self._limit}")
+            return None
+        return out
+
+    def _close_frame(self, payload: bytes) -> None:
+        if len(payload) == 1:
+            return self.fail(PROTOCOL_ERROR, f"Invalid close frame: {payload!r}")
+        code = 0
+        if payload:
+            code = int.from_bytes(payload[:2], "big")
+            if not valid_close_code(code):
+                return self.fail(PROTOCOL_ERROR, f"invalid close code {code}")
+            try:
+                payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                return self.fail(INVALID_DATA, "Invalid UTF-8 text message")
+        self._peer_closed = True
+        if self.close_code is None:
+            self.close_code = code
+        if self.closed:  # the peer answered the hub's Close
+            self._wake()
+            return
+        self._reply_close()
+
+
+class Peers:
+    """Every connection the hub owns after its handshake: the heartbeat sweep and the closes' tasks."""
+
+    def __init__(self, *, heartbeat: float | None) -> None:
+        self.heartbeat = heartbeat
+        self._live: set[Peer] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def now(self) -> float:
+        """The loop's clock."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.time()
+
+    def add(self, peer: Peer) -> None:
+        """Track `peer` (its heartbeat, and its abort at shutdown)."""
+        self._live.add(peer)
+
+    def discard(self, peer: Peer) -> None:
+        self._live.discard(peer)
+
+    def spawn(self, coro: Any) -> None:
+        """Run a close without awaiting it; shutdown waits for it (or cancels it)."""
+        task = spawn(coro, name="hub-ws-close")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def sweep(self) -> None:
+        """One heartbeat round over every connection."""
+        if not self.heartbeat:
+            return
+        now = self.now()
+        for peer in list(self._live):
+            peer.heartbeat(now, self.heartbeat)
+
+    async def run(self) -> None:
+        """Sweep four times per heartbeat interval, until cancelled: a dead peer goes within
+        heartbeat x 1.5 (aiohttp's timers) plus a quarter interval."""
+        if not self.heartbeat:
+            return
+        step = self.heartbeat / 4
+        while True:
+            await asyncio.sleep(step)
+            self.sweep()
+
+    async def close(self) -> None:
+        """At shutdown, after the hub closed its clients: wait for the closes under way (their grace
+        bounds them), then abort whatever socket is left."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        for peer in list(self._live):
+            if peer.transport is not None:
+                peer.transport.abort()
