@@ -31,7 +31,7 @@ from hub.metrics import HubMetrics
 from hub.notify import Notifier, notifier_of
 from hub.oidc.gate import OIDC, evictor
 from hub.page import Page, check_page
-from hub.peer import Peers
+from hub.peers import Peers
 from hub.publish import LocalPublisher, Publisher
 from hub.scheduler import Scheduler
 from hub.secrets import Secrets

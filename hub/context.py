@@ -13,7 +13,7 @@ from hub.broadcast import Broadcaster
 from hub.config import Config
 from hub.feed import Feed
 from hub.metrics import HubMetrics
-from hub.peer import Peers
+from hub.peers import Peers
 from hub.publish import Publisher
 from hub.secrets import Secrets
 from hub.sources.alertmanager import AlertmanagerAPI

@@ -1,9 +1,9 @@
-"""A WebSocket connection the hub owns from the first byte after its 101: frames in, the close, the heartbeat.
+"""A WebSocket connection the hub owns from the first byte after its 101: its close, its heartbeat, its end.
 
 aiohttp does the handshake (`hub.aiohttp_ws`) and then lets the socket go; from there on this
 protocol object is all a connection costs: no request, no handler task, no reader queue, no timer.
-It parses and checks every client frame (RFC 6455 5-7, RFC 7692 for compressed messages), hands
-whole messages to its `Receiver` (one per hub), answers PINGs, and closes one way whoever starts it.
+Frames are parsed and checked by its base, `hub.peer_read.FrameReader`; it hands whole messages to
+its `Receiver` (one per hub), answers PINGs, and closes one way whoever starts it.
 """
 
 from __future__ import annotations
@@ -11,25 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-import zlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from hub.frames import DEFLATE_TAIL, DROP_LIMIT, POLICY_VIOLATION, TokenBucket, control_frame, valid_close_code
-from hub.tasks import spawn
+from hub.frames import DROP_LIMIT, TokenBucket, control_frame
+from hub.peer_read import ABNORMAL, INVALID_DATA, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader
+
+if TYPE_CHECKING:
+    from hub.peers import Peers
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_ERROR = 1002
-UNSUPPORTED_DATA = 1003
-ABNORMAL = 1006
-INVALID_DATA = 1007
-TOO_LARGE = 1009
 #: how often a closing socket's unsent bytes are checked while its peer has the grace to read them
 FLUSH_POLL = 0.05
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
 
 
 class Receiver(Protocol):
@@ -51,27 +45,16 @@ class Receiver(Protocol):
         """The socket is gone: called once, after `closed`."""
 
 
-def unmask(data: bytes, key: bytes) -> bytes:
-    """`data` XOR the repeated 4-byte `key` (RFC 6455 5.3), in one big-integer operation."""
-    n = len(data)
-    if not n:
-        return b""
-    pad = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
-
-
-class Peer(asyncio.Protocol):
+class Peer(FrameReader):
     """One upgraded connection. Its `close()` is the one way a close goes, whoever starts it: a Close
     frame, then within `grace` seconds the peer may read it (and answer), then the socket is aborted.
 
     `closed` turns True when the close starts (the hub's or the peer's); `on_closed` is called then.
     """
 
-    __slots__ = ("_bucket", "_buf", "_counted", "_deflate", "_dropped", "_ended", "_frag", "_frag_deflated",
-                 "_frag_size", "_grace", "_inflater", "_limit", "_lost", "_op", "_peer_closed", "_peers",
-                 "_said_closed", "_started", "_waiter", "client", "close_code", "closed", "last_rx", "on_closed",
-                 "origin", "ping_at", "receiver", "remote", "timed_out", "transport", "user_agent", "violation",
-                 "who")
+    __slots__ = ("_dropped", "_ended", "_grace", "_lost", "_peer_closed", "_peers", "_said_closed", "_started",
+                 "_waiter", "client", "close_code", "closed", "last_rx", "on_closed", "origin", "ping_at", "receiver",
+                 "remote", "timed_out", "transport", "user_agent", "violation", "who")
 
     def __init__(self, peers: Peers, receiver: Receiver, *, deflate: bool, limit: int,
                  bucket: TokenBucket | None, grace: float) -> None:
@@ -94,17 +77,8 @@ class Peer(asyncio.Protocol):
         self.last_rx = 0.0
         #: when the unanswered heartbeat PING was sent (0.0: none outstanding)
         self.ping_at = 0.0
+        super().__init__(deflate=deflate, limit=limit, bucket=bucket)
         self._peers = peers
-        self._buf = b""
-        self._counted = False  # the frame at the buffer's start passed the header checks (and the rate limit)
-        self._op = -1  # opcode of the fragmented message in progress (-1: none)
-        self._frag: list[bytes] = []
-        self._frag_size = 0
-        self._frag_deflated = False
-        self._inflater: Any = None  # created at the first compressed message (as aiohttp does)
-        self._deflate = deflate
-        self._limit = limit
-        self._bucket = bucket
         self._grace = grace
         self._started = False
         self._lost = False
@@ -227,6 +201,7 @@ class Peer(asyncio.Protocol):
             return
         self.violation = (code, reason)
         self.close_code = code
+        self._halt = True
         self._buf = b""
         self._frag = []
         self._pause()
@@ -309,92 +284,12 @@ class Peer(asyncio.Protocol):
         if t.get_write_buffer_size():  # a peer that stopped reading would hold its backlog forever
             t.abort()
 
-    def _parse(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        self._buf = b""
-        pos, end = 0, len(buf)
-        while end - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            if not b1 & 0x80:
-                return self.fail(PROTOCOL_ERROR, "client frames must be masked")
-            n = b1 & 0x7F
-            head = 14 if n == 127 else 8 if n == 126 else 6
-            if end - pos < head:
-                break
-            if n == 126:
-                n = int.from_bytes(buf[pos + 2:pos + 4], "big")
-            elif n == 127:
-                n = int.from_bytes(buf[pos + 2:pos + 10], "big")
-            if not self._counted:
-                # Every frame counts against the rate limit once, control frames and continuations too.
-                if self._bucket is not None and not self._bucket.take():
-                    return self.fail(POLICY_VIOLATION, "message rate limit exceeded")
-                problem = self._check(b0, n)
-                if problem is not None:
-                    return self.fail(*problem)
-                self._counted = True
-            if end - pos < head + n:
-                break
-            self._counted = False
-            payload = unmask(buf[pos + head:pos + head + n], buf[pos + head - 4:pos + head])
-            pos += head + n
-            self._frame(b0, payload)
-            if self.violation is not None or self._peer_closed:
-                return
-        if pos < end:
-            self._buf = buf[pos:]
+    def _on_ping(self, payload: bytes) -> None:
+        client = self.client
+        if client is not None and client.can_send():
+            client.send_prepared(control_frame(OP_PONG, payload))
 
-    def _check(self, b0: int, n: int) -> tuple[int, str] | None:
-        """What is wrong with a frame header (aiohttp's checks and messages), or None."""
-        fin, rsv1, opcode = b0 & 0x80, b0 & 0x40, b0 & 0x0F
-        if b0 & 0x30 or (rsv1 and not self._deflate):
-            return PROTOCOL_ERROR, "Received frame with non-zero reserved bits"
-        if opcode not in _OPCODES:
-            return PROTOCOL_ERROR, f"Unexpected opcode={opcode!r}"
-        if opcode >= OP_CLOSE:
-            if not fin:
-                return PROTOCOL_ERROR, "Received fragmented control frame"
-            if n > 125:
-                return PROTOCOL_ERROR, "Control frame payload cannot be larger than 125 bytes"
-            return None
-        if opcode == OP_CONT:
-            if self._op < 0:
-                return PROTOCOL_ERROR, "Continuation frame for non started message"
-            if rsv1:  # RFC 7692 6.1: only the first frame of a message carries RSV1
-                return PROTOCOL_ERROR, "Received frame with non-zero reserved bits"
-        elif self._op >= 0:
-            return PROTOCOL_ERROR, f"The opcode in non-fin frame is expected to be zero, got {opcode!r}"
-        if self._frag_size + n > self._limit:
-            return TOO_LARGE, f"Message size {self._frag_size + n} exceeds limit {self._limit}"
-        return None
-
-    def _frame(self, b0: int, payload: bytes) -> None:
-        opcode = b0 & 0x0F
-        if opcode == OP_PING:
-            client = self.client
-            if client is not None and client.can_send():
-                client.send_prepared(control_frame(OP_PONG, payload))
-            return
-        if opcode == OP_PONG:
-            return  # a heartbeat reply: last_rx was set when it arrived
-        if opcode == OP_CLOSE:
-            self._close_frame(payload)
-            return
-        if opcode != OP_CONT:
-            self._op, self._frag_deflated = opcode, bool(b0 & 0x40)
-        self._frag_size += len(payload)
-        if not b0 & 0x80:
-            self._frag.append(payload)
-            return
-        parts, self._frag = self._frag, []
-        kind, deflated = self._op, self._frag_deflated
-        self._op, self._frag_size = -1, 0
-        message = b"".join((*parts, payload)) if parts else payload
-        if deflated:
-            inflated = self._inflate(message)
-            if inflated is None:
-                return
-            message = inflated
+    def _on_message(self, kind: int, message: bytes) -> None:
         if self.closed:
             return  # closing: data is read only to find the peer's Close
         if kind == OP_TEXT:
@@ -406,94 +301,11 @@ class Peer(asyncio.Protocol):
         else:
             self.receiver.binary(self)
 
-    def _inflate(self, message: bytes) -> bytes | None:
-        if self._inflater is None:
-            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            out = self._inflater.decompress(message + DEFLATE_TAIL, self._limit + 1)
-        except zlib.error:
-            self.fail(PROTOCOL_ERROR, "Invalid compressed message")
-            return None
-        if len(out) > self._limit or self._inflater.unconsumed_tail:
-            self.fail(TOO_LARGE, f"Decompressed message exceeds size limit {self._limit}")
-            return None
-        return out
-
-    def _close_frame(self, payload: bytes) -> None:
-        if len(payload) == 1:
-            return self.fail(PROTOCOL_ERROR, f"Invalid close frame: {payload!r}")
-        code = 0
-        if payload:
-            code = int.from_bytes(payload[:2], "big")
-            if not valid_close_code(code):
-                return self.fail(PROTOCOL_ERROR, f"invalid close code {code}")
-            try:
-                payload[2:].decode("utf-8")
-            except UnicodeDecodeError:
-                return self.fail(INVALID_DATA, "Invalid UTF-8 text message")
-        self._peer_closed = True
+    def _on_close(self, code: int) -> None:
+        self._peer_closed = self._halt = True
         if self.close_code is None:
             self.close_code = code
         if self.closed:  # the peer answered the hub's Close
             self._wake()
             return
         self._reply_close()
-
-
-class Peers:
-    """Every connection the hub owns after its handshake: the heartbeat sweep and the closes' tasks."""
-
-    def __init__(self, *, heartbeat: float | None) -> None:
-        self.heartbeat = heartbeat
-        self._live: set[Peer] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def now(self) -> float:
-        """The loop's clock."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop.time()
-
-    def add(self, peer: Peer) -> None:
-        """Track `peer` (its heartbeat, and its abort at shutdown)."""
-        self._live.add(peer)
-
-    def discard(self, peer: Peer) -> None:
-        self._live.discard(peer)
-
-    def spawn(self, coro: Any) -> None:
-        """Run a close without awaiting it; shutdown waits for it (or cancels it)."""
-        task = spawn(coro, name="hub-ws-close")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def sweep(self) -> None:
-        """One heartbeat round over every connection."""
-        if not self.heartbeat:
-            return
-        now = self.now()
-        for peer in list(self._live):
-            peer.heartbeat(now, self.heartbeat)
-
-    async def run(self) -> None:
-        """Sweep four times per heartbeat interval, until cancelled: a dead peer goes within
-        heartbeat x 1.5 (aiohttp's timers) plus a quarter interval."""
-        if not self.heartbeat:
-            return
-        step = self.heartbeat / 4
-        while True:
-            await asyncio.sleep(step)
-            self.sweep()
-
-    async def close(self) -> None:
-        """At shutdown, after the hub closed its clients: wait for the closes under way (their grace
-        bounds them), then abort whatever socket is left."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
-        for peer in list(self._live):
-            if peer.transport is not None:
-                peer.transport.abort()

@@ -1,4 +1,5 @@
-"""The WebSocket protocol: checks before the upgrade, the initial message, then the receive loop."""
+"""The WebSocket endpoint: checks before the upgrade, the hand-over to a `Peer`, the initial message, and
+what the hub does with client messages (`Receiver`)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def is_upgrade(request: web.BaseRequest) -> bool:
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
-    """`/ws` (and an upgrade on `/`): checks, initial snapshot, points or history, then a receive loop."""
+    """`/ws` (and an upgrade on `/`): checks, the 101, the socket handed to a `Peer`, then the initial
+    snapshot, points or history; the handler returns once the peer reads (aiohttp keeps nothing)."""
     hub = request.app[HUB]
     cfg = hub.config
     ip = hub.client_address(request)
