@@ -11,19 +11,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from hub.frames import DROP_LIMIT, TokenBucket, control_frame
 from hub.peer_read import ABNORMAL, INVALID_DATA, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader
-
-if TYPE_CHECKING:
-    from hub.peers import Peers
 
 log = logging.getLogger(__name__)
 
 #: how often a closing socket's unsent bytes are checked while its peer has the grace to read them
 FLUSH_POLL = 0.05
+
+
+class Registry(Protocol):
+    """What a peer needs of the set it belongs to (`hub.peers.Peers`)."""
+
+    def now(self) -> float:
+        """The loop's clock."""
+
+    def discard(self, peer: Peer) -> None:
+        """Forget `peer` (its socket is gone)."""
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a close without awaiting it."""
 
 
 class Receiver(Protocol):
@@ -56,7 +66,7 @@ class Peer(FrameReader):
                  "_waiter", "client", "close_code", "closed", "last_rx", "on_closed", "origin", "ping_at", "receiver",
                  "remote", "timed_out", "transport", "user_agent", "violation", "who")
 
-    def __init__(self, peers: Peers, receiver: Receiver, *, deflate: bool, limit: int,
+    def __init__(self, peers: Registry, receiver: Receiver, *, deflate: bool, limit: int,
                  bucket: TokenBucket | None, grace: float) -> None:
         self.transport: asyncio.Transport | None = None
         self.receiver = receiver
@@ -109,7 +119,7 @@ class Peer(FrameReader):
         if not self.closed and self.close_code is None:
             self.close_code = 1000
             self._reply_close()
-        self._peer_closed = True
+        self._peer_closed = self._halt = True
         self._wake()
         return False  # the transport closes itself once its buffer is written
 
@@ -145,11 +155,13 @@ class Peer(FrameReader):
         if self._lost:
             self._end()
             return
+        if self._halt:  # the peer's Close or FIN came meanwhile: nothing more is read
+            return
         held, self._buf = tail + self._buf, b""
         if held:
             self._parse(held)
         t = self.transport
-        if t is not None and not self._lost and self.violation is None:
+        if t is not None and not self._halt:
             t.resume_reading()
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
@@ -244,10 +256,13 @@ class Peer(FrameReader):
     def _tell_closed(self) -> None:
         if not self._said_closed:
             self._said_closed = True
-            try:
-                self.receiver.closed(self)
-            except Exception:  # one connection's bookkeeping never takes the loop down
-                log.exception("closing a WebSocket connection failed")
+            self._tell(self.receiver.closed, "closing")
+
+    def _tell(self, hook: Callable[[Peer], None], what: str) -> None:
+        try:
+            hook(self)
+        except Exception:  # one connection's bookkeeping never takes the loop down
+            log.exception("%s a WebSocket connection failed", what)
 
     def _wake(self) -> None:
         w = self._waiter
@@ -258,10 +273,7 @@ class Peer(FrameReader):
         if not self._ended:
             self._ended = True
             self._inflater = None
-            try:
-                self.receiver.ended(self)
-            except Exception:  # one connection's bookkeeping never takes the loop down
-                log.exception("ending a WebSocket connection failed")
+            self._tell(self.receiver.ended, "ending")
 
     def _pause(self) -> None:
         t = self.transport
