@@ -75,6 +75,8 @@ async def send_json(request: web.Request, pieces: Iterable[bytes], length: int) 
     if large and not await slots.acquire():
         hub.metrics.http_rejected.labels("busy").inc()
         return json_error(503, f"busy: {slots.limit} large responses are being sent; try again later")
+    if large:
+        hub.metrics.body_streams.set(slots.active)
     try:
         async with asyncio.timeout(slots.deadline):
             await resp.prepare(request)
@@ -90,6 +92,7 @@ async def send_json(request: web.Request, pieces: Iterable[bytes], length: int) 
     finally:
         if large:
             slots.release()
+            hub.metrics.body_streams.set(slots.active)
     return resp
 
 

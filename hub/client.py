@@ -48,7 +48,7 @@ class Client:
     #: clients with equal keys receive byte-identical frames: (topics, the window frames are compressed
     #: with: 0, 15 or 9), kept by set_topics
     key: tuple[tuple[str, ...] | None, int] = (None, 0)
-    #: the hub's close of this client (eviction), awaited before its admission slot is released
+    #: the hub's close of this client (eviction); its admission slot is released once the socket is gone
     closing: asyncio.Task[None] | None = None
     #: False once the hub or the peer started closing (evicted, or the WebSocket closed): the one
     #: flag fan-out reads per client instead of close_reason, ws.closed and the key's hash

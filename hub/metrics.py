@@ -47,6 +47,8 @@ class HubMetrics:
                                      "topic_not_allowed, busy.", ["reason"], registry=r)
         for reason in HTTP_REJECT_REASONS:
             self.http_rejected.labels(reason)  # export zeros so rate() works from the start
+        self.body_streams = Gauge("hub_http_body_streams",
+                                  "Large REST bodies (over 64 KiB) being written now; at most 8.", registry=r)
         self.audit_dropped = Counter("hub_audit_dropped_total",
                                      "Audit records not written: queue_full, write_error, closed, limiter_full.",
                                      ["reason"], registry=r)

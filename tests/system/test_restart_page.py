@@ -189,9 +189,20 @@ def test_page_opened_after_a_restart_plots_the_past_then_live_seqs_and_the_statu
              timeout=WAIT, what="the page live")
 
     # Counted in the charts as uPlot plots them: values at times before the old hub stopped.
-    plotted = wait_for(lambda: (p := watch.js("hubDebug.plottedTimes()")) and all(
-        sum(t < stopped_at for t in p.get(c, [])) >= TICKS_BEFORE - 2 for c in BACKFILLED_CHARTS) and p,
-        timeout=WAIT, what="charts with points from before the restart")
+    counted: dict[str, int] = {}
+
+    def past_plotted() -> dict[str, list[float]] | None:
+        p = watch.js("hubDebug.plottedTimes()") or {}
+        counted.update({c: sum(t < stopped_at for t in p.get(c, [])) for c in BACKFILLED_CHARTS})
+        return p if all(n >= TICKS_BEFORE - 2 for n in counted.values()) else None
+
+    try:
+        plotted = wait_for(past_plotted, timeout=WAIT, what="charts with points from before the restart")
+    except BaseException:
+        # Say what the charts had and what the hub's backfill found (a rare failure in CI left neither).
+        backfill = [line for line in hub.log_path.read_text(errors="replace").splitlines() if "backfill" in line]
+        print(f"points before the restart per chart: {counted}; hub log: {backfill}")
+        raise
     before = {c: sum(t < stopped_at for t in plotted[c]) for c in BACKFILLED_CHARTS}
     # The hub's own series: every sample Prometheus had of it (the grids may differ by a step at each end).
     assert before["chart-rss"] >= expected_rss - 2, (before, expected_rss)
