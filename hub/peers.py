@@ -33,10 +33,11 @@ class Peers:
         self._live.add(peer)
 
     def discard(self, peer: Peer) -> None:
+        """Forget `peer` (its socket is gone)."""
         self._live.discard(peer)
 
     def spawn(self, coro: Any) -> None:
-        """Run a close without awaiting it; shutdown waits for it (or cancels it)."""
+        """Run a close without awaiting it; shutdown waits for it (its grace bounds it)."""
         task = spawn(coro, name="hub-ws-close")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -50,8 +51,8 @@ class Peers:
             peer.heartbeat(now, self.heartbeat)
 
     async def run(self) -> None:
-        """Sweep four times per heartbeat interval, until cancelled: a dead peer goes within
-        heartbeat x 1.5 (aiohttp's timers) plus a quarter interval."""
+        """Sweep four times per heartbeat interval, until cancelled: a dead peer goes within 1.5 to 2
+        intervals (each of its two deadlines is seen up to a quarter interval late)."""
         if not self.heartbeat:
             return
         step = self.heartbeat / 4
