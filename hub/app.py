@@ -206,16 +206,6 @@ async def _on_shutdown(app: web.Application) -> None:
     await app[HUB].peers.close()
 
 
-def _heartbeat(peers: Peers):  # type: ignore[no-untyped-def]
-    async def heartbeat(app: web.Application):  # type: ignore[no-untyped-def]
-        """The WebSocket heartbeat sweep: one task for every connection, started and stopped with the app."""
-        task = spawn(peers.run(), name="hub-heartbeat")
-        yield
-        await cancel_and_wait([task])
-
-    return heartbeat
-
-
 def _index(page: Page):  # type: ignore[no-untyped-def]
     async def index(request: web.Request) -> web.StreamResponse:
         """`/`: a WebSocket upgrade is served exactly like `/ws` (the seed's server took any path);
@@ -312,7 +302,7 @@ def create_app(config: Config, *, role: str = "all", extra_sources: Sequence[Sou
 
         install(app, oidc, interval=b.interval, evict=evictor(broadcaster))
     app[ws.RECEIVER] = ws.Receiver(hub, oidc)
-    app.cleanup_ctx.append(_heartbeat(hub.peers))
+    app.cleanup_ctx.append(hub.peers.heartbeat_ctx)
     # Edge replicas start every source too (the business one serves /api/metrics/business) but
     # never collect; only the scheduler of a collecting replica ticks them.
     app.cleanup_ctx.append(_lifecycle(sources, notifier, store,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from hub.frames import snap_window
 from hub.peer import Peer
@@ -34,6 +35,10 @@ class Client:
     transport: asyncio.Transport
     remote: str = ""
     token_name: str | None = None
+    #: for the audit log: who opened it (hub.auth.Principal), and its request's Origin and User-Agent
+    who: Any = None
+    origin: str | None = None
+    user_agent: str | None = None
     #: topics this client's token may receive (None: all)
     allowed: tuple[str, ...] | None = None
     #: topics the client subscribed to (None: all it may receive)

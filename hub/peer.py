@@ -63,18 +63,14 @@ class Peer(FrameReader):
     """
 
     __slots__ = ("_dropped", "_ended", "_grace", "_lost", "_peer_closed", "_peers", "_said_closed", "_started",
-                 "_waiter", "client", "close_code", "closed", "last_rx", "on_closed", "origin", "ping_at", "receiver",
-                 "remote", "timed_out", "transport", "user_agent", "violation", "who")
+                 "_waiter", "client", "close_code", "closed", "last_rx", "on_closed", "ping_at", "receiver",
+                 "timed_out", "transport", "violation")
 
     def __init__(self, peers: Registry, receiver: Receiver, *, deflate: bool, limit: int,
                  bucket: TokenBucket | None, grace: float) -> None:
         self.transport: asyncio.Transport | None = None
         self.receiver = receiver
         self.client: Any = None  # hub.client.Client once joined (typed loosely: client imports this module)
-        self.who: Any = None
-        self.remote = ""
-        self.origin: str | None = None
-        self.user_agent: str | None = None
         #: True once the close started, whoever started it: no data frame may follow
         self.closed = False
         #: the code of the peer's Close frame (0: it had none), or the hub's when the hub failed it
@@ -99,9 +95,8 @@ class Peer(FrameReader):
         self._ended = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover - set_protocol path
-        self.transport = transport  # type: ignore[assignment]
+    # (pause_writing and resume_writing stay the base's no-ops: fan-out never waits on a peer, it
+    # reads the backlog instead; connection_made never comes, hand_over sets the transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._lost = True
@@ -122,12 +117,6 @@ class Peer(FrameReader):
         self._peer_closed = self._halt = True
         self._wake()
         return False  # the transport closes itself once its buffer is written
-
-    def pause_writing(self) -> None:
-        pass  # fan-out never waits on a peer: it reads the backlog (get_write_buffer_size) instead
-
-    def resume_writing(self) -> None:
-        pass
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self._peers.now()

@@ -4,10 +4,11 @@ the closes they start themselves, and what is left at shutdown."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from hub.peer import Peer
-from hub.tasks import spawn
+from hub.tasks import cancel_and_wait, spawn
 
 
 class Peers:
@@ -59,6 +60,12 @@ class Peers:
         while True:
             await asyncio.sleep(step)
             self.sweep()
+
+    async def heartbeat_ctx(self, app: object) -> AsyncIterator[None]:
+        """The app's cleanup context for the sweep: started and stopped with the app."""
+        task = spawn(self.run(), name="hub-heartbeat")
+        yield
+        await cancel_and_wait([task])
 
     async def close(self) -> None:
         """At shutdown, after the hub closed its clients: wait for the closes under way (their grace

@@ -101,16 +101,17 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         rate = TokenBucket(cfg.server.client_rate_limit, cfg.server.client_rate_burst)
         peer = Peer(hub.peers, request.app[RECEIVER], deflate=bool(shake.window_bits),
                     limit=cfg.server.max_message_bytes, bucket=rate, grace=EVICT_GRACE)
-        peer.who, peer.remote = who, ip
-        peer.origin, peer.user_agent = origin, request.headers.get("User-Agent")
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the connection was lost during the handshake")
+        client = Client(ws=peer, transport=transport, remote=ip, token_name=who.name, allowed=who.topics,
+                        window_bits=shake.window_bits, who=who, origin=origin,
+                        user_agent=request.headers.get("User-Agent"))
+        peer.client = client
         tail = hand_over(request, peer)
         if tail is None:
             raise ConnectionResetError("the connection was lost during the handshake")
         hub.peers.add(peer)
-        assert peer.transport is not None
-        client = Client(ws=peer, transport=peer.transport, remote=ip, token_name=who.name, allowed=who.topics,
-                        window_bits=shake.window_bits)
-        peer.client = client
         client.set_topics(None)
         if oidc is not None and who.person:  # closed with 1008 within one interval of its session's end
             oidc.track(client, who.session)
@@ -161,11 +162,11 @@ class Receiver:
             self.oidc.untrack(client)
         reason = client.close_reason or _disconnect_reason(peer)
         hub.metrics.disconnects.labels(reason).inc()
-        _audit(hub, peer, "disconnect", **peer.who.audit(), code=client.close_code or peer.close_code,
+        _audit(hub, peer, "disconnect", **client.who.audit(), code=client.close_code or peer.close_code,
                reason=str(reason))
 
     def ended(self, peer: Peer) -> None:
-        self.hub.admission.release(peer.remote)
+        self.hub.admission.release(peer.client.remote)
 
 
 #: the app's Receiver (hub.app.create_app sets it)
@@ -174,7 +175,8 @@ RECEIVER = web.AppKey("receiver", Receiver)
 
 def _audit(hub: Hub, peer: Peer, event: str, **fields: Any) -> None:
     """An audit event for `peer`, with the fields its request gave (address, origin, user agent)."""
-    hub.audit.event(event, remote=peer.remote, origin=peer.origin, user_agent=peer.user_agent, **fields)
+    c = peer.client
+    hub.audit.event(event, remote=c.remote, origin=c.origin, user_agent=c.user_agent, **fields)
 
 
 def _violation(hub: Hub, peer: Peer, reason: str, **fields: Any) -> None:
